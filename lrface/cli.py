@@ -1,0 +1,168 @@
+"""The ``lrface`` command line. Training commands import torch lazily, so the service image
+(which has no torch) still runs every other command."""
+
+from __future__ import annotations
+
+
+import typer
+
+from pathlib import Path
+
+from lrface.settings import get_settings
+
+app = typer.Typer(help="lrface: low-resolution face recognition.", no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def _root() -> None:
+    """lrface: low-resolution face recognition (service, enrollment, training, evaluation)."""
+
+
+gallery_app = typer.Typer(help="Gallery maintenance.", no_args_is_help=True)
+app.add_typer(gallery_app, name="gallery")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Bind address (default LRFACE_HOST, 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default LRFACE_PORT, 8000)."),
+    workers: int = typer.Option(None, help="Uvicorn worker processes (default LRFACE_WORKERS, 1)."),
+) -> None:
+    """Run the HTTP service with the model in LRFACE_MODEL (the bundled one by default)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "service.asgi:app",
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_level="info",
+    )
+
+
+@app.command()
+def enroll(
+    directory: Path = typer.Argument(..., exists=True, file_okay=False, help="DIR/<subject_id>/*.jpg"),
+    server: str = typer.Option("", help="Enroll through this service URL instead of the local gallery."),
+    api_key: str = typer.Option("", envvar="LRFACE_API_KEY", help="Admin API key for --server."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Enroll one folder per subject. Skips files already enrolled (same content), so it can be rerun
+    after an interruption. Exits non-zero when any file was rejected."""
+    from service.enroll import enroll_local, enroll_remote
+
+    settings = get_settings()
+    try:
+        if server:
+            summary = enroll_remote(directory, server, api_key or None, progress)
+        else:
+            from service.app import open_gallery
+            from service.embedder import Embedder
+
+            embedder = Embedder(settings.model, settings.providers, settings.threads)
+            gallery = open_gallery(settings, embedder)
+            try:
+                summary = enroll_local(directory, embedder, gallery, settings.max_image_pixels, progress)
+            finally:
+                gallery.close()
+    except Exception as exc:  # noqa: BLE001 - one clear line for the user, not a traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"enrolled {summary.enrolled}, skipped {summary.skipped} (already enrolled), rejected {len(summary.rejected)}")
+    for path, reason in summary.rejected:
+        typer.echo(f"  rejected {path}: {reason}", err=True)
+    if summary.rejected:
+        raise typer.Exit(1)
+
+
+@gallery_app.command("rebuild-index")
+def gallery_rebuild_index() -> None:
+    """Rebuild the FAISS index from the store and report its size (the service does this at start-up)."""
+    from service.app import open_gallery
+    from service.embedder import Embedder
+
+    settings = get_settings()
+    gallery = open_gallery(settings, Embedder(settings.model, "cpu"))
+    typer.echo(f"{gallery.store.describe()}: {len(gallery)} faces indexed ({gallery.index.active_kind})")
+    gallery.close()
+
+
+@gallery_app.command("reembed")
+def gallery_reembed() -> None:
+    """Re-embed every stored face chip with the current model (after a model change)."""
+    from service.embedder import Embedder
+    from service.gallery.chips import chip_face
+    from service.gallery.store import SQLiteStore
+
+    settings = get_settings()
+    embedder = Embedder(settings.model, settings.providers)
+    store = SQLiteStore(settings.gallery_dir)
+    updates = []
+    missing = 0
+    for face_id, png in store.chips():
+        if png is None:
+            missing += 1
+            continue
+        updates.append((face_id, embedder.embed([chip_face(png)])[0]))
+    store.replace_embeddings(updates, embedder.model_version)
+    store.close()
+    typer.echo(f"re-embedded {len(updates)} faces with {embedder.model_version}; {missing} had no stored chip")
+    if missing:
+        raise typer.Exit(1)
+
+
+@app.command("teacher-cache")
+def teacher_cache(
+    teacher: str = typer.Option("dlib", help="Teacher name: dlib, facenet or onnx."),
+    workers: int = typer.Option(2, min=1, help="Processes computing chips and embeddings."),
+    limit: int = typer.Option(0, min=0, help="Only the first N images (0: all), for a quick check."),
+) -> None:
+    """Align every face under LRFACE_DATA/lfw and cache the teacher's embeddings in LRFACE_CACHE."""
+    from lrface.data.lfw import list_identities
+    from training.teacher_cache import TeacherCache
+
+    settings = get_settings()
+    files = [f for fs in list_identities(settings.lfw_root()).values() for f in fs]
+    if limit:
+        files = files[:limit]
+    cache = TeacherCache(settings.cache, teacher)
+    targets = cache.targets(files, workers=workers)
+    typer.echo(f"{len(files)} images: chips {targets.chips.shape}, embeddings {targets.emb.shape} in {cache.folder}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
+
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="A JSON config (training/configs/*.json)."),
+    run_name: str = typer.Option("", help="Run folder name under LRFACE_CACHE/runs (default: the config's name)."),
+    epochs: int = typer.Option(0, min=0, help="Override the config's epoch count (0: keep it)."),
+    max_minutes: float = typer.Option(0.0, min=0.0, help="Stop after the epoch that passes this many minutes; "
+                                      "run again to resume (0: no limit)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Train a student or assistant (resumes from LRFACE_CACHE/runs/NAME/last.pt when present).
+
+    The loss terms (identity, 1st/2nd/3rd order against the teacher, the same against an assistant)
+    and their weights come from the config. Works under `torchrun --nproc_per_node N` unchanged.
+    """
+    from training.config import TrainConfig
+    from training.data_prep import prepare
+    from training.loop import train as train_loop
+
+    settings = get_settings()
+    cfg = TrainConfig.load(config)
+    if epochs:
+        cfg = cfg.model_copy(update={"epochs": epochs})
+    runs = settings.cache / "runs"
+    if cfg.assistant_run and not Path(cfg.assistant_run).is_absolute():
+        cfg = cfg.model_copy(update={"assistant_run": str(runs / cfg.assistant_run)})
+    run_dir = runs / (run_name or cfg.name)
+    _, train_data, val = prepare(settings.lfw_root(), settings.cache, cfg.teacher, cfg.val_fraction, cfg.seed)
+    row = train_loop(cfg, run_dir, train_data, val, max_minutes or None, progress)
+    typer.echo(f"run {run_dir}: epoch {row.get('epoch')} val_accuracy {row.get('val_accuracy', float('nan')):.4f}"
+               + (" (stopped at the time limit; run again to resume)" if row.get("stopped_early") else ""))

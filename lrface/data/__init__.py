@@ -1,0 +1,1 @@
+"""Face datasets in the one-folder-per-identity layout, LFW pairs and identity-disjoint splits."""

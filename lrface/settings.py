@@ -1,0 +1,72 @@
+"""All runtime settings in one place, read from the environment with the ``LRFACE_`` prefix."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_MODEL_DIR = PROJECT_ROOT / "models" / "lrface-student"
+
+
+def _default_data_root() -> Path:
+    # The shared data folder sits beside the checkout on our machines.
+    for candidate in (PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return Path.home() / ".cache" / "lrface" / "data"
+
+
+class Settings(BaseSettings):
+    """Settings of the service, the CLI and training. See the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="LRFACE_", env_file=None, extra="ignore")
+
+    data: Path = Field(default_factory=_default_data_root, description="Data root holding lfw/.")
+    model: Path = Field(default=BUNDLED_MODEL_DIR, description="Model directory (model.onnx + card.json).")
+    gallery_dir: Path = Field(default=Path("gallery"), description="Folder of the SQLite gallery.")
+    database_url: str | None = Field(default=None, description="PostgreSQL URL; SQLite when unset.")
+    api_keys: str = Field(
+        default="",
+        description="Comma-separated 'key:scope' pairs, scope 'read' or 'admin'. Empty: no auth.",
+    )
+    cache: Path = Field(default=Path.home() / ".cache" / "lrface", description="Teacher caches, runs, ckpts.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_faces_per_request: int = 64
+    index: Literal["auto", "flat", "hnsw"] = "auto"
+    hnsw_threshold: int = 50_000
+    providers: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime providers.")
+    faiss_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where FAISS searches.")
+    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: all cores).")
+
+    @field_validator("data", "model", "gallery_dir", "cache", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    def lfw_root(self) -> Path:
+        return self.data / "lfw"
+
+    def parsed_api_keys(self) -> dict[str, str]:
+        """Map key -> scope. Raises ValueError on a malformed entry."""
+        keys: dict[str, str] = {}
+        for entry in filter(None, (part.strip() for part in self.api_keys.split(","))):
+            key, _, scope = entry.partition(":")
+            scope = scope or "admin"
+            if scope not in ("read", "admin") or not key:
+                raise ValueError(f"LRFACE_API_KEYS entry {entry!r}: expected 'key:read' or 'key:admin'")
+            keys[key] = scope
+        return keys
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""HTTP routes: they translate requests to calls of plain functions (embedder, gallery)."""

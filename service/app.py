@@ -1,0 +1,136 @@
+"""The FastAPI application: lifespan opens the ONNX session and the gallery; no work at import."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lrface import __version__
+from lrface.settings import Settings, get_settings
+from service.api.inputs import FaceDecoder
+from service.api.routes import router
+from service.embedder import Embedder
+from service.gallery.gallery import Gallery
+from service.gallery.index import FaceIndex
+from service.gallery.store import SQLiteStore
+from service.metrics import Metrics
+
+log = logging.getLogger("lrface.service")
+
+
+class BodyLimit:
+    """Reject bodies over ``limit`` bytes with 413 before they are buffered (Content-Length or streamed)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._reject(send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body larger than {self.limit} bytes"}, status_code=413)
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def open_gallery(settings: Settings, embedder: Embedder) -> Gallery:
+    store = SQLiteStore(settings.gallery_dir)
+    index = FaceIndex(embedder.card.embedding_size, settings.index, settings.hnsw_threshold, device=settings.faiss_device)
+    gallery = Gallery(store, embedder.card.embedding_size, embedder.model_version, index)
+    gallery.load()
+    return gallery
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        embedder = Embedder(settings.model, settings.providers, settings.threads)
+        app.state.embedder = embedder
+        app.state.gallery = open_gallery(settings, embedder)
+        metrics.model.info({"name": embedder.card.name, "version": embedder.model_version})
+        log.info(
+            "ready: model %s providers %s, gallery %s with %d faces (index %s on %s)",
+            embedder.model_version, embedder.providers, app.state.gallery.store.describe(), len(app.state.gallery),
+            app.state.gallery.index.active_kind, app.state.gallery.index.device,
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            app.state.gallery.close()
+            app.state.gallery = None
+
+    app = FastAPI(
+        title="lrface",
+        version=__version__,
+        description="Low-resolution face recognition: embed, identify and verify faces of 8-32 pixels, "
+        "and manage the gallery of enrolled subjects.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.api_keys = settings.parsed_api_keys()
+    app.state.metrics = metrics
+    app.state.decoder = FaceDecoder(settings.max_image_pixels)
+    app.state.embedder = None
+    app.state.gallery = None
+    app.include_router(router)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Any:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(path, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(path, request.method).observe(time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,71 @@
+"""ONNX Runtime inference of the released student, checked against its model card."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lrface.model_card import ModelCard, ModelCardError, check_input_shape, load_card
+from lrface.preprocessing import face_to_input
+
+log = logging.getLogger("lrface.embedder")
+
+
+def choose_providers(setting: str, available: Sequence[str]) -> list[str]:
+    """ONNX Runtime providers for ``setting`` ('auto', 'cpu', 'cuda') given what the build offers."""
+    if setting == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if setting == "cuda":
+        log.warning("LRFACE_PROVIDERS=cuda but this onnxruntime has no CUDA provider; falling back to CPU")
+    return ["CPUExecutionProvider"]
+
+
+@dataclass(frozen=True)
+class FaceInput:
+    image: np.ndarray  # decoded uint8 RGB
+    box: tuple[float, float, float, float] | None = None
+
+
+class Embedder:
+    def __init__(self, model_dir: Path, providers: str = "auto", threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.card: ModelCard = load_card(model_dir)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        chosen = choose_providers(providers, ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(str(model_dir / self.card.onnx_file), options, providers=chosen)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ModelCardError(f"cannot load {model_dir / self.card.onnx_file}: {exc}") from None
+        self.providers = list(self.session.get_providers())
+        graph_input = self.session.get_inputs()[0]
+        check_input_shape(self.card, list(graph_input.shape))
+        self.input_name = graph_input.name
+        self.norm = self.card.normalisation.to_normalisation()
+        log.info("model %s %s on %s", self.card.name, self.card.version, self.providers)
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.card.name}:{self.card.version}"
+
+    def preprocess(self, face: FaceInput) -> np.ndarray:
+        return face_to_input(face.image, self.card.input_size, face.box, self.norm)
+
+    def embed_inputs(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, 3, S, S)`` float32 -> ``(N, D)`` unit-norm float32."""
+        (out,) = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        out = np.asarray(out, dtype=np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def embed(self, faces: Sequence[FaceInput]) -> np.ndarray:
+        if not faces:
+            return np.zeros((0, self.card.embedding_size), dtype=np.float32)
+        return self.embed_inputs(np.stack([self.preprocess(face) for face in faces]))

@@ -1,0 +1,37 @@
+"""A tiny but real ONNX face 'model' + card for service tests (no torch needed): a fixed random
+projection of the 16x16 input, so different images give different, deterministic embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lrface.model_card import ModelCard, Provenance
+
+
+def write_tiny_model(directory: Path, input_size: int = 16, dim: int = 32, version: str = "1") -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(3 * input_size * input_size, dim)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "w"], ["embedding"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, input_size, input_size])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, directory / "model.onnx")
+    ModelCard(
+        name="tiny-test", version=version, input_size=input_size, embedding_size=dim, threshold=0.5,
+        training=Provenance(data="none: random projection for tests"),
+    ).save(directory)  # fmt: skip
+    return directory

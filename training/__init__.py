@@ -1,0 +1,1 @@
+"""Offline training: teachers, assistant, LR student, hybrid-order relational distillation."""

@@ -1,0 +1,71 @@
+"""Typed training configs (pydantic): saved beside every checkpoint, so each reported number traces
+back to the exact config that made it. Experiments live as JSON files in ``training/configs/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class LossWeights(BaseModel):
+    """Weights of the loss plug-ins; 0 turns a term off."""
+
+    identity: float = Field(1.0, description="Angular-margin softmax on training identities.")
+    instance: float = Field(0.0, description="1st order: student embedding vs teacher's (cosine).")
+    pairwise: float = Field(0.0, description="2nd order: normalised pairwise distances vs teacher's.")
+    angle: float = Field(0.0, description="3rd order: triplet angles vs teacher's.")
+    assistant_instance: float = Field(0.0, description="1st order against the assistant's embedding.")
+    assistant_pairwise: float = 0.0
+    assistant_angle: float = 0.0
+    assistant_logits: float = Field(0.0, description="Logit KD against the assistant's identity head.")
+
+
+class AugmentConfig(BaseModel):
+    """Framing jitter and degradation applied to the HR chip before it is brought to LR."""
+
+    flip: bool = True
+    scale: tuple[float, float] = (0.8, 1.1)
+    shift: float = 0.08
+    aspect: tuple[float, float] = (0.85, 1.15)
+    blur_sigma: tuple[float, float] = (0.0, 1.0)
+    noise_std: tuple[float, float] = (0.0, 5.0)
+    jpeg_probability: float = 0.3
+    jpeg_quality: tuple[int, int] = (30, 90)
+    smaller_source_probability: float = Field(0.3, description="Share of faces first shrunk below input size.")
+    smaller_source_min: int = 8
+
+
+class TrainConfig(BaseModel):
+    name: str = "student"
+    teacher: str = "dlib"
+    model: str = "resface-s"
+    input_size: int = Field(16, ge=8, le=128)
+    embedding_size: int = 128
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    margin_scale: float = 32.0
+    arc_margin: float = 0.3
+    kd_temperature: float = 4.0
+    losses: LossWeights = LossWeights()
+    augment: AugmentConfig = AugmentConfig()
+    augment_enabled: bool = True
+    assistant_run: str | None = Field(None, description="Run folder of a trained assistant (frozen).")
+    init_from: str | None = Field(None, description="Checkpoint to initialise the model from.")
+    val_fraction: float = 0.1
+    seed: int = 0
+    workers: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+
+    def save(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls.model_validate(json.loads(path.read_text()))

@@ -1,0 +1,90 @@
+"""LR training views of cached HR chips: framing jitter, flip (with the teacher's flipped target),
+the degradation model, then the canonical preprocessing. Without augmentation a view is exactly
+what the service computes for the same chip (``face_to_input``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lrface.degradation import DegradationConfig, degrade
+from lrface.preprocessing import crop_square, face_to_input, normalise, resize
+from training.config import AugmentConfig
+
+
+@dataclass
+class FaceArrays:
+    chips: np.ndarray  # (N, S, S, 3) uint8 aligned HR chips
+    labels: np.ndarray  # (N,) int64 identity index
+    emb: np.ndarray  # (N, D) teacher embeddings
+    emb_flip: np.ndarray  # (N, D) teacher embeddings of the mirrored chips
+
+
+def jitter_box(size: int, aug: AugmentConfig, rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """A random, possibly non-square face box around the chip centre, as an upstream detector gives."""
+    scale = rng.uniform(*aug.scale) * size
+    aspect = rng.uniform(*aug.aspect)
+    w, h = scale * np.sqrt(aspect), scale / np.sqrt(aspect)
+    cx = size / 2 + rng.uniform(-aug.shift, aug.shift) * size
+    cy = size / 2 + rng.uniform(-aug.shift, aug.shift) * size
+    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+
+def augmented_lr(chip: np.ndarray, input_size: int, aug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """One degraded uint8 LR view of ``input_size`` (framing jitter, blur/noise/JPEG, smaller sources)."""
+    face = crop_square(chip, jitter_box(chip.shape[0], aug, rng))
+    source = input_size
+    if rng.random() < aug.smaller_source_probability and aug.smaller_source_min < input_size:
+        source = int(rng.integers(aug.smaller_source_min, input_size))
+    config = DegradationConfig(
+        size=source,
+        blur_sigma=aug.blur_sigma,
+        noise_std=aug.noise_std,
+        jpeg_quality=aug.jpeg_quality if rng.random() < aug.jpeg_probability else None,
+    )
+    return resize(degrade(face, config, rng), input_size)
+
+
+class DistillDataset(Dataset[dict[str, torch.Tensor]]):
+    """Item: ``lr`` (3, S, S) student input, ``hr`` view for an HR assistant, ``label``, ``target``."""
+
+    def __init__(
+        self,
+        data: FaceArrays,
+        input_size: int,
+        augment: AugmentConfig | None,
+        seed: int = 0,
+        hr_size: int | None = None,
+    ) -> None:
+        self.data, self.input_size, self.augment, self.seed, self.hr_size = data, input_size, augment, seed, hr_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.data.labels)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        chip = self.data.chips[index]
+        target = self.data.emb[index]
+        if self.augment is None:
+            lr = face_to_input(chip, self.input_size)
+            hr_chip = chip
+        else:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            if self.augment.flip and rng.random() < 0.5:
+                chip, target = chip[:, ::-1], self.data.emb_flip[index]
+            lr = normalise(augmented_lr(chip, self.input_size, self.augment, rng))
+            hr_chip = chip
+        item = {
+            "lr": torch.from_numpy(lr),
+            "label": torch.tensor(int(self.data.labels[index])),
+            "target": torch.from_numpy(np.asarray(target, dtype=np.float32)),
+        }
+        if self.hr_size is not None:
+            item["hr"] = torch.from_numpy(face_to_input(np.ascontiguousarray(hr_chip), self.hr_size))
+        return item

@@ -1,0 +1,96 @@
+"""Verification metrics on scored pairs: LFW 10-fold accuracy, ROC AUC, TAR at fixed FAR."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
+    """The threshold (midway between two adjacent scores) that classifies most pairs right."""
+    order = np.argsort(scores, kind="mergesort")
+    s, y = scores[order], same[order].astype(bool)
+    # Cut before item i: items < i are called different, items >= i the same person.
+    neg_before = np.concatenate([[0], np.cumsum(~y)])
+    pos_from = y.sum() - np.concatenate([[0], np.cumsum(y)])
+    correct = neg_before + pos_from
+    valid = np.ones(len(s) + 1, dtype=bool)
+    valid[1:-1] = s[1:] > s[:-1]  # never cut between tied scores
+    i = int(np.argmax(np.where(valid, correct, -1)))
+    if i == 0:
+        return float(s[0] - 1e-6)
+    if i == len(s):
+        return float(s[-1] + 1e-6)
+    return float((s[i - 1] + s[i]) / 2)
+
+
+def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: int = 10) -> tuple[float, float, float]:
+    """LFW protocol: threshold chosen on 9 folds, accuracy measured on the 10th.
+
+    Returns (mean accuracy, std over folds, mean threshold). Folds are contiguous blocks of an
+    interleaving of the pairs, so each fold keeps the matched/mismatched balance.
+    """
+    same = same.astype(bool)
+    fold_of = np.empty(len(scores), dtype=np.int64)
+    for label_idx in (np.flatnonzero(same), np.flatnonzero(~same)):
+        fold_of[label_idx] = np.arange(len(label_idx)) * folds // max(len(label_idx), 1)
+    accs, thresholds = [], []
+    for k in range(folds):
+        test = fold_of == k
+        if not test.any():
+            continue
+        t = _best_threshold(scores[~test], same[~test])
+        thresholds.append(t)
+        accs.append(float(((scores[test] >= t) == same[test]).mean()))
+    return float(np.mean(accs)), float(np.std(accs)), float(np.mean(thresholds))
+
+
+def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
+    """Probability that a random matched pair outscores a random mismatched one (ties count half)."""
+    same = same.astype(bool)
+    ranks = _average_ranks(scores)
+    n_pos, n_neg = int(same.sum()), int((~same).sum())
+    return float((ranks[same].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / counts)[inverse]
+
+
+def threshold_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
+    """Lowest threshold whose false accept rate on mismatched pairs is at most ``far``."""
+    negatives = np.sort(scores[~same.astype(bool)])[::-1]
+    allowed = int(np.floor(far * len(negatives)))
+    return float(np.nextafter(negatives[allowed], np.inf)) if allowed < len(negatives) else float(negatives[-1])
+
+
+def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
+    t = threshold_at_far(scores, same, far)
+    return float((scores[same.astype(bool)] >= t).mean())
+
+
+def confidence_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson 95% interval of an accuracy measured on ``n`` pairs."""
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def verification_report(scores: np.ndarray, same: np.ndarray) -> dict[str, float]:
+    acc, std, threshold = kfold_accuracy(scores, same)
+    low, high = confidence_interval(acc, len(scores))
+    return {
+        "accuracy": acc,
+        "accuracy_std": std,
+        "ci95_low": low,
+        "ci95_high": high,
+        "threshold": threshold,
+        "auc": roc_auc(scores, same),
+        "tar_far_1e-2": tar_at_far(scores, same, 1e-2),
+        "tar_far_1e-3": tar_at_far(scores, same, 1e-3),
+        "pairs": float(len(scores)),
+    }
