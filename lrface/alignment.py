@@ -39,8 +39,7 @@ def _load_dlib() -> tuple[Any, Any]:
             import face_recognition_models
     except ImportError as exc:
         raise AlignerUnavailable(
-            "face detection needs the optional aligner: pip install 'lrface[align]' (dlib-bin, "
-            "face-recognition-models)"
+            "face detection needs the optional aligner: pip install 'lrface[align]' (dlib-bin, face-recognition-models)"
         ) from exc
     return dlib, face_recognition_models
 

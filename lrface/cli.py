@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import typer
-
-from pathlib import Path
 
 from lrface.settings import get_settings
 
@@ -69,7 +68,9 @@ def enroll(
     except Exception as exc:  # noqa: BLE001 - one clear line for the user, not a traceback
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"enrolled {summary.enrolled}, skipped {summary.skipped} (already enrolled), rejected {len(summary.rejected)}")
+    typer.echo(
+        f"enrolled {summary.enrolled}, skipped {summary.skipped} (already enrolled), rejected {len(summary.rejected)}"
+    )
     for path, reason in summary.rejected:
         typer.echo(f"  rejected {path}: {reason}", err=True)
     if summary.rejected:
@@ -135,14 +136,14 @@ if __name__ == "__main__":  # pragma: no cover
     app()
 
 
-
 @app.command()
 def train(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="A JSON config (training/configs/*.json)."),
     run_name: str = typer.Option("", help="Run folder name under LRFACE_CACHE/runs (default: the config's name)."),
     epochs: int = typer.Option(0, min=0, help="Override the config's epoch count (0: keep it)."),
-    max_minutes: float = typer.Option(0.0, min=0.0, help="Stop after the epoch that passes this many minutes; "
-                                      "run again to resume (0: no limit)."),
+    max_minutes: float = typer.Option(
+        0.0, min=0.0, help="Stop after the epoch that passes this many minutes; run again to resume (0: no limit)."
+    ),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train a student or assistant (resumes from LRFACE_CACHE/runs/NAME/last.pt when present).
@@ -164,5 +165,45 @@ def train(
     run_dir = runs / (run_name or cfg.name)
     _, train_data, val = prepare(settings.lfw_root(), settings.cache, cfg.teacher, cfg.val_fraction, cfg.seed)
     row = train_loop(cfg, run_dir, train_data, val, max_minutes or None, progress)
-    typer.echo(f"run {run_dir}: epoch {row.get('epoch')} val_accuracy {row.get('val_accuracy', float('nan')):.4f}"
-               + (" (stopped at the time limit; run again to resume)" if row.get("stopped_early") else ""))
+    typer.echo(
+        f"run {run_dir}: epoch {row.get('epoch')} val_accuracy {row.get('val_accuracy', float('nan')):.4f}"
+        + (" (stopped at the time limit; run again to resume)" if row.get("stopped_early") else "")
+    )
+
+
+@app.command()
+def release(
+    run_name: str = typer.Argument(..., help="Run folder name under LRFACE_CACHE/runs."),
+    out: Path = typer.Option(Path("models/lrface-student"), help="Where model.onnx and card.json go."),
+    name: str = typer.Option("lrface-student", help="Model name in the card."),
+    version: str = typer.Option("1", help="Model version in the card."),
+) -> None:
+    """Export a run's best checkpoint to ONNX, check ONNX Runtime against torch (1e-4) on real
+    validation faces, calibrate thresholds on the validation split, and write the model card."""
+    from training.release import release_run
+
+    settings = get_settings()
+    card = release_run(settings, settings.cache / "runs" / run_name, out, name, version)
+    typer.echo(
+        f"released {card.name}:{card.version} to {out}: threshold {card.threshold:.4f}, "
+        f"onnx/torch max diff {card.accuracy['onnx_torch_max_abs_diff']:.2e}"
+    )
+
+
+@app.command()
+def evaluate(
+    models: list[Path] = typer.Argument(None, help="Model directories (model.onnx + card.json) to evaluate."),
+    teacher: bool = typer.Option(False, help="Also evaluate the teacher on HR and up-sampled LR faces."),
+    protocols: str = typer.Option(
+        "lr8,lr12,lr16,lr24,lr32,surveillance16",
+        help="Probe protocols: lr<size> (area down-sampling) or surveillance<size>.",
+    ),
+    out: Path = typer.Option(Path("reports/latest"), help="Folder for results.json and report.md."),
+) -> None:
+    """LFW View 1 test (people unseen in training): verification accuracy (10-fold), AUC, TAR@FAR,
+    HR-HR / LR-LR / HR-LR protocols, extended pair set, rank-1/5 identification."""
+    from training.report import run_evaluation
+
+    settings = get_settings()
+    results = run_evaluation(settings, models or [], teacher, protocols.split(","), out)
+    typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'} ({len(results['models'])} models)")

@@ -73,8 +73,8 @@ def load_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise ImageDecodeError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
     try:
         image.load()
-        image = ImageOps.exif_transpose(image) or image
-        return _to_uint8_rgb(image)
+        oriented: Image.Image = ImageOps.exif_transpose(image) or image
+        return _to_uint8_rgb(oriented)
     except Exception as exc:  # noqa: BLE001
         raise ImageDecodeError(f"corrupt or truncated {image.format} image: {exc}") from None
 
@@ -90,9 +90,7 @@ def load_image_file(path: str | bytes | object, max_pixels: int = DEFAULT_MAX_PI
         raise ImageDecodeError(f"{file_path}: {exc}") from None
 
 
-def square_box(
-    box: Sequence[float] | None, width: int, height: int, scale: float = 1.0
-) -> tuple[int, int, int, int]:
+def square_box(box: Sequence[float] | None, width: int, height: int, scale: float = 1.0) -> tuple[int, int, int, int]:
     """The square ``(left, top, right, bottom)`` centred on ``box`` (whole image when None).
 
     Its side is ``scale`` times the longer side of the box, so non-square detector boxes and whole

@@ -75,7 +75,9 @@ class _TooLarge(Exception):
 
 def open_gallery(settings: Settings, embedder: Embedder) -> Gallery:
     store = SQLiteStore(settings.gallery_dir)
-    index = FaceIndex(embedder.card.embedding_size, settings.index, settings.hnsw_threshold, device=settings.faiss_device)
+    index = FaceIndex(
+        embedder.card.embedding_size, settings.index, settings.hnsw_threshold, device=settings.faiss_device
+    )
     gallery = Gallery(store, embedder.card.embedding_size, embedder.model_version, index)
     gallery.load()
     return gallery
@@ -93,9 +95,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.model.info({"name": embedder.card.name, "version": embedder.model_version})
         log.info(
             "ready: model %s providers %s, gallery %s with %d faces (index %s on %s)",
-            embedder.model_version, embedder.providers, app.state.gallery.store.describe(), len(app.state.gallery),
-            app.state.gallery.index.active_kind, app.state.gallery.index.device,
-        )  # fmt: skip
+            embedder.model_version,
+            embedder.providers,
+            app.state.gallery.store.describe(),
+            len(app.state.gallery),
+            app.state.gallery.index.active_kind,
+            app.state.gallery.index.device,
+        )
         try:
             yield
         finally:

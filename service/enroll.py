@@ -40,7 +40,9 @@ def count_files(root: Path) -> int:
     return sum(len(files) for _, files in subject_files(root))
 
 
-def enroll_local(root: Path, embedder: Embedder, gallery: Gallery, max_pixels: int, progress: bool = True) -> EnrollSummary:
+def enroll_local(
+    root: Path, embedder: Embedder, gallery: Gallery, max_pixels: int, progress: bool = True
+) -> EnrollSummary:
     summary = EnrollSummary()
     with tqdm(total=count_files(root), unit="face", disable=not progress) as bar:
         for subject_id, files in subject_files(root):
@@ -72,11 +74,12 @@ def enroll_local(root: Path, embedder: Embedder, gallery: Gallery, max_pixels: i
 def enroll_remote(root: Path, server: str, api_key: str | None, progress: bool = True) -> EnrollSummary:
     summary = EnrollSummary()
     headers = {"X-API-Key": api_key} if api_key else {}
-    with httpx.Client(base_url=server, headers=headers, timeout=60) as client, tqdm(
-        total=count_files(root), unit="face", disable=not progress
-    ) as bar:
+    with (
+        httpx.Client(base_url=server, headers=headers, timeout=60) as client,
+        tqdm(total=count_files(root), unit="face", disable=not progress) as bar,
+    ):
         for subject_id, files in subject_files(root):
-            response = client.get(f"/gallery/subjects/{subject_id}")
+            response = _authorised(client.get(f"/gallery/subjects/{subject_id}"), server)
             if response.status_code == 422:
                 summary.rejected += [(f, response.json()["detail"]) for f in files]
                 bar.update(len(files))
@@ -90,11 +93,17 @@ def enroll_remote(root: Path, server: str, api_key: str | None, progress: bool =
                 if hashlib.sha256(data).hexdigest() in known:
                     summary.skipped += 1
                     continue
-                reply = client.post(f"/gallery/subjects/{subject_id}/faces", files={"images": (path.name, data)})
-                if reply.status_code in (401, 403):
-                    raise RuntimeError(f"{server} refused the API key: {reply.json().get('detail')}")
+                reply = _authorised(
+                    client.post(f"/gallery/subjects/{subject_id}/faces", files={"images": (path.name, data)}), server
+                )
                 if reply.status_code >= 400:
                     summary.rejected.append((path, str(reply.json().get("detail", reply.text[:200]))))
                     continue
                 summary.enrolled += 1
     return summary
+
+
+def _authorised(response: httpx.Response, server: str) -> httpx.Response:
+    if response.status_code in (401, 403):
+        raise RuntimeError(f"{server} refused the API key: {response.json().get('detail')}")
+    return response

@@ -12,8 +12,11 @@ class Metrics:
             "lrface_requests_total", "HTTP requests", ["route", "method", "status"], registry=self.registry
         )
         self.latency = Histogram(
-            "lrface_request_seconds", "Request latency", ["route", "method"], registry=self.registry,
+            "lrface_request_seconds",
+            "Request latency",
+            ["route", "method"],
+            registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-        )  # fmt: skip
+        )
         self.gallery_faces = Gauge("lrface_gallery_faces", "Faces in the gallery index", registry=self.registry)
         self.model = Info("lrface_model", "Served model", registry=self.registry)

@@ -31,7 +31,11 @@ def write_tiny_model(directory: Path, input_size: int = 16, dim: int = 32, versi
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(model, directory / "model.onnx")
     ModelCard(
-        name="tiny-test", version=version, input_size=input_size, embedding_size=dim, threshold=0.5,
+        name="tiny-test",
+        version=version,
+        input_size=input_size,
+        embedding_size=dim,
+        threshold=0.5,
         training=Provenance(data="none: random projection for tests"),
-    ).save(directory)  # fmt: skip
+    ).save(directory)
     return directory

@@ -8,7 +8,9 @@ import numpy as np
 from training.dataset import FaceArrays
 
 
-def synthetic_arrays(identities: int = 8, per_identity: int = 6, size: int = 48, dim: int = 16, seed: int = 0) -> FaceArrays:
+def synthetic_arrays(
+    identities: int = 8, per_identity: int = 6, size: int = 48, dim: int = 16, seed: int = 0
+) -> FaceArrays:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
     chips, labels = [], []

@@ -38,8 +38,12 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     gallery = tmp_path_factory.mktemp("gallery")
-    env = {"LRFACE_MODEL": str(model_dir), "LRFACE_GALLERY_DIR": str(gallery),
-           "LRFACE_API_KEYS": f"{ADMIN}:admin,{READER}:read", "LRFACE_MAX_BODY_BYTES": "2000000"}  # fmt: skip
+    env = {
+        "LRFACE_MODEL": str(model_dir),
+        "LRFACE_GALLERY_DIR": str(gallery),
+        "LRFACE_API_KEYS": f"{ADMIN}:admin,{READER}:read",
+        "LRFACE_MAX_BODY_BYTES": "2000000",
+    }
     with running_server(env) as url:
         yield url, gallery
 
@@ -88,7 +92,11 @@ def test_enroll_identify_verify_delete(admin: httpx.Client, reader: httpx.Client
     assert r.status_code == 201, r.text
     face_id = r.json()["faces"][0]["face_id"]
     again = admin.post("/gallery/subjects/alice/faces", json={"images": [{"data": _b64(alice)}]}).json()
-    assert again["faces"][0] == {"face_id": face_id, "content_hash": r.json()["faces"][0]["content_hash"], "created": False}
+    assert again["faces"][0] == {
+        "face_id": face_id,
+        "content_hash": r.json()["faces"][0]["content_hash"],
+        "created": False,
+    }
     assert admin.post("/gallery/subjects/bob/faces", json={"images": [{"data": _b64(bob)}]}).status_code == 201
 
     found = reader.post("/identify", files={"image": ("q.png", alice)}, data={"top_k": "2"}).json()
@@ -126,27 +134,69 @@ def test_enroll_identify_verify_delete(admin: httpx.Client, reader: httpx.Client
         ("post", "/embed", {"json": {"images": [{"data": "@@@"}]}}, 400, "not valid base64"),
         ("post", "/embed", {"json": {"images": []}}, 422, "images"),
         ("post", "/embed", {"content": b"{", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
-        ("post", "/embed", {"content": b"x", "headers": {"content-type": "text/plain"}}, 415, "unsupported content type"),
-        ("post", "/embed", {"content": b"[" * 100000 + b"]" * 100000, "headers": {"content-type": "application/json"}},
-         400, "nested too deeply"),
-        ("post", "/embed", {"json": {"images": [{"data": "QQ==", "box": [5, 5, 1, 1]}]}}, 422, "not a recognised image"),
+        (
+            "post",
+            "/embed",
+            {"content": b"x", "headers": {"content-type": "text/plain"}},
+            415,
+            "unsupported content type",
+        ),
+        (
+            "post",
+            "/embed",
+            {"content": b"[" * 100000 + b"]" * 100000, "headers": {"content-type": "application/json"}},
+            400,
+            "nested too deeply",
+        ),
+        (
+            "post",
+            "/embed",
+            {"json": {"images": [{"data": "QQ==", "box": [5, 5, 1, 1]}]}},
+            422,
+            "not a recognised image",
+        ),
         ("post", "/identify", {"json": {"top_k": 0, "image": {"data": "QQ=="}}}, 422, "top_k"),
         ("post", "/identify", {"json": {"top_k": 3}}, 422, "exactly one of query image or embedding"),
-        ("post", "/identify", {"json": {"embedding": {"values": [1.0] * 31, "model_version": "tiny-test:1"}}}, 422,
-         "has 31 values"),
-        ("post", "/identify", {"json": {"embedding": {"values": [1.0] * 32, "model_version": "other:9"}}}, 409,
-         "comes from model"),
-        ("post", "/identify", {"json": {"embedding": {"values": [0.0] * 32, "model_version": "tiny-test:1"}}}, 422,
-         "finite and non-zero"),
+        (
+            "post",
+            "/identify",
+            {"json": {"embedding": {"values": [1.0] * 31, "model_version": "tiny-test:1"}}},
+            422,
+            "has 31 values",
+        ),
+        (
+            "post",
+            "/identify",
+            {"json": {"embedding": {"values": [1.0] * 32, "model_version": "other:9"}}},
+            409,
+            "comes from model",
+        ),
+        (
+            "post",
+            "/identify",
+            {"json": {"embedding": {"values": [0.0] * 32, "model_version": "tiny-test:1"}}},
+            422,
+            "finite and non-zero",
+        ),
         ("post", "/verify", {"json": {"subject_id": "nobody-here", "image_a": {"data": ""}}}, 422, "empty file"),
         ("get", "/gallery/subjects/nobody", {}, 404, "not enrolled"),
         ("get", "/gallery/subjects/..%2F..%2Fetc", {}, 404, "Not Found"),
         ("get", "/gallery/subjects/bad$id", {}, 422, "subject_id must be"),
         ("delete", "/gallery/subjects/.hidden", {}, 422, "subject_id must be"),
-        ("post", "/gallery/subjects/%C3%A9l%C3%A8ve/faces", {"json": {"images": [{"data": "QQ=="}]}}, 422,
-         "subject_id must be"),
-        ("post", "/embed", {"content": b"x" * 2_100_000, "headers": {"content-type": "application/json"}}, 413,
-         "larger than"),
+        (
+            "post",
+            "/gallery/subjects/%C3%A9l%C3%A8ve/faces",
+            {"json": {"images": [{"data": "QQ=="}]}},
+            422,
+            "subject_id must be",
+        ),
+        (
+            "post",
+            "/embed",
+            {"content": b"x" * 2_100_000, "headers": {"content-type": "application/json"}},
+            413,
+            "larger than",
+        ),
     ],
 )
 def test_bad_input_gets_4xx_with_detail(
@@ -190,14 +240,16 @@ def test_metrics_count_requests(reader: httpx.Client) -> None:
 def test_restart_keeps_gallery_and_refuses_other_model(model_dir: Path, tmp_path: Path) -> None:
     env = {"LRFACE_MODEL": str(model_dir), "LRFACE_GALLERY_DIR": str(tmp_path / "g")}
     with running_server(env) as url:
-        assert httpx.post(url + "/gallery/subjects/carol/faces", json={"images": [{"data": _b64(_png(7))}]}).status_code == 201
+        assert (
+            httpx.post(url + "/gallery/subjects/carol/faces", json={"images": [{"data": _b64(_png(7))}]}).status_code
+            == 201
+        )
     with running_server(env) as url:
         found = httpx.post(url + "/identify", json={"image": {"data": _b64(_png(7))}}).json()
         assert found["decision"] == "carol"
     other = write_tiny_model(tmp_path / "model2", version="2")
-    with pytest.raises(RuntimeError, match="reembed"):
-        with running_server({**env, "LRFACE_MODEL": str(other)}, timeout=30):
-            pass
+    with pytest.raises(RuntimeError, match="reembed"), running_server({**env, "LRFACE_MODEL": str(other)}, timeout=30):
+        pass
 
 
 def test_real_faces_enroll_and_identify(admin: httpx.Client) -> None:

@@ -20,9 +20,17 @@ from training.loop import ValData, train  # noqa: E402
 
 def _config(**overrides: object) -> TrainConfig:
     base = dict(
-        name="tiny", model="resface-s", input_size=16, embedding_size=16, epochs=6, batch_size=16, lr=0.05,
-        warmup_epochs=0, workers=0, losses=LossWeights(identity=1.0, instance=5.0, pairwise=1.0, angle=1.0),
-    )  # fmt: skip
+        name="tiny",
+        model="resface-s",
+        input_size=16,
+        embedding_size=16,
+        epochs=6,
+        batch_size=16,
+        lr=0.05,
+        warmup_epochs=0,
+        workers=0,
+        losses=LossWeights(identity=1.0, instance=5.0, pairwise=1.0, angle=1.0),
+    )
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -67,7 +75,9 @@ def test_assistant_feeds_extra_targets(tmp_path: Path) -> None:
     assistant = tmp_path / "assistant"
     train(_config(name="assistant", model="resface-m", epochs=2, input_size=24), assistant, data, progress=False)
     weights = LossWeights(identity=1.0, instance=1.0, assistant_instance=1.0, assistant_angle=1.0, assistant_logits=1.0)
-    row = train(_config(epochs=2, losses=weights, assistant_run=str(assistant)), tmp_path / "student", data, progress=False)
+    row = train(
+        _config(epochs=2, losses=weights, assistant_run=str(assistant)), tmp_path / "student", data, progress=False
+    )
     assert row["assistant_instance"] > 0 and row["assistant_logits"] > 0
 
 
@@ -95,8 +105,12 @@ def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)],
-        capture_output=True, text=True, timeout=240, env=env, cwd=root,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=root,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2  # only rank 0 writes; both ranks trained in step (DDP would hang otherwise)

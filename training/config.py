@@ -55,6 +55,12 @@ class TrainConfig(BaseModel):
     losses: LossWeights = LossWeights()
     augment: AugmentConfig = AugmentConfig()
     augment_enabled: bool = True
+    train_chip_size: int = Field(
+        64,
+        ge=16,
+        description="HR chips are area-shrunk to this side once before "
+        "augmentation (cheaper blur/crop; same LR result to within rounding).",
+    )
     assistant_run: str | None = Field(None, description="Run folder of a trained assistant (frozen).")
     init_from: str | None = Field(None, description="Checkpoint to initialise the model from.")
     val_fraction: float = 0.1

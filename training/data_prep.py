@@ -32,7 +32,9 @@ def val_data(identities: dict[str, list[Path]], cache: TeacherCache, seed: int =
     )
 
 
-def prepare(lfw_root: Path, cache_root: Path, teacher: str, val_fraction: float, seed: int) -> tuple[Split, FaceArrays, ValData]:
+def prepare(
+    lfw_root: Path, cache_root: Path, teacher: str, val_fraction: float, seed: int
+) -> tuple[Split, FaceArrays, ValData]:
     split = identity_split(lfw_root, val_fraction, seed)
     cache = TeacherCache(cache_root, teacher)
     return split, arrays_for(split.train, cache), val_data(split.val, cache, seed)

@@ -23,6 +23,14 @@ class FaceArrays:
     emb_flip: np.ndarray  # (N, D) teacher embeddings of the mirrored chips
 
 
+def shrink_chips(data: FaceArrays, side: int) -> FaceArrays:
+    """The same faces with chips area-shrunk to ``side`` (no-op when they are not larger)."""
+    if data.chips.shape[1] <= side:
+        return data
+    chips = np.stack([resize(np.asarray(chip), side) for chip in data.chips])
+    return FaceArrays(chips, data.labels, data.emb, data.emb_flip)
+
+
 def jitter_box(size: int, aug: AugmentConfig, rng: np.random.Generator) -> tuple[float, float, float, float]:
     """A random, possibly non-square face box around the chip centre, as an upstream detector gives."""
     scale = rng.uniform(*aug.scale) * size

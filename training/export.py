@@ -27,9 +27,15 @@ def load_run_model(run_dir: Path, which: str = "best.pt") -> tuple[torch.nn.Modu
 def export_onnx(model: torch.nn.Module, input_size: int, path: Path) -> None:
     example = torch.zeros(2, 3, input_size, input_size)
     torch.onnx.export(
-        model, (example,), str(path), input_names=["input"], output_names=["embedding"],
-        dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=17, dynamo=False,
-    )  # fmt: skip
+        model,
+        (example,),
+        str(path),
+        input_names=["input"],
+        output_names=["embedding"],
+        dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
 
 
 def parity(model: torch.nn.Module, onnx_path: Path, chips: np.ndarray, input_size: int) -> float:
@@ -68,14 +74,23 @@ def release(
     shutil.move(tmp, out_dir / MODEL_FILE)
     teacher = get_teacher(config.teacher) if config.teacher == "dlib" else None
     card = ModelCard(
-        name=name, version=version, input_size=config.input_size, normalisation=NormalisationSpec(),
-        embedding_size=config.embedding_size, threshold=threshold, thresholds=thresholds,
+        name=name,
+        version=version,
+        input_size=config.input_size,
+        normalisation=NormalisationSpec(),
+        embedding_size=config.embedding_size,
+        threshold=threshold,
+        thresholds=thresholds,
         training=Provenance(
-            data=data, data_licence="LFW: research use (University of Massachusetts, Amherst)",
-            teacher=config.teacher, teacher_version=getattr(teacher, "version", ""),
-            teacher_licence=getattr(teacher, "licence", ""), config=config.model_dump(), run=run_dir.name,
+            data=data,
+            data_licence="LFW: research use (University of Massachusetts, Amherst)",
+            teacher=config.teacher,
+            teacher_version=getattr(teacher, "version", ""),
+            teacher_licence=getattr(teacher, "licence", ""),
+            config=config.model_dump(),
+            run=run_dir.name,
         ),
         accuracy={**accuracy, "onnx_torch_max_abs_diff": gap},
-    )  # fmt: skip
+    )
     card.save(out_dir)
     return card

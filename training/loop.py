@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from training.config import TrainConfig
-from training.dataset import DistillDataset, FaceArrays
+from training.dataset import DistillDataset, FaceArrays, shrink_chips
 from training.losses import EmbeddingMatchLoss, LogitKDLoss, MarginSoftmax, PairwiseDistanceLoss, TripletAngleLoss
 from training.metrics import kfold_accuracy
 from training.models import get_model
@@ -103,16 +103,21 @@ def build_terms(
         ]
         if head is not None:
             candidates.append(
-                ("assistant_logits", w.assistant_logits,
-                 lambda o: kd(head.cosine(o["emb"]) * head.scale, o["assistant_logits"])),
-            )  # fmt: skip
+                (
+                    "assistant_logits",
+                    w.assistant_logits,
+                    lambda o: kd(head.cosine(o["emb"]) * head.scale, o["assistant_logits"]),
+                ),
+            )
     return [LossTerm(name, weight, fn) for name, weight, fn in candidates if weight > 0]
 
 
 @torch.no_grad()
 def embed_batches(model: nn.Module, inputs: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
     model.eval()
-    out = [model(torch.from_numpy(inputs[i : i + batch]).to(device)).float().cpu() for i in range(0, len(inputs), batch)]
+    out = [
+        model(torch.from_numpy(inputs[i : i + batch]).to(device)).float().cpu() for i in range(0, len(inputs), batch)
+    ]
     return F.normalize(torch.cat(out)).numpy()
 
 
@@ -151,9 +156,15 @@ def train(
     teacher_dim = train_data.emb.shape[1]
     model = get_model(config.model, config.input_size, config.embedding_size).to(device)
     needs_head = config.losses.identity > 0 or config.losses.assistant_logits > 0
-    head = MarginSoftmax(config.embedding_size, num_classes, config.margin_scale, config.arc_margin).to(device) if needs_head else None
+    head = (
+        MarginSoftmax(config.embedding_size, num_classes, config.margin_scale, config.arc_margin).to(device)
+        if needs_head
+        else None
+    )
     projector: nn.Module = (
-        nn.Identity() if teacher_dim == config.embedding_size else nn.Linear(config.embedding_size, teacher_dim, bias=False)
+        nn.Identity()
+        if teacher_dim == config.embedding_size
+        else nn.Linear(config.embedding_size, teacher_dim, bias=False)
     ).to(device)
     if config.init_from:
         init = torch.load(config.init_from, map_location=device, weights_only=False)
@@ -167,13 +178,24 @@ def train(
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
 
     hr_size = assistant.input_size if assistant is not None and assistant.input_size != config.input_size else None
-    dataset = DistillDataset(train_data, config.input_size, config.augment if config.augment_enabled else None, config.seed, hr_size)
-    sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=config.seed) if world > 1 else None
+    train_data = shrink_chips(train_data, max(config.train_chip_size, hr_size or 0, config.input_size))
+    dataset = DistillDataset(
+        train_data, config.input_size, config.augment if config.augment_enabled else None, config.seed, hr_size
+    )
+    sampler: DistributedSampler[dict[str, torch.Tensor]] | None = (
+        DistributedSampler(dataset, world, rank, shuffle=True, seed=config.seed) if world > 1 else None
+    )
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
-        num_workers=config.workers, generator=generator, persistent_workers=False,
-    )  # fmt: skip
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=config.workers,
+        generator=generator,
+        persistent_workers=False,
+    )
     steps_per_epoch = max(1, len(loader))
     total_steps = config.epochs * steps_per_epoch
 
@@ -197,7 +219,9 @@ def train(
 
     ddp_model: nn.Module = model
     if world > 1:
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     started = time.monotonic()
@@ -210,7 +234,9 @@ def train(
         sums: dict[str, float] = {}
         seen = 0
         epoch_start = time.monotonic()
-        bar = tqdm(loader, desc=f"{config.name} {epoch + 1}/{config.epochs}", disable=not progress or rank != 0, leave=False)
+        bar = tqdm(
+            loader, desc=f"{config.name} {epoch + 1}/{config.epochs}", disable=not progress or rank != 0, leave=False
+        )
         for step_in_epoch, batch in enumerate(bar):
             step = epoch * steps_per_epoch + step_in_epoch
             for group in optimizer.param_groups:
@@ -225,7 +251,7 @@ def train(
                     if a_logits is not None:
                         out["assistant_logits"] = a_logits
                 values = {t.name: t.fn(out) for t in terms}
-                loss = sum(t.weight * values[t.name] for t in terms)
+                loss = torch.stack([t.weight * values[t.name] for t in terms]).sum()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -234,7 +260,9 @@ def train(
             for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-            bar.set_postfix(loss=f"{sums['loss'] / (step_in_epoch + 1):.4f}", fps=f"{seen / (time.monotonic() - epoch_start):.0f}")
+            bar.set_postfix(
+                loss=f"{sums['loss'] / (step_in_epoch + 1):.4f}", fps=f"{seen / (time.monotonic() - epoch_start):.0f}"
+            )
         row = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}}
         row["faces_per_s"] = seen * world / (time.monotonic() - epoch_start)
         if rank == 0:

@@ -68,7 +68,7 @@ class MobileFaceLR(nn.Module):
         self.features = nn.Sequential(*layers)
         final = input_size // 4
         self.gdconv = _conv_bn(head_channels, head_channels, final, groups=head_channels, act=False)
-        self.gdconv[0].padding = (0, 0)  # type: ignore[index]
+        self.gdconv[0].padding = (0, 0)  # type: ignore[index,assignment]
         self.dropout = nn.Dropout(dropout)
         self.embed = nn.Linear(head_channels, embedding_size, bias=False)
         self.bn = nn.BatchNorm1d(embedding_size)
@@ -127,10 +127,15 @@ class PlainCNN(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            _conv_bn(3, w, 3), _conv_bn(w, w, 3), nn.MaxPool2d(2),
-            _conv_bn(w, 2 * w, 3), _conv_bn(2 * w, 2 * w, 3), nn.MaxPool2d(2),
-            _conv_bn(2 * w, 4 * w, 3), _conv_bn(4 * w, 4 * w, 3),
-        )  # fmt: skip
+            _conv_bn(3, w, 3),
+            _conv_bn(w, w, 3),
+            nn.MaxPool2d(2),
+            _conv_bn(w, 2 * w, 3),
+            _conv_bn(2 * w, 2 * w, 3),
+            nn.MaxPool2d(2),
+            _conv_bn(2 * w, 4 * w, 3),
+            _conv_bn(4 * w, 4 * w, 3),
+        )
         final = input_size // 4
         self.embed = nn.Linear(4 * w * final * final, embedding_size, bias=False)
         self.bn = nn.BatchNorm1d(embedding_size)

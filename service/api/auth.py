@@ -37,9 +37,10 @@ def require(scope: str) -> Callable[[Request], None]:
         presented = _presented_key(request)
         if presented is None:
             raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, "missing API key: send it in the X-API-Key header",
+                status.HTTP_401_UNAUTHORIZED,
+                "missing API key: send it in the X-API-Key header",
                 headers={"WWW-Authenticate": "ApiKey"},
-            )  # fmt: skip
+            )
         granted = scope_of(keys, presented)
         if granted is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", headers={"WWW-Authenticate": "ApiKey"})

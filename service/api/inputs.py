@@ -133,7 +133,8 @@ class FaceDecoder:
             h, w = image.shape[:2]
             if not (right > left and bottom > top) or right <= 0 or bottom <= 0 or left >= w or top >= h:
                 raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_ENTITY, f"{what}: box {list(box)} is empty or outside the {w}x{h} image"
+                    status.HTTP_422_UNPROCESSABLE_ENTITY,
+                    f"{what}: box {list(box)} is empty or outside the {w}x{h} image",
                 )
         if detect:
             aligner = self.aligner()

@@ -72,14 +72,18 @@ class Ctx:
             out.append(await run_in_threadpool(self.decoder.decode, data, label, image.box, detect))
         return out
 
-    async def faces_from_form(self, form: Any, field: str, detect: bool, boxes: list[str] | None = None) -> list[DecodedFace]:
+    async def faces_from_form(
+        self, form: Any, field: str, detect: bool, boxes: list[str] | None = None
+    ) -> list[DecodedFace]:
         uploads = form.getlist(field)
         if not uploads:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"multipart field '{field}' (a file) is required")
         self._check_count(len(uploads))
         boxes = boxes or []
         if boxes and len(boxes) != len(uploads):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"give one box per file or none ({len(uploads)} files)")
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY, f"give one box per file or none ({len(uploads)} files)"
+            )
         out = []
         for i, upload in enumerate(uploads):
             label = getattr(upload, "filename", None) or f"{field}[{i}]"
@@ -91,7 +95,9 @@ class Ctx:
     def _check_count(self, count: int) -> None:
         limit = self.settings.max_faces_per_request
         if count > limit:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"{count} faces in one request; the limit is {limit}")
+            raise HTTPException(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"{count} faces in one request; the limit is {limit}"
+            )
 
     async def embed(self, faces: list[DecodedFace]) -> np.ndarray:
         return await run_in_threadpool(self.embedder.embed, [f.face for f in faces])
@@ -106,7 +112,8 @@ class Ctx:
         vector = np.asarray(emb.values, dtype=np.float64)
         if vector.shape != (card.embedding_size,):
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY, f"{what} has {vector.size} values; the model gives {card.embedding_size}"
+                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                f"{what} has {vector.size} values; the model gives {card.embedding_size}",
             )
         norm = float(np.linalg.norm(vector)) if np.isfinite(vector).all() else float("nan")
         if not np.isfinite(norm) or norm == 0:
@@ -134,19 +141,31 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["ops"], response_model=s.Ready, summary="Model and gallery are loaded",
-            responses={503: {"model": s.Problem}})  # fmt: skip
+@router.get(
+    "/readyz",
+    tags=["ops"],
+    response_model=s.Ready,
+    summary="Model and gallery are loaded",
+    responses={503: {"model": s.Problem}},
+)
 def readyz(request: Request) -> s.Ready:
     state = request.app.state
     if getattr(state, "embedder", None) is None or getattr(state, "gallery", None) is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not ready: model or gallery not loaded")
     card = state.embedder.card
     return s.Ready(
-        ready=True, model=card.name, model_version=state.embedder.model_version, input_size=card.input_size,
-        embedding_size=card.embedding_size, threshold=card.threshold, providers=state.embedder.providers,
-        gallery_store=state.gallery.store.describe(), gallery_faces=len(state.gallery),
-        index_kind=state.gallery.index.active_kind, index_device=state.gallery.index.device,
-    )  # fmt: skip
+        ready=True,
+        model=card.name,
+        model_version=state.embedder.model_version,
+        input_size=card.input_size,
+        embedding_size=card.embedding_size,
+        threshold=card.threshold,
+        providers=state.embedder.providers,
+        gallery_store=state.gallery.store.describe(),
+        gallery_faces=len(state.gallery),
+        index_kind=state.gallery.index.active_kind,
+        index_device=state.gallery.index.device,
+    )
 
 
 @router.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
@@ -158,13 +177,17 @@ def metrics(request: Request) -> Response:
 
 
 @router.post(
-    "/embed", tags=["recognition"], response_model=s.EmbedResponse, dependencies=[Depends(require("read"))],
+    "/embed",
+    tags=["recognition"],
+    response_model=s.EmbedResponse,
+    dependencies=[Depends(require("read"))],
     summary="Embed one or more faces",
     description="Each face (a pre-cropped chip of any size, or a photo with `detect=true`) is brought to the "
     "model's low-resolution input by the shared preprocessing and embedded (unit length).",
-    openapi_extra=_both_bodies(s.EmbedRequest, {"images": FILES, "box": {"type": "array", "items": BOX},
-                                                "detect": {"type": "boolean"}}),
-)  # fmt: skip
+    openapi_extra=_both_bodies(
+        s.EmbedRequest, {"images": FILES, "box": {"type": "array", "items": BOX}, "detect": {"type": "boolean"}}
+    ),
+)
 async def embed(request: Request) -> s.EmbedResponse:
     ctx = Ctx(request)
     if is_multipart(request):
@@ -177,20 +200,31 @@ async def embed(request: Request) -> s.EmbedResponse:
     vectors = await ctx.embed(faces)
     card = ctx.embedder.card
     return s.EmbedResponse(
-        model=card.name, model_version=ctx.embedder.model_version,
+        model=card.name,
+        model_version=ctx.embedder.model_version,
         embeddings=[s.FaceEmbedding(embedding=v.tolist(), box=f.box) for v, f in zip(vectors, faces, strict=True)],
-    )  # fmt: skip
+    )
 
 
 @router.post(
-    "/identify", tags=["recognition"], response_model=s.IdentifyResponse, dependencies=[Depends(require("read"))],
+    "/identify",
+    tags=["recognition"],
+    response_model=s.IdentifyResponse,
+    dependencies=[Depends(require("read"))],
     summary="Find who a face belongs to",
     description="Ranked subjects (each scored by its best enrolled face) and a decision at the model card's "
     "calibrated threshold (or `threshold`). Send an image, or an `embedding` computed at the edge.",
-    openapi_extra=_both_bodies(s.IdentifyRequest, {"image": FILE, "top_k": {"type": "integer", "default": 5},
-                                                   "threshold": {"type": "number"}, "box": BOX,
-                                                   "detect": {"type": "boolean"}}),
-)  # fmt: skip
+    openapi_extra=_both_bodies(
+        s.IdentifyRequest,
+        {
+            "image": FILE,
+            "top_k": {"type": "integer", "default": 5},
+            "threshold": {"type": "number"},
+            "box": BOX,
+            "detect": {"type": "boolean"},
+        },
+    ),
+)
 async def identify(request: Request) -> s.IdentifyResponse:
     ctx = Ctx(request)
     if is_multipart(request):
@@ -198,8 +232,8 @@ async def identify(request: Request) -> s.IdentifyResponse:
         body = _form_model(s.IdentifyRequest, {k: form.get(k) for k in ("top_k", "threshold")})
         detect = parse_bool(form.get("detect"), "detect")  # type: ignore[arg-type]
         box = form.get("box")
-        (face,) = await ctx.faces_from_form(form, "image", detect, [str(box)] if box else None)
-        query = await ctx.one_vector(face, None, "query")
+        (upload,) = await ctx.faces_from_form(form, "image", detect, [str(box)] if box else None)
+        query = await ctx.one_vector(upload, None, "query")
     else:
         body = await json_body(request, s.IdentifyRequest)
         face = (await ctx.faces_from_json([body.image], body.detect, "image"))[0] if body.image else None
@@ -209,26 +243,39 @@ async def identify(request: Request) -> s.IdentifyResponse:
     decision = matches[0].subject_id if matches and matches[0].score >= threshold else None
     return s.IdentifyResponse(
         matches=[s.MatchOut(subject_id=m.subject_id, score=m.score) for m in matches],
-        decision=decision, threshold=threshold, model_version=ctx.embedder.model_version,
-    )  # fmt: skip
+        decision=decision,
+        threshold=threshold,
+        model_version=ctx.embedder.model_version,
+    )
 
 
 @router.post(
-    "/verify", tags=["recognition"], response_model=s.VerifyResponse, dependencies=[Depends(require("read"))],
+    "/verify",
+    tags=["recognition"],
+    response_model=s.VerifyResponse,
+    dependencies=[Depends(require("read"))],
     summary="Are two faces the same person? Or: is this face an enrolled subject?",
-    openapi_extra=_both_bodies(s.VerifyRequest, {"image_a": FILE, "image_b": FILE, "subject_id": {"type": "string"},
-                                                 "threshold": {"type": "number"}, "detect": {"type": "boolean"}}),
-)  # fmt: skip
+    openapi_extra=_both_bodies(
+        s.VerifyRequest,
+        {
+            "image_a": FILE,
+            "image_b": FILE,
+            "subject_id": {"type": "string"},
+            "threshold": {"type": "number"},
+            "detect": {"type": "boolean"},
+        },
+    ),
+)
 async def verify(request: Request) -> s.VerifyResponse:
     ctx = Ctx(request)
     if is_multipart(request):
         form = await form_body(request, 3)
         body = _form_model(s.VerifyRequest, {k: form.get(k) for k in ("subject_id", "threshold")})
         detect = parse_bool(form.get("detect"), "detect")  # type: ignore[arg-type]
-        a = (await ctx.faces_from_form(form, "image_a", detect))[0]
-        b = (await ctx.faces_from_form(form, "image_b", detect))[0] if form.get("image_b") is not None else None
-        vec_a = await ctx.one_vector(a, None, "image_a")
-        vec_b = await ctx.one_vector(b, None, "image_b") if b is not None else None
+        first = (await ctx.faces_from_form(form, "image_a", detect))[0]
+        second = (await ctx.faces_from_form(form, "image_b", detect))[0] if form.get("image_b") is not None else None
+        vec_a = await ctx.one_vector(first, None, "image_a")
+        vec_b = await ctx.one_vector(second, None, "image_b") if second is not None else None
     else:
         body = await json_body(request, s.VerifyRequest)
         a = (await ctx.faces_from_json([body.image_a], body.detect, "image_a"))[0] if body.image_a else None
@@ -239,19 +286,27 @@ async def verify(request: Request) -> s.VerifyResponse:
     threshold = body.threshold if body.threshold is not None else ctx.threshold
     version = ctx.embedder.model_version
     if (vec_b is None) == (body.subject_id is None):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "give a second face (image_b/embedding_b) or a subject_id")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, "give a second face (image_b/embedding_b) or a subject_id"
+        )
     if vec_b is not None:
         score = float(vec_a @ vec_b)
-        return s.VerifyResponse(score=score, same_person=score >= threshold, threshold=threshold, model_version=version)
+        return s.VerifyResponse(
+            score=score, same_person=score >= threshold, threshold=threshold, mean_score=None, model_version=version
+        )
     assert body.subject_id is not None
     result = await run_in_threadpool(ctx.gallery.subject_scores, body.subject_id, vec_a)
     if result is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"subject {body.subject_id!r} is not enrolled")
     best, mean, count = result
     return s.VerifyResponse(
-        score=best, same_person=best >= threshold, threshold=threshold, mean_score=mean, faces_compared=count,
+        score=best,
+        same_person=best >= threshold,
+        threshold=threshold,
+        mean_score=mean,
+        faces_compared=count,
         model_version=version,
-    )  # fmt: skip
+    )
 
 
 def _form_model(model: type[Any], fields: dict[str, Any]) -> Any:
@@ -265,13 +320,16 @@ def _form_model(model: type[Any], fields: dict[str, Any]) -> Any:
 
 
 @router.post(
-    "/gallery/subjects/{subject_id}/faces", tags=["gallery"], response_model=s.EnrollResponse,
-    status_code=status.HTTP_201_CREATED, dependencies=[Depends(require("admin"))],
+    "/gallery/subjects/{subject_id}/faces",
+    tags=["gallery"],
+    response_model=s.EnrollResponse,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(require("admin"))],
     summary="Enroll one or more faces of a subject (created when new)",
     description="Acknowledged only after the store has committed. Re-sending an image already enrolled for "
     "the subject adds nothing and reports `created: false`.",
     openapi_extra=_both_bodies(s.EnrollRequest, {"images": FILES, "detect": {"type": "boolean"}}),
-)  # fmt: skip
+)
 async def enroll(subject_id: str, request: Request) -> s.EnrollResponse:
     ctx = Ctx(request)
     _subject(subject_id)
@@ -290,8 +348,13 @@ async def enroll(subject_id: str, request: Request) -> s.EnrollResponse:
     )
 
 
-@router.get("/gallery/subjects", tags=["gallery"], response_model=s.SubjectPage, dependencies=[Depends(require("read"))],
-            summary="List enrolled subjects, paged")  # fmt: skip
+@router.get(
+    "/gallery/subjects",
+    tags=["gallery"],
+    response_model=s.SubjectPage,
+    dependencies=[Depends(require("read"))],
+    summary="List enrolled subjects, paged",
+)
 def list_subjects(
     request: Request, offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=1000)
 ) -> s.SubjectPage:
@@ -300,19 +363,32 @@ def list_subjects(
     return s.SubjectPage(items=items, total=total, offset=offset, limit=limit)
 
 
-@router.get("/gallery/subjects/{subject_id}", tags=["gallery"], response_model=s.SubjectOut,
-            dependencies=[Depends(require("read"))], responses={404: {"model": s.Problem}})  # fmt: skip
+@router.get(
+    "/gallery/subjects/{subject_id}",
+    tags=["gallery"],
+    response_model=s.SubjectOut,
+    dependencies=[Depends(require("read"))],
+    responses={404: {"model": s.Problem}},
+)
 def get_subject(subject_id: str, request: Request) -> s.SubjectOut:
     record = request.app.state.gallery.get_subject(_subject(subject_id))
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"subject {subject_id!r} is not enrolled")
-    faces = [s.FaceOut(face_id=f.face_id, content_hash=f.content_hash, model_version=f.model_version,
-                       created_at=f.created_at) for f in record.faces]  # fmt: skip
+    faces = [
+        s.FaceOut(
+            face_id=f.face_id, content_hash=f.content_hash, model_version=f.model_version, created_at=f.created_at
+        )
+        for f in record.faces
+    ]
     return s.SubjectOut(subject_id=record.subject_id, created_at=record.created_at, faces=faces)
 
 
-@router.delete("/gallery/subjects/{subject_id}", tags=["gallery"], dependencies=[Depends(require("admin"))],
-               responses={404: {"model": s.Problem}})  # fmt: skip
+@router.delete(
+    "/gallery/subjects/{subject_id}",
+    tags=["gallery"],
+    dependencies=[Depends(require("admin"))],
+    responses={404: {"model": s.Problem}},
+)
 def delete_subject(subject_id: str, request: Request) -> dict[str, Any]:
     removed = request.app.state.gallery.delete_subject(_subject(subject_id))
     if removed is None:
@@ -320,8 +396,12 @@ def delete_subject(subject_id: str, request: Request) -> dict[str, Any]:
     return {"subject_id": subject_id, "deleted_faces": len(removed)}
 
 
-@router.delete("/gallery/subjects/{subject_id}/faces/{face_id}", tags=["gallery"],
-               dependencies=[Depends(require("admin"))], responses={404: {"model": s.Problem}})  # fmt: skip
+@router.delete(
+    "/gallery/subjects/{subject_id}/faces/{face_id}",
+    tags=["gallery"],
+    dependencies=[Depends(require("admin"))],
+    responses={404: {"model": s.Problem}},
+)
 def delete_face(subject_id: str, face_id: int, request: Request) -> dict[str, Any]:
     if not request.app.state.gallery.delete_face(_subject(subject_id), face_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"face {face_id} of subject {subject_id!r} does not exist")

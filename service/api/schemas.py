@@ -14,7 +14,9 @@ Box = tuple[float, float, float, float]
 class ImageIn(BaseModel):
     """One image as base64 (standard alphabet; a data: URL prefix is accepted)."""
 
-    data: str = Field(description="Base64-encoded image bytes (JPEG, PNG, WebP, BMP, PGM, TIFF).", examples=["iVBORw0KGgo..."])
+    data: str = Field(
+        description="Base64-encoded image bytes (JPEG, PNG, WebP, BMP, PGM, TIFF).", examples=["iVBORw0KGgo..."]
+    )
     box: Box | None = Field(None, description="Face box [left, top, right, bottom] in pixels; whole image when absent.")
 
 
@@ -144,7 +146,5 @@ class Problem(BaseModel):
 
 def check_subject_id(subject_id: str) -> str:
     if not SUBJECT_ID_RE.match(subject_id):
-        raise ValueError(
-            "subject_id must be 1-128 characters of A-Z a-z 0-9 . _ - and start with a letter or digit"
-        )
+        raise ValueError("subject_id must be 1-128 characters of A-Z a-z 0-9 . _ - and start with a letter or digit")
     return subject_id

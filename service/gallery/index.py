@@ -23,9 +23,14 @@ def gpu_count() -> int:
 
 class FaceIndex:
     def __init__(
-        self, dim: int, kind: str = "auto", hnsw_threshold: int = 50_000, hnsw_m: int = 32, ef_search: int = 128,
+        self,
+        dim: int,
+        kind: str = "auto",
+        hnsw_threshold: int = 50_000,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
         device: str = "auto",
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.dim, self.kind, self.hnsw_threshold = dim, kind, hnsw_threshold
         self.hnsw_m, self.ef_search = hnsw_m, ef_search
         self.use_gpu = device in ("auto", "cuda") and gpu_count() > 0

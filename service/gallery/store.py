@@ -99,10 +99,18 @@ class SQLiteStore:
                     cur.execute(
                         "INSERT INTO faces (subject_id, content_hash, model_version, embedding, chip, created_at)"
                         " VALUES (?, ?, ?, ?, ?, ?)",
-                        (subject_id, face.content_hash, model_version,
-                         np.asarray(face.embedding, dtype=np.float32).tobytes(), face.chip_png, now),
-                    )  # fmt: skip
-                    records.append(FaceRecord(int(cur.lastrowid or 0), subject_id, face.content_hash, model_version, now))
+                        (
+                            subject_id,
+                            face.content_hash,
+                            model_version,
+                            np.asarray(face.embedding, dtype=np.float32).tobytes(),
+                            face.chip_png,
+                            now,
+                        ),
+                    )
+                    records.append(
+                        FaceRecord(int(cur.lastrowid or 0), subject_id, face.content_hash, model_version, now)
+                    )
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -115,7 +123,8 @@ class SQLiteStore:
             if row is None:
                 return None
             faces = self._conn.execute(
-                "SELECT face_id, content_hash, model_version, created_at FROM faces WHERE subject_id=? ORDER BY face_id",
+                "SELECT face_id, content_hash, model_version, created_at FROM faces"
+                " WHERE subject_id=? ORDER BY face_id",
                 (subject_id,),
             ).fetchall()
         return SubjectRecord(subject_id, row[0], [FaceRecord(f[0], subject_id, f[1], f[2], f[3]) for f in faces])

@@ -14,9 +14,13 @@ from torch import nn
 
 class MarginSoftmax(nn.Module):
     def __init__(
-        self, embedding_size: int, num_classes: int, scale: float = 32.0, arc_margin: float = 0.3,
+        self,
+        embedding_size: int,
+        num_classes: int,
+        scale: float = 32.0,
+        arc_margin: float = 0.3,
         cos_margin: float = 0.0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_classes, embedding_size) * 0.01)
         self.scale, self.arc_margin, self.cos_margin = scale, arc_margin, cos_margin
@@ -32,8 +36,11 @@ class MarginSoftmax(nn.Module):
         target = cos.gather(1, labels[:, None])
         # cos(theta + m), kept monotonic past theta = pi - m as in insightface.
         theta = torch.acos(target)
-        with_margin = torch.where(
-            theta + self.arc_margin < torch.pi, torch.cos(theta + self.arc_margin), target - self.arc_margin
-        ) - self.cos_margin
+        with_margin = (
+            torch.where(
+                theta + self.arc_margin < torch.pi, torch.cos(theta + self.arc_margin), target - self.arc_margin
+            )
+            - self.cos_margin
+        )
         logits = cos.scatter(1, labels[:, None], with_margin) * self.scale
         return F.cross_entropy(logits, labels)

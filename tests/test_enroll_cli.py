@@ -1,0 +1,72 @@
+"""`lrface enroll DIR` on a small folder of real faces: local gallery and through the HTTP API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.faces import lfw_faces
+from tests.model_fixtures import write_tiny_model
+from tests.server import ROOT, running_server
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "people"
+    for subject, name, count in (("bush", "George_W_Bush", 3), ("powell", "Colin_Powell", 2)):
+        (root / subject).mkdir(parents=True)
+        for f in lfw_faces(name, count):
+            shutil.copy(f, root / subject / f.name)
+    return root
+
+
+def _enroll(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lrface.cli", "enroll", *args, "--no-progress"],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_local_enroll_is_idempotent_and_reports_rejects(folder: Path, tmp_path: Path) -> None:
+    env = {"LRFACE_MODEL": str(write_tiny_model(tmp_path / "m")), "LRFACE_GALLERY_DIR": str(tmp_path / "g")}
+    first = _enroll([str(folder)], env)
+    assert first.returncode == 0, first.stderr
+    assert "enrolled 5, skipped 0" in first.stdout
+    (folder / "powell" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    second = _enroll([str(folder)], env)
+    assert second.returncode == 1
+    assert "enrolled 0, skipped 5" in second.stdout and "rejected 1" in second.stdout
+    assert "broken.jpg" in second.stderr
+
+
+def test_remote_enroll_through_api(folder: Path, tmp_path: Path) -> None:
+    env = {
+        "LRFACE_MODEL": str(write_tiny_model(tmp_path / "m")),
+        "LRFACE_GALLERY_DIR": str(tmp_path / "g"),
+        "LRFACE_API_KEYS": "k1:admin",
+    }
+    with running_server(env) as url:
+        bad_key = _enroll([str(folder), "--server", url, "--api-key", "wrong"], {})
+        assert bad_key.returncode == 2 and "refused the API key" in bad_key.stderr
+        ok = _enroll([str(folder), "--server", url, "--api-key", "k1"], {})
+        assert ok.returncode == 0, ok.stderr
+        assert "enrolled 5" in ok.stdout
+        again = _enroll([str(folder), "--server", url, "--api-key", "k1"], {})
+        assert "enrolled 0, skipped 5" in again.stdout
+        page = httpx.get(url + "/gallery/subjects", headers={"X-API-Key": "k1"}).json()
+        assert {i["subject_id"]: i["face_count"] for i in page["items"]} == {"bush": 3, "powell": 2}
+
+
+def test_missing_folder_names_it(tmp_path: Path) -> None:
+    result = _enroll([str(tmp_path / "nope")], {})
+    assert result.returncode != 0 and "nope" in result.stderr

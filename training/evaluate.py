@@ -1,0 +1,169 @@
+"""LFW evaluation of students and the teacher: verification (View 1 test, 10-fold thresholds) in the
+HR-HR, LR-LR and HR-LR protocols at several probe resolutions, the extended pair set of the test
+people, and rank-1/rank-5 identification with one HR image enrolled per person."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from lrface.data.lfw import identity_split, image_path, make_pairs, read_pairs
+from lrface.degradation import DegradationConfig, degrade
+from lrface.preprocessing import face_to_input, resize
+from training.metrics import verification_report
+from training.teacher_cache import TeacherCache
+
+RESOLUTIONS = (8, 12, 16, 24, 32)
+Embed = Callable[[list[np.ndarray]], np.ndarray]  # uint8 faces of any size -> (N, D) unit vectors
+
+
+@dataclass
+class TestSet:
+    files: list[Path]
+    chips: np.ndarray  # aligned HR chips
+    hr_teacher: np.ndarray  # teacher embeddings of the HR chips (from the cache)
+    labels: np.ndarray
+    official: np.ndarray  # (1000, 2) row indices of pairsDevTest.txt
+    official_same: np.ndarray
+    extended: np.ndarray
+    extended_same: np.ndarray
+
+
+def load_test_set(lfw_root: Path, cache_root: Path, teacher: str = "dlib", seed: int = 0) -> TestSet:
+    split = identity_split(lfw_root)
+    names = sorted(split.test)
+    files = [f for n in names for f in split.test[n]]
+    row = {f: i for i, f in enumerate(files)}
+    labels = np.asarray([i for i, n in enumerate(names) for _ in split.test[n]])
+    pairs = read_pairs(lfw_root / "pairsDevTest.txt")
+    official = np.asarray(
+        [
+            [row[image_path(lfw_root, p.name_a, p.index_a)], row[image_path(lfw_root, p.name_b, p.index_b)]]
+            for p in pairs
+        ]
+    )
+    extended_pairs = make_pairs(split.test, seed=seed)
+    extended = np.asarray([[row[a], row[b]] for a, b, _ in extended_pairs])
+    targets = TeacherCache(cache_root, teacher).targets(files)
+    return TestSet(
+        files,
+        targets.chips,
+        targets.emb,
+        labels,
+        official,
+        np.asarray([p.same for p in pairs]),
+        extended,
+        np.asarray([s for _, _, s in extended_pairs]),
+    )
+
+
+def probe_faces(chips: np.ndarray, protocol: str, seed: int = 0) -> list[np.ndarray]:
+    """Degrade every chip for a probe protocol: 'hr', 'lr<size>' or 'surveillance<size>'."""
+    if protocol == "hr":
+        return list(chips)
+    if protocol.startswith("surveillance"):
+        config = DegradationConfig.surveillance(int(protocol.removeprefix("surveillance")))
+    else:
+        config = DegradationConfig(size=int(protocol.removeprefix("lr")))
+    return [degrade(chip, config, np.random.default_rng((seed, i))) for i, chip in enumerate(chips)]
+
+
+def student_embedder(onnx_or_run: Path, input_size: int) -> Embed:
+    """Embed with an ONNX student (via the canonical preprocessing, as the service does)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_or_run), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def embed(faces: list[np.ndarray]) -> np.ndarray:
+        out = []
+        for i in range(0, len(faces), 256):
+            batch = np.stack([face_to_input(f, input_size) for f in faces[i : i + 256]])
+            out.append(session.run(None, {name: batch})[0])
+        emb = np.concatenate(out)
+        return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+    return embed
+
+
+_teacher: dict[str, Any] = {}
+
+
+def _teacher_init(name: str) -> None:
+    from training.teachers import get_teacher
+
+    _teacher["t"] = get_teacher(name)
+
+
+def _teacher_embed(faces: list[np.ndarray]) -> np.ndarray:
+    t = _teacher["t"]
+    return t.embed(np.stack([resize(f, t.chip_size, "bicubic") for f in faces]))
+
+
+def teacher_embedder(name: str, workers: int = 2) -> Embed:
+    """The teacher on faces up-sampled (bicubic) to its input: what a user gets without lrface."""
+
+    def embed(faces: list[np.ndarray]) -> np.ndarray:
+        chunks = [faces[i : i + 32] for i in range(0, len(faces), 32)]
+        with mp.get_context("spawn").Pool(workers, _teacher_init, (name,)) as pool:
+            parts = list(
+                tqdm(pool.imap(_teacher_embed, chunks), total=len(chunks), desc=f"teacher {name}", leave=False)
+            )
+        return np.concatenate(parts)
+
+    return embed
+
+
+def identification(gallery: np.ndarray, probes: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Rank-1/5: the first image of each person with 2+ images is enrolled (HR), the rest probe (LR)."""
+    first: dict[int, int] = {}
+    for i, label in enumerate(labels):
+        first.setdefault(int(label), i)
+    people = [lab for lab in first if (labels == lab).sum() >= 2]
+    enrolled = np.asarray([first[lab] for lab in people])
+    probe_rows = np.asarray([i for i, lab in enumerate(labels) if int(lab) in set(people) and i != first[int(lab)]])
+    scores = probes[probe_rows] @ gallery[enrolled].T
+    truth = np.asarray([people.index(int(labels[i])) for i in probe_rows])
+    rank = (scores > scores[np.arange(len(truth)), truth][:, None]).sum(1)
+    return {
+        "rank1": float((rank < 1).mean()),
+        "rank5": float((rank < 5).mean()),
+        "probes": float(len(truth)),
+        "enrolled": float(len(enrolled)),
+    }
+
+
+def evaluate_model(embed_protocol: Callable[[str], np.ndarray], test: TestSet, protocols: list[str]) -> dict[str, Any]:
+    """Metrics for every probe protocol; ``embed_protocol(p)`` gives the model's embeddings of all test
+    faces under protocol ``p`` ('hr' for the clean HR faces)."""
+    hr_emb = embed_protocol("hr")
+    results: dict[str, Any] = {"hr-hr": _pairs_report(hr_emb, hr_emb, test)}
+    for protocol in protocols:
+        lr_emb = embed_protocol(protocol)
+        results[f"lr-lr@{protocol}"] = _pairs_report(lr_emb, lr_emb, test)
+        results[f"hr-lr@{protocol}"] = _pairs_report(hr_emb, lr_emb, test)
+        results[f"ident@{protocol}"] = identification(hr_emb, lr_emb, test.labels)
+    return results
+
+
+def _pairs_report(a: np.ndarray, b: np.ndarray, test: TestSet) -> dict[str, Any]:
+    out = {}
+    for name, pairs, same in (
+        ("official", test.official, test.official_same),
+        ("extended", test.extended, test.extended_same),
+    ):
+        scores = (a[pairs[:, 0]] * b[pairs[:, 1]]).sum(1)
+        out[name] = verification_report(scores, same)
+    return out
+
+
+def save(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))

@@ -1,0 +1,59 @@
+"""Release a run as the service's model: ONNX export + parity, thresholds from validation, card."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from lrface.data.lfw import identity_split
+from lrface.model_card import ModelCard
+from lrface.settings import Settings
+from training.data_prep import val_data
+from training.evaluate import student_embedder
+from training.export import release
+from training.metrics import kfold_accuracy, threshold_at_far
+from training.teacher_cache import TeacherCache
+
+
+def release_run(settings: Settings, run_dir: Path, out: Path, name: str, version: str) -> ModelCard:
+    from training.config import TrainConfig
+
+    config = TrainConfig.load(run_dir / "config.json")
+    split = identity_split(settings.lfw_root(), config.val_fraction, config.seed)
+    val = val_data(split.val, TeacherCache(settings.cache, config.teacher), config.seed)
+    card = release(
+        run_dir,
+        out,
+        val.chips[:64],
+        name,
+        version,
+        threshold=0.0,
+        thresholds={},
+        accuracy={},
+        data=f"LFW deep-funneled, identity-disjoint train split ({len(split.train)} people; "
+        f"people of pairsDevTest.txt excluded), seed {config.seed}",
+    )
+    # Calibrate on validation people only (never the test pairs), with the released ONNX file.
+    embed = student_embedder(out / card.onnx_file, card.input_size)
+    emb = embed(list(val.chips))
+    scores = (emb[val.pairs[:, 0]] * emb[val.pairs[:, 1]]).sum(1)
+    accuracy, _, best = kfold_accuracy(scores, val.same)
+    card.threshold = best
+    card.thresholds = {
+        "best_accuracy": best,
+        "far_1e-2": threshold_at_far(scores, val.same, 1e-2),
+        "far_1e-3": threshold_at_far(scores, val.same, 1e-3),
+    }
+    card.accuracy["validation"] = {"pairs": int(len(scores)), "accuracy_16px_from_hr": accuracy}
+    card.save(out)
+    shutil.copy(run_dir / "config.json", out / "train_config.json")
+    _save_torch_weights(run_dir, out)
+    return card
+
+
+def _save_torch_weights(run_dir: Path, out: Path) -> None:
+    """Keep the torch weights beside the ONNX file so CI can re-check ONNX/torch parity."""
+    import torch
+
+    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    torch.save({"model": state["model"], "config": state["config"]}, out / "student.pt")
