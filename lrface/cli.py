@@ -9,6 +9,8 @@ import typer
 
 from lrface.settings import get_settings
 
+DEFAULT_PROTOCOLS = ("lr8", "lr12", "lr16", "lr24", "lr32", "surveillance16")
+
 app = typer.Typer(help="lrface: low-resolution face recognition.", no_args_is_help=True, add_completion=False)
 
 
@@ -195,7 +197,7 @@ def evaluate(
     models: list[Path] = typer.Argument(None, help="Model directories (model.onnx + card.json) to evaluate."),
     teacher: bool = typer.Option(False, help="Also evaluate the teacher on HR and up-sampled LR faces."),
     protocols: str = typer.Option(
-        "lr8,lr12,lr16,lr24,lr32,surveillance16",
+        ",".join(DEFAULT_PROTOCOLS),
         help="Probe protocols: lr<size> (area down-sampling) or surveillance<size>.",
     ),
     out: Path = typer.Option(Path("reports/latest"), help="Folder for results.json and report.md."),
@@ -207,3 +209,134 @@ def evaluate(
     settings = get_settings()
     results = run_evaluation(settings, models or [], teacher, protocols.split(","), out)
     typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'} ({len(results['models'])} models)")
+
+
+ABLATION_ROWS = "identity,first,second,hybrid,assistant-lr,hybrid-assistant"
+
+
+@app.command()
+def ablation(
+    configs: str = typer.Option(
+        ABLATION_ROWS,
+        help="Comma-separated config names in training/configs, in order "
+        "(assistants before the students that use them).",
+    ),
+    max_minutes: float = typer.Option(85.0, min=1.0, help="Stop training after this many minutes; rerun to resume."),
+    teacher: bool = typer.Option(True, help="Also evaluate the teacher on HR and up-sampled LR faces."),
+    out: Path = typer.Option(Path("reports/ablation"), help="Folder for results.json and report.md."),
+) -> None:
+    """Train every ablation row (resuming finished or interrupted runs), export each to ONNX, and
+    evaluate them all with the teacher in one report."""
+    import time
+
+    from training.config import TrainConfig
+    from training.data_prep import prepare
+    from training.loop import train as train_loop
+    from training.release import release_run
+    from training.report import run_evaluation
+
+    settings = get_settings()
+    runs = settings.cache / "runs"
+    started = time.monotonic()
+    names = [n.strip() for n in configs.split(",") if n.strip()]
+    data = None
+    for name in names:
+        cfg = TrainConfig.load(Path("training/configs") / f"{name}.json")
+        if cfg.assistant_run and not Path(cfg.assistant_run).is_absolute():
+            cfg = cfg.model_copy(update={"assistant_run": str(runs / cfg.assistant_run)})
+        left = max_minutes - (time.monotonic() - started) / 60
+        if left <= 0:
+            typer.echo(f"time limit reached before {name}; rerun `lrface ablation` to resume")
+            raise typer.Exit(3)
+        if data is None:
+            data = prepare(settings.lfw_root(), settings.cache, cfg.teacher, cfg.val_fraction, cfg.seed)
+        row = train_loop(cfg, runs / name, data[1], data[2], left)
+        if row.get("stopped_early"):
+            typer.echo(f"{name} stopped at the time limit; rerun `lrface ablation` to resume")
+            raise typer.Exit(3)
+    exported = []
+    for name in names:
+        target = settings.cache / "ablation" / name
+        release_run(settings, runs / name, target, name, "ablation")
+        exported.append(target)
+    run_evaluation(settings, exported, teacher, list(DEFAULT_PROTOCOLS), out)
+    typer.echo(f"wrote {out / 'report.md'}")
+
+
+bench_app = typer.Typer(
+    help="Benchmarks (numbers for the README and reports; never timed asserts).", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+
+
+def _print_json(results: object, out: Path | None) -> None:
+    import json
+
+    text = json.dumps(results, indent=2)
+    typer.echo(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
+@bench_app.command("models")
+def bench_models_command(
+    model: Path = typer.Option(None, help="Released model directory (default LRFACE_MODEL)."),
+    threads: int = typer.Option(2, min=1, help="Threads for every model (the machine's cores)."),
+    repeats: int = typer.Option(50, min=5, help="Timed batches of 64 (batch-1 runs are 10x this)."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Teacher vs student (torch) vs student (ONNX Runtime): faces/s at batch 1 and 64, p50/p99
+    latency, size, peak memory and speed-up over the teacher, all in one run."""
+    from training.bench import bench_models
+
+    _print_json(bench_models(model or get_settings().model, threads, repeats), out)
+
+
+@bench_app.command("index")
+def bench_index_command(
+    size: int = typer.Option(1_000_000, min=10, help="Synthetic gallery size (faces)."),
+    kind: str = typer.Option("hnsw", help="Index kind: flat or hnsw."),
+    dim: int = typer.Option(128, min=2, help="Embedding size."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """FAISS gallery index at scale: build time, search p50/p99, recall@1 against exact search, memory."""
+    from service.bench import bench_index
+
+    _print_json(bench_index(size, dim, kind=kind), out)
+
+
+@bench_app.command("service")
+def bench_service_command(
+    gallery_size: int = typer.Option(10_000, min=0, help="Synthetic faces seeded into a fresh gallery."),
+    requests: int = typer.Option(200, min=10, help="Timed requests per route."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Start the real server (loopback) on a fresh seeded gallery; /embed and /identify p50/p99."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    import httpx
+
+    from service.bench import bench_http, seed_gallery
+
+    settings = get_settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        seed_gallery(Path(tmp), settings.model, gallery_size)
+        env = {**os.environ, "LRFACE_GALLERY_DIR": tmp, "LRFACE_PORT": "8765", "LRFACE_API_KEYS": ""}
+        proc = subprocess.Popen([sys.executable, "-m", "lrface.cli", "serve"], env=env, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 1800
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get("http://127.0.0.1:8765/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            _print_json(bench_http("http://127.0.0.1:8765", requests), out)
+        finally:
+            proc.terminate()
+            proc.wait(30)

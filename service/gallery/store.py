@@ -117,6 +117,24 @@ class SQLiteStore:
                 raise
         return records
 
+    def import_faces(self, rows: list[tuple[str, str, np.ndarray]], model_version: str) -> None:
+        """Bulk insert ``(subject_id, content_hash, embedding)`` rows in one transaction (seeding, migration)."""
+        now = time.time()
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.executemany("INSERT OR IGNORE INTO subjects VALUES (?, ?)", [(r[0], now) for r in rows])
+                cur.executemany(
+                    "INSERT OR IGNORE INTO faces (subject_id, content_hash, model_version, embedding, chip, created_at)"
+                    " VALUES (?, ?, ?, ?, NULL, ?)",
+                    [(sid, h, model_version, np.asarray(v, dtype=np.float32).tobytes(), now) for sid, h, v in rows],
+                )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
     def get_subject(self, subject_id: str) -> SubjectRecord | None:
         with self._lock:
             row = self._conn.execute("SELECT created_at FROM subjects WHERE subject_id=?", (subject_id,)).fetchone()

@@ -1,0 +1,105 @@
+"""Service benchmarks: HTTP latency of /embed and /identify over loopback against a real server, and
+the FAISS index at gallery scale (search latency, recall@1 of HNSW against exact search, memory)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from service.gallery.index import FaceIndex
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synthetic_embeddings(count: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors in clusters (several faces per identity), like a real gallery."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(1, count // 4), dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, len(centres), count)] + 0.5 * rng.normal(size=(count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def bench_index(size: int, dim: int = 128, queries: int = 200, kind: str = "hnsw") -> dict[str, Any]:
+    vectors = synthetic_embeddings(size, dim)
+    ids = np.arange(size, dtype=np.int64)
+    rng = np.random.default_rng(1)
+    probes = vectors[rng.integers(0, size, queries)] + 0.3 * rng.normal(size=(queries, dim)).astype(np.float32)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    exact = FaceIndex(dim, "flat")
+    exact.rebuild(ids, vectors)
+    truth = [int(exact.search(q, 1)[1][0]) for q in probes]
+    del exact
+    before = _rss_mb()
+    start = time.perf_counter()
+    index = FaceIndex(dim, kind)
+    index.rebuild(ids, vectors)
+    build_s = time.perf_counter() - start
+    index_mb = _rss_mb() - before
+    latencies, hits = [], 0
+    for q, t in zip(probes, truth, strict=True):
+        t0 = time.perf_counter()
+        _, found = index.search(q, 10)
+        latencies.append(time.perf_counter() - t0)
+        hits += int(found[0]) == t
+    return {
+        "size": size, "kind": index.active_kind, "build_s": build_s, "search_p50_ms": float(np.median(latencies) * 1e3),
+        "search_p99_ms": float(np.percentile(latencies, 99) * 1e3), "recall_at_1_vs_exact": hits / queries,
+        "index_rss_mb": index_mb,
+    }  # fmt: skip
+
+
+def _chip(seed: int, size: int = 16) -> str:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def bench_http(url: str, requests: int = 200, api_key: str | None = None) -> dict[str, Any]:
+    headers = {"X-API-Key": api_key} if api_key else {}
+    results: dict[str, Any] = {}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        for route, body in (
+            ("/embed", {"images": [{"data": _chip(1)}]}),
+            ("/identify", {"image": {"data": _chip(2)}, "top_k": 5}),
+        ):
+            times = []
+            for _ in range(requests + 10):
+                t0 = time.perf_counter()
+                response = client.post(route, json=body)
+                times.append(time.perf_counter() - t0)
+                response.raise_for_status()
+            arr = np.asarray(times[10:])
+            results[route] = {"p50_ms": float(np.median(arr) * 1e3), "p99_ms": float(np.percentile(arr, 99) * 1e3),
+                              "requests": requests}  # fmt: skip
+        results["gallery_faces"] = client.get("/readyz").json()["gallery_faces"]
+    return results
+
+
+def seed_gallery(gallery_dir: Path, model_dir: Path, count: int) -> None:
+    """Fill a SQLite gallery with ``count`` synthetic embeddings under the model's version."""
+    from lrface.model_card import load_card
+    from service.gallery.store import SQLiteStore
+
+    card = load_card(model_dir)
+    store = SQLiteStore(gallery_dir)
+    vectors = synthetic_embeddings(count, card.embedding_size)
+    version = f"{card.name}:{card.version}"
+    for start in range(0, count, 50_000):
+        rows = [(f"s{i // 4:08d}", f"synthetic-{i}", vectors[i]) for i in range(start, min(count, start + 50_000))]
+        store.import_faces(rows, version)
+    store.close()

@@ -1,0 +1,116 @@
+"""Embedding speed of the teacher, the student in torch and the student in ONNX Runtime, measured in
+one run: throughput at batch 1 and 64, latency p50/p99, model size and peak memory. Each model runs in
+its own process so that peak memory (max RSS) belongs to it alone."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _timings(fn: Callable[[], object], repeats: int, warmup: int = 3) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    out = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - start
+    return out
+
+
+def _summary(batch1: np.ndarray, batch64: np.ndarray) -> dict[str, float]:
+    return {
+        "batch1_p50_ms": float(np.median(batch1) * 1e3),
+        "batch1_p99_ms": float(np.percentile(batch1, 99) * 1e3),
+        "batch1_faces_per_s": float(1 / np.median(batch1)),
+        "batch64_p50_ms": float(np.median(batch64) * 1e3),
+        "batch64_faces_per_s": float(64 / np.median(batch64)),
+    }
+
+
+def _onnx_student(model_dir: str, threads: int, repeats: int) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from lrface.model_card import load_card
+
+    card = load_card(Path(model_dir))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    path = Path(model_dir) / card.onnx_file
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x1 = np.random.default_rng(0).normal(size=(1, 3, card.input_size, card.input_size)).astype(np.float32)
+    x64 = np.random.default_rng(0).normal(size=(64, 3, card.input_size, card.input_size)).astype(np.float32)
+    result = _summary(
+        _timings(lambda: session.run(None, {name: x1}), repeats * 10),
+        _timings(lambda: session.run(None, {name: x64}), repeats),
+    )
+    return {**result, "size_mb": path.stat().st_size / 2**20}
+
+
+def _torch_student(model_dir: str, threads: int, repeats: int) -> dict[str, Any]:
+    import torch
+
+    from training.config import TrainConfig
+    from training.models import get_model
+
+    torch.set_num_threads(threads)
+    state = torch.load(Path(model_dir) / "student.pt", map_location="cpu", weights_only=False)
+    config = TrainConfig.model_validate(state["config"])
+    model = get_model(config.model, config.input_size, config.embedding_size).eval()
+    model.load_state_dict(state["model"])
+    s = config.input_size
+    x1, x64 = torch.randn(1, 3, s, s), torch.randn(64, 3, s, s)
+    with torch.inference_mode():
+        result = _summary(_timings(lambda: model(x1), repeats * 10), _timings(lambda: model(x64), repeats))
+    params = sum(p.numel() for p in model.parameters())
+    return {**result, "size_mb": params * 4 / 2**20, "parameters": params}
+
+
+def _teacher(model_dir: str, threads: int, repeats: int) -> dict[str, Any]:
+    from training.teachers import get_teacher
+
+    teacher = get_teacher("dlib")
+    chips = np.random.default_rng(0).integers(0, 256, size=(64, 150, 150, 3), dtype=np.uint8)
+    result = _summary(
+        _timings(lambda: teacher.embed(chips[:1]), max(10, repeats), warmup=1),
+        _timings(lambda: teacher.embed(chips), max(3, repeats // 10), warmup=1),
+    )
+    import face_recognition_models as frm
+
+    return {**result, "size_mb": Path(frm.face_recognition_model_location()).stat().st_size / 2**20}
+
+
+RUNNERS: dict[str, Callable[[str, int, int], dict[str, Any]]] = {
+    "teacher (dlib ResNet, 150 px)": _teacher,
+    "student (torch)": _torch_student,
+    "student (ONNX Runtime)": _onnx_student,
+}
+
+
+def _child(name: str, model_dir: str, threads: int, repeats: int, queue: Any) -> None:
+    result = RUNNERS[name](model_dir, threads, repeats)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put(result)
+
+
+def bench_models(model_dir: Path, threads: int = 2, repeats: int = 50) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    results: dict[str, Any] = {}
+    for name in RUNNERS:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(name, str(model_dir), threads, repeats, queue))
+        proc.start()
+        results[name] = queue.get()
+        proc.join()
+    teacher = results["teacher (dlib ResNet, 150 px)"]["batch64_faces_per_s"]
+    for entry in results.values():
+        entry["speedup_vs_teacher_batch64"] = entry["batch64_faces_per_s"] / teacher
+    return results
