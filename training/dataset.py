@@ -23,6 +23,17 @@ class FaceArrays:
     emb_flip: np.ndarray  # (N, D) teacher embeddings of the mirrored chips
 
 
+def center_targets(data: FaceArrays) -> FaceArrays:
+    """Teacher targets minus their mean over these faces, re-normalised to unit length."""
+    mean = data.emb.mean(axis=0, keepdims=True)
+
+    def centred(x: np.ndarray) -> np.ndarray:
+        out = x - mean
+        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+    return FaceArrays(data.chips, data.labels, centred(data.emb), centred(data.emb_flip))
+
+
 def shrink_chips(data: FaceArrays, side: int) -> FaceArrays:
     """The same faces with chips area-shrunk to ``side`` (no-op when they are not larger)."""
     if data.chips.shape[1] <= side:

@@ -107,7 +107,7 @@ def _teacher_embed(faces: list[np.ndarray]) -> np.ndarray:
     return t.embed(np.stack([resize(f, t.chip_size, "bicubic") for f in faces]))
 
 
-def teacher_embedder(name: str, workers: int = 2) -> Embed:
+def teacher_embedder(name: str, workers: int = 1) -> Embed:
     """The teacher on faces up-sampled (bicubic) to its input: what a user gets without lrface."""
 
     def embed(faces: list[np.ndarray]) -> np.ndarray:

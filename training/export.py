@@ -39,7 +39,8 @@ def export_onnx(model: torch.nn.Module, input_size: int, path: Path) -> None:
 
 
 def parity(model: torch.nn.Module, onnx_path: Path, chips: np.ndarray, input_size: int) -> float:
-    """Largest absolute difference between torch and ONNX Runtime embeddings of real faces."""
+    """Largest absolute difference between torch and ONNX Runtime embeddings of real faces, both
+    L2-normalised as the service compares them (raw outputs carry an arbitrary scale)."""
     import onnxruntime as ort
 
     batch = np.stack([face_to_input(chip, input_size) for chip in chips]).astype(np.float32)
@@ -47,7 +48,9 @@ def parity(model: torch.nn.Module, onnx_path: Path, chips: np.ndarray, input_siz
         expected = model(torch.from_numpy(batch)).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"input": batch})
-    return float(np.abs(np.asarray(got) - expected).max())
+    got = np.asarray(got)
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    return float(np.abs(unit(got) - unit(expected)).max())
 
 
 def release(

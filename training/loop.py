@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from training.config import TrainConfig
-from training.dataset import DistillDataset, FaceArrays, shrink_chips
+from training.dataset import DistillDataset, FaceArrays, center_targets, shrink_chips
 from training.losses import EmbeddingMatchLoss, LogitKDLoss, MarginSoftmax, PairwiseDistanceLoss, TripletAngleLoss
 from training.metrics import kfold_accuracy
 from training.models import get_model
@@ -179,6 +179,8 @@ def train(
 
     hr_size = assistant.input_size if assistant is not None and assistant.input_size != config.input_size else None
     train_data = shrink_chips(train_data, max(config.train_chip_size, hr_size or 0, config.input_size))
+    if config.center_targets:
+        train_data = center_targets(train_data)
     dataset = DistillDataset(
         train_data, config.input_size, config.augment if config.augment_enabled else None, config.seed, hr_size
     )

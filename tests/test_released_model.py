@@ -1,0 +1,40 @@
+"""The released model under models/: loads, matches its card, and ONNX Runtime agrees with torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lrface.model_card import load_card
+from lrface.preprocessing import face_to_input, load_image
+from lrface.settings import BUNDLED_MODEL_DIR
+from service.embedder import Embedder, FaceInput
+from tests.faces import lfw_faces
+
+pytestmark = pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "card.json").exists(), reason="no released model yet")
+
+
+def test_card_matches_graph_and_serves() -> None:
+    card = load_card(BUNDLED_MODEL_DIR)
+    embedder = Embedder(BUNDLED_MODEL_DIR, "cpu")
+    assert embedder.card == card
+    assert 8 <= card.input_size <= 32 and card.embedding_size in (128, 512)
+    assert (BUNDLED_MODEL_DIR / card.onnx_file).stat().st_size < 5 * 2**20
+    assert -1 < card.threshold < 1 and {"far_1e-2", "far_1e-3"} <= set(card.thresholds)
+    assert card.training.teacher == "dlib" and "pairsDevTest.txt excluded" in card.training.data
+
+
+def test_onnx_matches_torch_on_a_real_face() -> None:
+    torch = pytest.importorskip("torch")
+    from training.config import TrainConfig
+    from training.models import get_model
+
+    state = torch.load(BUNDLED_MODEL_DIR / "student.pt", map_location="cpu", weights_only=False)
+    config = TrainConfig.model_validate(state["config"])
+    model = get_model(config.model, config.input_size, config.embedding_size).eval()
+    model.load_state_dict(state["model"])
+    image = load_image(lfw_faces("Colin_Powell", 1)[0].read_bytes())
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(face_to_input(image, config.input_size)[None])).numpy()[0]
+    got = Embedder(BUNDLED_MODEL_DIR, "cpu").embed([FaceInput(image)])[0]
+    assert np.abs(got - expected / np.linalg.norm(expected)).max() < 1e-4
