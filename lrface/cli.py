@@ -115,6 +115,15 @@ def gallery_reembed() -> None:
         raise typer.Exit(1)
 
 
+@app.command("fetch-lfw")
+def fetch_lfw_command() -> None:
+    """Download LFW (deep-funneled images and the official pairs files) into LRFACE_DATA/lfw where missing."""
+    from lrface.data.lfw import fetch_lfw
+
+    root = fetch_lfw(get_settings().lfw_root())
+    typer.echo(f"LFW ready in {root}")
+
+
 @app.command("teacher-cache")
 def teacher_cache(
     teacher: str = typer.Option("dlib", help="Teacher name: dlib, facenet or onnx."),

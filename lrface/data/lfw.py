@@ -60,7 +60,7 @@ def list_identities(root: Path) -> dict[str, list[Path]]:
     """Map each identity folder name to its sorted image files."""
     base = images_dir(root)
     if not base.is_dir():
-        raise FileNotFoundError(f"no face image folder at {base} (set LRFACE_DATA or run `lrface data fetch`)")
+        raise FileNotFoundError(f"no face image folder at {base} (set LRFACE_DATA or run `lrface fetch-lfw`)")
     identities: dict[str, list[Path]] = {}
     for person in sorted(p for p in base.iterdir() if p.is_dir()):
         files = sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)

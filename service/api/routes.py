@@ -120,13 +120,39 @@ class Ctx:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{what} must be finite and non-zero")
         return (vector / norm).astype(np.float32)
 
-    async def one_vector(self, image: DecodedFace | None, embedding: s.EmbeddingIn | None, what: str) -> np.ndarray:
-        if (image is None) == (embedding is None):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"give exactly one of {what} image or embedding")
-        if embedding is not None:
-            return self.check_embedding(embedding, f"{what} embedding")
-        assert image is not None
-        return (await self.embed([image]))[0]
+    async def read(self, model: type[Any], form_fields: tuple[str, ...], max_files: int) -> tuple[Any, Any]:
+        """The request as ``(body model, multipart form or None)``: JSON bodies validate whole, multipart
+        forms contribute ``form_fields`` (files are read later by field name)."""
+        if not is_multipart(self.request):
+            return await json_body(self.request, model), None
+        form = await form_body(self.request, max_files)
+        return _form_model(model, {k: form.get(k) for k in form_fields}), form
+
+    async def optional_vector(
+        self,
+        form: Any,
+        field: str,
+        image: s.ImageIn | None,
+        embedding: s.EmbeddingIn | None,
+        detect: bool,
+        box: str | None = None,
+    ) -> np.ndarray | None:
+        """The unit embedding of one face given as a file, a base64 image or an edge embedding, or None."""
+        if form is not None:
+            if form.get(field) is None:
+                return None
+            faces = await self.faces_from_form(form, field, detect, [box] if box else None)
+        elif image is not None and embedding is not None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY, f"give {field} as an image or an embedding, not both"
+            )
+        elif embedding is not None:
+            return self.check_embedding(embedding, f"{field} embedding")
+        elif image is not None:
+            faces = await self.faces_from_json([image], detect, field)
+        else:
+            return None
+        return (await self.embed(faces))[0]
 
 
 def _subject(subject_id: str) -> str:
@@ -227,17 +253,11 @@ async def embed(request: Request) -> s.EmbedResponse:
 )
 async def identify(request: Request) -> s.IdentifyResponse:
     ctx = Ctx(request)
-    if is_multipart(request):
-        form = await form_body(request, 2)
-        body = _form_model(s.IdentifyRequest, {k: form.get(k) for k in ("top_k", "threshold")})
-        detect = parse_bool(form.get("detect"), "detect")  # type: ignore[arg-type]
-        box = form.get("box")
-        (upload,) = await ctx.faces_from_form(form, "image", detect, [str(box)] if box else None)
-        query = await ctx.one_vector(upload, None, "query")
-    else:
-        body = await json_body(request, s.IdentifyRequest)
-        face = (await ctx.faces_from_json([body.image], body.detect, "image"))[0] if body.image else None
-        query = await ctx.one_vector(face, body.embedding, "query")
+    body, form = await ctx.read(s.IdentifyRequest, ("top_k", "threshold", "detect"), 2)
+    box = str(form.get("box")) if form is not None and form.get("box") else None
+    query = await ctx.optional_vector(form, "image", body.image, body.embedding, body.detect, box)
+    if query is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "give a query image or embedding")
     matches = await run_in_threadpool(ctx.gallery.search, query, body.top_k)
     threshold = body.threshold if body.threshold is not None else ctx.threshold
     decision = matches[0].subject_id if matches and matches[0].score >= threshold else None
@@ -268,21 +288,11 @@ async def identify(request: Request) -> s.IdentifyResponse:
 )
 async def verify(request: Request) -> s.VerifyResponse:
     ctx = Ctx(request)
-    if is_multipart(request):
-        form = await form_body(request, 3)
-        body = _form_model(s.VerifyRequest, {k: form.get(k) for k in ("subject_id", "threshold")})
-        detect = parse_bool(form.get("detect"), "detect")  # type: ignore[arg-type]
-        first = (await ctx.faces_from_form(form, "image_a", detect))[0]
-        second = (await ctx.faces_from_form(form, "image_b", detect))[0] if form.get("image_b") is not None else None
-        vec_a = await ctx.one_vector(first, None, "image_a")
-        vec_b = await ctx.one_vector(second, None, "image_b") if second is not None else None
-    else:
-        body = await json_body(request, s.VerifyRequest)
-        a = (await ctx.faces_from_json([body.image_a], body.detect, "image_a"))[0] if body.image_a else None
-        b = (await ctx.faces_from_json([body.image_b], body.detect, "image_b"))[0] if body.image_b else None
-        vec_a = await ctx.one_vector(a, body.embedding_a, "a")
-        has_b = b is not None or body.embedding_b is not None
-        vec_b = await ctx.one_vector(b, body.embedding_b, "b") if has_b else None
+    body, form = await ctx.read(s.VerifyRequest, ("subject_id", "threshold", "detect"), 3)
+    vec_a = await ctx.optional_vector(form, "image_a", body.image_a, body.embedding_a, body.detect)
+    vec_b = await ctx.optional_vector(form, "image_b", body.image_b, body.embedding_b, body.detect)
+    if vec_a is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "give a first face: image_a or embedding_a")
     threshold = body.threshold if body.threshold is not None else ctx.threshold
     version = ctx.embedder.model_version
     if (vec_b is None) == (body.subject_id is None):
