@@ -260,3 +260,32 @@ def test_real_faces_enroll_and_identify(admin: httpx.Client) -> None:
     assert r.status_code == 201
     found = admin.post("/identify", files={"image": (files[0].name, files[0].read_bytes())}).json()
     assert found["decision"] == "gwb"
+
+
+def test_reembed_command_moves_gallery_to_new_model(model_dir: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.server import ROOT
+
+    gallery = tmp_path / "g"
+    env = {"LRFACE_MODEL": str(model_dir), "LRFACE_GALLERY_DIR": str(gallery)}
+    with running_server(env) as url:
+        r = httpx.post(url + "/gallery/subjects/dave/faces", json={"images": [{"data": _b64(_png(8))}]})
+        assert r.status_code == 201
+    other = write_tiny_model(tmp_path / "model2", version="2")
+    new_env = {**os.environ, **env, "LRFACE_MODEL": str(other)}
+    result = subprocess.run(
+        [sys.executable, "-m", "lrface.cli", "gallery", "reembed"],
+        env=new_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "re-embedded 1 faces with tiny-test:2" in result.stdout
+    with running_server({**env, "LRFACE_MODEL": str(other)}) as url:
+        assert httpx.get(url + "/readyz").json()["gallery_faces"] == 1
+        found = httpx.post(url + "/identify", json={"image": {"data": _b64(_png(8))}}).json()
+        assert found["decision"] == "dave" and found["model_version"] == "tiny-test:2"
