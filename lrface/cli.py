@@ -210,6 +210,7 @@ def evaluate(
         help="Probe protocols: lr<size> (area down-sampling) or surveillance<size>.",
     ),
     out: Path = typer.Option(Path("reports/latest"), help="Folder for results.json and report.md."),
+    update_card: bool = typer.Option(False, help="Write the LFW test accuracies into each model's card.json."),
 ) -> None:
     """LFW View 1 test (people unseen in training): verification accuracy (10-fold), AUC, TAR@FAR,
     HR-HR / LR-LR / HR-LR protocols, extended pair set, rank-1/5 identification."""
@@ -217,6 +218,10 @@ def evaluate(
 
     settings = get_settings()
     results = run_evaluation(settings, models or [], teacher, protocols.split(","), out)
+    if update_card:
+        from training.report import record_in_cards
+
+        record_in_cards(results, out)
     typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'} ({len(results['models'])} models)")
 
 

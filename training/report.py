@@ -64,6 +64,28 @@ def run_evaluation(
     return results
 
 
+def record_in_cards(results: dict[str, Any], out: Path) -> None:
+    """Copy each model's LFW View 1 test accuracies (official pairs) into its model card."""
+    from lrface.model_card import load_card
+
+    for entry in results["models"].values():
+        if "model_dir" not in entry:
+            continue
+        directory = Path(entry["model_dir"])
+        card = load_card(directory)
+        card.accuracy["lfw_view1_test"] = {
+            "protocol": "10-fold accuracy on pairsDevTest.txt (1,000 pairs, people unseen in training)",
+            "command": results["command"],
+            "report": str(out / "report.md"),
+            **{
+                key: round(value["official"]["accuracy"], 4)
+                for key, value in entry.items()
+                if key.startswith(("hr-", "lr-"))
+            },
+        }
+        card.save(directory)
+
+
 def _acc(entry: dict[str, Any], key: str, pairs: str = "official") -> str:
     if key not in entry:
         return "–"
