@@ -83,8 +83,19 @@ def open_gallery(settings: Settings, embedder: Embedder) -> Gallery:
     return gallery
 
 
+def _configure_logging() -> None:
+    """uvicorn sets up only its own loggers; give ours a handler so start-up choices are visible."""
+    root = logging.getLogger("lrface")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    _configure_logging()
     metrics = Metrics()
 
     @asynccontextmanager
