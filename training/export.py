@@ -25,17 +25,15 @@ def load_run_model(run_dir: Path, which: str = "best.pt") -> tuple[torch.nn.Modu
 
 
 def export_onnx(model: torch.nn.Module, input_size: int, path: Path) -> None:
+    """torch.export-based ONNX export (needs onnxscript) with a dynamic batch axis."""
     example = torch.zeros(2, 3, input_size, input_size)
-    torch.onnx.export(
-        model,
-        (example,),
-        str(path),
-        input_names=["input"],
-        output_names=["embedding"],
-        dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    batch = torch.export.Dim("batch")
+    program = torch.onnx.export(
+        model, (example,), input_names=["input"], output_names=["embedding"],
+        dynamic_shapes=({0: batch},), dynamo=True, verbose=False,
+    )  # fmt: skip
+    assert program is not None
+    program.save(str(path))
 
 
 def parity(model: torch.nn.Module, onnx_path: Path, chips: np.ndarray, input_size: int) -> float:
@@ -47,7 +45,7 @@ def parity(model: torch.nn.Module, onnx_path: Path, chips: np.ndarray, input_siz
     with torch.inference_mode():
         expected = model(torch.from_numpy(batch)).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"input": batch})
+    (got,) = session.run(None, {session.get_inputs()[0].name: batch})
     got = np.asarray(got)
     unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
     return float(np.abs(unit(got) - unit(expected)).max())
