@@ -312,12 +312,13 @@ def bench_index_command(
     size: int = typer.Option(1_000_000, min=10, help="Synthetic gallery size (faces)."),
     kind: str = typer.Option("hnsw", help="Index kind: flat or hnsw."),
     dim: int = typer.Option(128, min=2, help="Embedding size."),
+    ef_search: int = typer.Option(256, min=1, help="HNSW efSearch (the service's default is 256)."),
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
     """FAISS gallery index at scale: build time, search p50/p99, recall@1 against exact search, memory."""
     from service.bench import bench_index
 
-    _print_json(bench_index(size, dim, kind=kind), out)
+    _print_json(bench_index(size, dim, kind=kind, ef_search=ef_search), out)
 
 
 @bench_app.command("service")

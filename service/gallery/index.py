@@ -28,7 +28,7 @@ class FaceIndex:
         kind: str = "auto",
         hnsw_threshold: int = 50_000,
         hnsw_m: int = 32,
-        ef_search: int = 128,
+        ef_search: int = 256,
         device: str = "auto",
     ) -> None:
         self.dim, self.kind, self.hnsw_threshold = dim, kind, hnsw_threshold
