@@ -342,7 +342,9 @@ def bench_service_command(
     with tempfile.TemporaryDirectory() as tmp:
         seed_gallery(Path(tmp), settings.model, gallery_size)
         env = {**os.environ, "LRFACE_GALLERY_DIR": tmp, "LRFACE_PORT": "8765", "LRFACE_API_KEYS": ""}
-        proc = subprocess.Popen([sys.executable, "-m", "lrface.cli", "serve"], env=env, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lrface.cli", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             deadline = time.monotonic() + 1800
             while time.monotonic() < deadline:
