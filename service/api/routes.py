@@ -120,6 +120,16 @@ class Ctx:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{what} must be finite and non-zero")
         return (vector / norm).astype(np.float32)
 
+    async def image_list(self, model: type[s.EmbedRequest] | type[s.EnrollRequest]) -> list[DecodedFace]:
+        """The ``images`` of an embed or enroll request: multipart files (with optional ``box`` fields)
+        or base64 JSON."""
+        if not is_multipart(self.request):
+            body = await json_body(self.request, model)
+            return await self.faces_from_json(body.images, body.detect, "images")
+        form = await form_body(self.request, self.settings.max_faces_per_request + 1)
+        detect = parse_bool(form.get("detect"), "detect")  # type: ignore[arg-type]
+        return await self.faces_from_form(form, "images", detect, [str(b) for b in form.getlist("box")])
+
     async def read(self, model: type[Any], form_fields: tuple[str, ...], max_files: int) -> tuple[Any, Any]:
         """The request as ``(body model, multipart form or None)``: JSON bodies validate whole, multipart
         forms contribute ``form_fields`` (files are read later by field name)."""
@@ -216,13 +226,7 @@ def metrics(request: Request) -> Response:
 )
 async def embed(request: Request) -> s.EmbedResponse:
     ctx = Ctx(request)
-    if is_multipart(request):
-        form = await form_body(request, ctx.settings.max_faces_per_request + 1)
-        detect = parse_bool(form.get("detect"), "detect")  # type: ignore[arg-type]
-        faces = await ctx.faces_from_form(form, "images", detect, [str(b) for b in form.getlist("box")])
-    else:
-        body = await json_body(request, s.EmbedRequest)
-        faces = await ctx.faces_from_json(body.images, body.detect, "images")
+    faces = await ctx.image_list(s.EmbedRequest)
     vectors = await ctx.embed(faces)
     card = ctx.embedder.card
     return s.EmbedResponse(
@@ -343,12 +347,7 @@ def _form_model(model: type[Any], fields: dict[str, Any]) -> Any:
 async def enroll(subject_id: str, request: Request) -> s.EnrollResponse:
     ctx = Ctx(request)
     _subject(subject_id)
-    if is_multipart(request):
-        form = await form_body(request, ctx.settings.max_faces_per_request + 1)
-        faces = await ctx.faces_from_form(form, "images", parse_bool(form.get("detect"), "detect"))  # type: ignore[arg-type]
-    else:
-        body = await json_body(request, s.EnrollRequest)
-        faces = await ctx.faces_from_json(body.images, body.detect, "images")
+    faces = await ctx.image_list(s.EnrollRequest)
     vectors = await ctx.embed(faces)
     new = [NewFace(f.digest, v, face_chip_png(f.face)) for f, v in zip(faces, vectors, strict=True)]
     records = await run_in_threadpool(ctx.gallery.enroll, subject_id, new)
