@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS_SERVE := cpu,align
 EXTRAS_TEST := cpu,align,train,dev
 
-.PHONY: serve test test-slow lint bench clean
+.PHONY: serve test lint clean
 
 $(BIN)/.serve-stamp: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,6 @@ serve: $(BIN)/.serve-stamp
 
 test: $(BIN)/.test-stamp
 	$(BIN)/python -m pytest
-
-test-slow: $(BIN)/.test-stamp
-	$(BIN)/python -m pytest -m slow
 
 lint: $(BIN)/.test-stamp
 	$(BIN)/ruff check lrface service training tests
