@@ -217,11 +217,3 @@ class SQLiteStore:
     def model_versions(self) -> set[str]:
         with self._lock:
             return {r[0] for r in self._conn.execute("SELECT DISTINCT model_version FROM faces")}
-
-    def subject_of(self, face_ids: list[int]) -> dict[int, str]:
-        if not face_ids:
-            return {}
-        marks = ",".join("?" * len(face_ids))
-        with self._lock:
-            rows = self._conn.execute(f"SELECT face_id, subject_id FROM faces WHERE face_id IN ({marks})", face_ids)
-            return {r[0]: r[1] for r in rows}
