@@ -37,3 +37,14 @@ def test_tar_at_far() -> None:
 def test_confidence_interval_width_of_1000_pairs() -> None:
     low, high = confidence_interval(0.9, 1000)
     assert low < 0.9 < high and 0.03 < high - low < 0.045
+
+
+def test_roc_points_are_monotone_and_end_at_one() -> None:
+    from training.metrics import roc_points
+
+    rng = np.random.default_rng(0)
+    same = np.arange(2000) < 1000
+    scores = np.where(same, rng.normal(1, 1, 2000), rng.normal(0, 1, 2000))
+    roc = roc_points(scores, same, points=10)
+    assert len(roc["far"]) == len(roc["tar"]) == 10
+    assert all(a <= b for a, b in zip(roc["tar"], roc["tar"][1:], strict=False)) and roc["tar"][-1] > 0.99

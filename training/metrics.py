@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -73,6 +75,12 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
     return float((scores[same.astype(bool)] >= t).mean())
 
 
+def roc_points(scores: np.ndarray, same: np.ndarray, points: int = 40) -> dict[str, list[float]]:
+    """TAR at log-spaced FARs from 1e-3 to 1 (a compact ROC curve for reports and plots)."""
+    fars = np.logspace(-3, 0, points)
+    return {"far": [float(f) for f in fars], "tar": [tar_at_far(scores, same, float(f)) for f in fars]}
+
+
 def confidence_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson 95% interval of an accuracy measured on ``n`` pairs."""
     centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
@@ -80,7 +88,7 @@ def confidence_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float
     return float(centre - half), float(centre + half)
 
 
-def verification_report(scores: np.ndarray, same: np.ndarray) -> dict[str, float]:
+def verification_report(scores: np.ndarray, same: np.ndarray) -> dict[str, Any]:
     acc, std, threshold = kfold_accuracy(scores, same)
     low, high = confidence_interval(acc, len(scores))
     return {
@@ -93,4 +101,5 @@ def verification_report(scores: np.ndarray, same: np.ndarray) -> dict[str, float
         "tar_far_1e-2": tar_at_far(scores, same, 1e-2),
         "tar_far_1e-3": tar_at_far(scores, same, 1e-3),
         "pairs": float(len(scores)),
+        "roc": roc_points(scores, same),
     }

@@ -135,7 +135,15 @@ def write_report(results: dict[str, Any], protocols: list[str], out: Path) -> No
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     _plot(results, out)
-    lines += ["", "![accuracy against resolution](accuracy_vs_resolution.png)", ""]
+    lines += [
+        "",
+        "![accuracy against resolution](accuracy_vs_resolution.png)",
+        "",
+        "ROC, LR–LR at 16 px, extended pair set of the test people:",
+        "",
+        "![ROC at 16 px](roc_lr16.png)",
+        "",
+    ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
@@ -155,4 +163,18 @@ def _plot(results: dict[str, Any], out: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "accuracy_vs_resolution.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, entry in results["models"].items():
+        roc = entry.get("lr-lr@lr16", {}).get("extended", {}).get("roc")
+        if roc:
+            ax.plot(roc["far"], [100 * t for t in roc["tar"]], label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "roc_lr16.png", dpi=120)
     plt.close(fig)
