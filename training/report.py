@@ -148,33 +148,36 @@ def write_report(results: dict[str, Any], protocols: list[str], out: Path) -> No
 
 
 def _plot(results: dict[str, Any], out: Path) -> None:
+    accuracy, roc = {}, {}
+    for name, entry in results["models"].items():
+        xs = [r for r in RESOLUTIONS if f"lr-lr@lr{r}" in entry]
+        accuracy[name] = (xs, [100 * entry[f"lr-lr@lr{r}"]["official"]["accuracy"] for r in xs])
+        curve = entry.get("lr-lr@lr16", {}).get("extended", {}).get("roc")
+        if curve:
+            roc[name] = (curve["far"], [100 * t for t in curve["tar"]])
+    _line_plot(out / "accuracy_vs_resolution.png", accuracy, "probe resolution (px)",
+               "LR–LR verification accuracy (%)", marker="o")  # fmt: skip
+    _line_plot(out / "roc_lr16.png", roc, "false accept rate", "true accept rate (%)", log_x=True)
+
+
+def _line_plot(
+    path: Path, series: dict[str, tuple[list[Any], list[float]]], xlabel: str, ylabel: str,
+    marker: str | None = None, log_x: bool = False,
+) -> None:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, entry in results["models"].items():
-        xs = [r for r in RESOLUTIONS if f"lr-lr@lr{r}" in entry]
-        ax.plot(xs, [100 * entry[f"lr-lr@lr{r}"]["official"]["accuracy"] for r in xs], marker="o", label=name)
-    ax.set_xlabel("probe resolution (px)")
-    ax.set_ylabel("LR–LR verification accuracy (%)")
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker=marker, label=name)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_resolution.png", dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, entry in results["models"].items():
-        roc = entry.get("lr-lr@lr16", {}).get("extended", {}).get("roc")
-        if roc:
-            ax.plot(roc["far"], [100 * t for t in roc["tar"]], label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("false accept rate")
-    ax.set_ylabel("true accept rate (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "roc_lr16.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
