@@ -43,6 +43,27 @@ def serve(
 
 
 @app.command()
+def health(
+    url: str = typer.Option("", help="Service base URL (default http://127.0.0.1:LRFACE_PORT)."),
+    ready: bool = typer.Option(False, help="Check /readyz (model and gallery loaded) instead of /healthz."),
+) -> None:
+    """Exit 0 when the service answers 200 (the container HEALTHCHECK), 1 otherwise."""
+    import httpx
+
+    base = url or f"http://127.0.0.1:{get_settings().port}"
+    target = base.rstrip("/") + ("/readyz" if ready else "/healthz")
+    try:
+        status = httpx.get(target, timeout=4).status_code
+    except httpx.HTTPError as exc:
+        typer.echo(f"{target}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if status != 200:
+        typer.echo(f"{target}: HTTP {status}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{target}: ok")
+
+
+@app.command()
 def enroll(
     directory: Path = typer.Argument(..., exists=True, file_okay=False, help="DIR/<subject_id>/*.jpg"),
     server: str = typer.Option("", help="Enroll through this service URL instead of the local gallery."),
@@ -91,16 +112,27 @@ def gallery_rebuild_index() -> None:
     gallery.close()
 
 
+@gallery_app.command("migrate")
+def gallery_migrate() -> None:
+    """Apply the gallery schema migrations (the service also does this when it starts) and print the revision."""
+    from service.gallery.store import open_store
+
+    settings = get_settings()
+    store = open_store(settings.database_url, settings.gallery_dir)
+    typer.echo(f"{store.describe()}: schema at revision {store.revision}")
+    store.close()
+
+
 @gallery_app.command("reembed")
 def gallery_reembed() -> None:
     """Re-embed every stored face chip with the current model (after a model change)."""
     from service.embedder import Embedder
     from service.gallery.chips import chip_face
-    from service.gallery.store import SQLiteStore
+    from service.gallery.store import open_store
 
     settings = get_settings()
     embedder = Embedder(settings.model, settings.providers)
-    store = SQLiteStore(settings.gallery_dir)
+    store = open_store(settings.database_url, settings.gallery_dir)
     updates = []
     missing = 0
     for face_id, png in store.chips():

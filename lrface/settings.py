@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     providers: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime providers.")
     faiss_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where FAISS searches.")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: all cores).")
+    sync_interval: float = Field(
+        0.25, ge=0, description="Seconds between reads of the gallery change log (other workers/replicas; 0: off)."
+    )
 
     @field_validator("data", "model", "gallery_dir", "cache", mode="after")
     @classmethod

@@ -17,9 +17,9 @@ from lrface.settings import Settings, get_settings
 from service.api.inputs import FaceDecoder
 from service.api.routes import router
 from service.embedder import Embedder
-from service.gallery.gallery import Gallery
+from service.gallery.gallery import ChangeFollower, Gallery
 from service.gallery.index import FaceIndex
-from service.gallery.store import SQLiteStore
+from service.gallery.store import open_store
 from service.metrics import Metrics
 
 log = logging.getLogger("lrface.service")
@@ -74,7 +74,7 @@ class _TooLarge(Exception):
 
 
 def open_gallery(settings: Settings, embedder: Embedder) -> Gallery:
-    store = SQLiteStore(settings.gallery_dir)
+    store = open_store(settings.database_url, settings.gallery_dir)
     index = FaceIndex(
         embedder.card.embedding_size, settings.index, settings.hnsw_threshold, device=settings.faiss_device
     )
@@ -103,6 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         embedder = Embedder(settings.model, settings.providers, settings.threads)
         app.state.embedder = embedder
         app.state.gallery = open_gallery(settings, embedder)
+        follower = ChangeFollower(app.state.gallery, settings.sync_interval) if settings.sync_interval > 0 else None
+        if follower is not None:
+            follower.start()  # picks up what other workers / replicas commit
         metrics.model.info({"name": embedder.card.name, "version": embedder.model_version})
         log.info(
             "ready: model %s providers %s, gallery %s with %d faces (index %s on %s)",
@@ -116,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if follower is not None:
+                follower.stop()
             app.state.gallery.close()
             app.state.gallery = None
 

@@ -107,10 +107,10 @@ def bench_http(url: str, requests: int = 200, api_key: str | None = None) -> dic
 def seed_gallery(gallery_dir: Path, model_dir: Path, count: int) -> None:
     """Fill a SQLite gallery with ``count`` synthetic embeddings under the model's version."""
     from lrface.model_card import load_card
-    from service.gallery.store import SQLiteStore
+    from service.gallery.store import GalleryStore
 
     card = load_card(model_dir)
-    store = SQLiteStore(gallery_dir)
+    store = GalleryStore.sqlite(gallery_dir)
     vectors = synthetic_embeddings(count, card.embedding_size)
     version = f"{card.name}:{card.version}"
     for start in range(0, count, 50_000):

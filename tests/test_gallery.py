@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 from service.bench import synthetic_embeddings
 from service.gallery.gallery import Gallery, GalleryVersionMismatch
 from service.gallery.index import FaceIndex
-from service.gallery.store import NewFace, SQLiteStore
+from service.gallery.schema import head_revision
+from service.gallery.store import GalleryStore, NewFace
 
 
 def _unit(seed: int, dim: int = 8) -> np.ndarray:
@@ -48,25 +51,30 @@ def test_hnsw_rebuilds_after_many_deletes() -> None:
     assert all(i >= 30 for i in index.search(vectors[3], 20)[1])
 
 
-def test_store_transactions_and_idempotence(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_store_transactions_and_idempotence(store_url: str) -> None:
+    store = GalleryStore(store_url)
     first = store.add_faces("alice", [NewFace("h1", _unit(1)), NewFace("h2", _unit(2))], "m:1")
     again = store.add_faces("alice", [NewFace("h1", _unit(1))], "m:1")
     assert [r.created for r in first] == [True, True] and not again[0].created
     assert again[0].face_id == first[0].face_id
     with pytest.raises(Exception):  # noqa: B017 - an embedding that is not an array of numbers
         store.add_faces("bob", [NewFace("h3", _unit(3)), NewFace("h4", object())], "m:1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="finite"):
+        store.add_faces("bob", [NewFace("h3", _unit(3)), NewFace("h5", _unit(4) * np.nan)], "m:1")
     assert store.get_subject("bob") is None  # nothing half-written
+    assert [c.op for c in store.changes_since(0)] == ["add", "add"]  # nor logged
     store.close()
-    reopened = SQLiteStore(tmp_path)
+    reopened = GalleryStore(store_url)
     ids, subjects, vectors = reopened.embeddings()
     assert subjects == ["alice", "alice"] and np.allclose(vectors[0], _unit(1))
     assert reopened.delete_subject("alice") == [int(i) for i in ids]
     assert reopened.delete_subject("alice") is None
+    assert [(c.op, c.face_id) for c in reopened.changes_since(2)] == [("remove", int(i)) for i in ids]
+    reopened.close()
 
 
-def test_gallery_search_groups_faces_by_subject(tmp_path: Path) -> None:
-    gallery = Gallery(SQLiteStore(tmp_path), 8, "m:1", FaceIndex(8, "flat"))
+def test_gallery_search_groups_faces_by_subject(store_url: str) -> None:
+    gallery = Gallery(GalleryStore(store_url), 8, "m:1", FaceIndex(8, "flat"))
     gallery.load()
     gallery.enroll("alice", [NewFace("a1", _unit(1)), NewFace("a2", _unit(1) * 0.9 + _unit(5) * 0.1)])
     gallery.enroll("bob", [NewFace("b1", _unit(2))])
@@ -74,17 +82,95 @@ def test_gallery_search_groups_faces_by_subject(tmp_path: Path) -> None:
     assert [m.subject_id for m in matches] == ["alice", "bob"]
     best, mean, count = gallery.subject_scores("alice", _unit(1)) or (0, 0, 0)
     assert count == 2 and best == pytest.approx(1.0, abs=1e-5) and mean < best
+    gallery.close()
 
 
-def test_gallery_refuses_other_model_version(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_gallery_refuses_other_model_version(store_url: str) -> None:
+    store = GalleryStore(store_url)
     store.add_faces("alice", [NewFace("h", _unit(1))], "old:1")
     with pytest.raises(GalleryVersionMismatch, match="reembed"):
         Gallery(store, 8, "new:2").load()
+    store.close()
 
 
-def test_bulk_import(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_bulk_import(store_url: str) -> None:
+    store = GalleryStore(store_url)
     store.import_faces([(f"s{i // 2}", f"h{i}", _unit(i)) for i in range(10)], "m:1")
     rows, total = store.list_subjects(0, 100)
     assert total == 5 and all(count == 2 for _, count, _ in rows)
+    assert [c.op for c in store.changes_since(0)] == ["reload"]
+    store.close()
+
+
+def test_second_process_follows_the_change_log(store_url: str) -> None:
+    """Two galleries on one database (as two replicas): each sees the other's writes after sync()."""
+    writer = Gallery(GalleryStore(store_url), 8, "m:1", FaceIndex(8, "flat"))
+    reader = Gallery(GalleryStore(store_url), 8, "m:1", FaceIndex(8, "flat"))
+    writer.load()
+    reader.load()
+    writer.enroll("alice", [NewFace("a1", _unit(1)), NewFace("a2", _unit(2))])
+    writer.enroll("bob", [NewFace("b1", _unit(3))])
+    assert reader.search(_unit(3), 1) == []
+    assert reader.sync() == 3 and reader.sync() == 0
+    assert reader.search(_unit(3), 1)[0].subject_id == "bob" and len(reader) == 3
+    bob_face = writer.get_subject("bob").faces[0].face_id  # type: ignore[union-attr]
+    writer.delete_subject("alice")
+    reader.enroll("carol", [NewFace("c1", _unit(4))])
+    assert writer.sync() == 6  # its own 3 adds and 2 removes (already applied, skipped) and carol's add
+    assert reader.sync() == 3  # alice's 2 removes + its own add (already indexed)
+    for gallery in (writer, reader):
+        assert len(gallery) == 2 and {m.subject_id for m in gallery.search(_unit(1), 5)} == {"bob", "carol"}
+    writer.store.import_faces([("dave", "d1", _unit(5))], "m:1")  # a bulk write: replicas reload
+    assert reader.sync() == 1 and reader.search(_unit(5), 1)[0].subject_id == "dave" and len(reader) == 3
+    assert reader.search(_unit(3), 1)[0].face_id == bob_face
+    writer.close()
+    reader.close()
+
+
+def test_concurrent_writers_lose_nothing(store_url: str) -> None:
+    """Writers in several threads (each with its own store, as separate processes would be)."""
+    follower = Gallery(GalleryStore(store_url), 8, "m:1", FaceIndex(8, "flat"))
+    follower.load()
+    stores = [GalleryStore(store_url) for _ in range(4)]
+
+    def write(worker: int) -> None:
+        for n in range(15):
+            stores[worker].add_faces(f"w{worker}-{n}", [NewFace("h", _unit(100 * worker + n))], "m:1")
+            if n % 3 == 0:
+                follower.sync()  # syncs interleaved with commits must not skip any change
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, range(4)))
+    follower.sync()
+    assert len(follower) == 60
+    assert [c.seq for c in stores[0].changes_since(0)] == list(range(1, 61))
+    for store in stores:
+        store.close()
+    follower.close()
+
+
+def test_schema_is_migrated_and_legacy_galleries_are_adopted(tmp_path: Path) -> None:
+    legacy = tmp_path / "gallery.sqlite3"
+    with sqlite3.connect(legacy) as conn:  # the schema galleries had before migrations existed
+        conn.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE subjects (subject_id TEXT PRIMARY KEY, created_at REAL NOT NULL);"
+            "CREATE TABLE faces (face_id INTEGER PRIMARY KEY AUTOINCREMENT, subject_id TEXT NOT NULL"
+            " REFERENCES subjects(subject_id) ON DELETE CASCADE, content_hash TEXT NOT NULL,"
+            " model_version TEXT NOT NULL, embedding BLOB NOT NULL, chip BLOB, created_at REAL NOT NULL,"
+            " UNIQUE (subject_id, content_hash));"
+        )
+        conn.execute("INSERT INTO subjects VALUES ('old', 1.0)")
+        conn.execute("INSERT INTO faces VALUES (7, 'old', 'h', 'm:1', ?, NULL, 1.0)", (_unit(9).tobytes(),))
+    store = GalleryStore.sqlite(tmp_path)
+    assert store.revision == head_revision() == "0002"
+    gallery = Gallery(store, 8, "m:1", FaceIndex(8, "flat"))
+    gallery.load()
+    assert gallery.search(_unit(9), 1)[0].face_id == 7 and gallery.seq == 1
+    assert store.add_faces("new", [NewFace("n", _unit(1))], "m:1")[0].face_id == 8
+    store.close()
+
+
+def test_store_rejects_other_databases() -> None:
+    with pytest.raises(ValueError, match="SQLite or PostgreSQL"):
+        GalleryStore("mysql://user@localhost/db")

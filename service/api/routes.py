@@ -199,6 +199,7 @@ def readyz(request: Request) -> s.Ready:
         providers=state.embedder.providers,
         gallery_store=state.gallery.store.describe(),
         gallery_faces=len(state.gallery),
+        gallery_seq=state.gallery.seq,
         index_kind=state.gallery.index.active_kind,
         index_device=state.gallery.index.device,
     )

@@ -136,6 +136,7 @@ class Ready(BaseModel):
     providers: list[str]
     gallery_store: str
     gallery_faces: int
+    gallery_seq: int = Field(description="Gallery change-log position this process's index reflects.")
     index_kind: str
     index_device: str
 

@@ -1,14 +1,21 @@
-"""The gallery as the API sees it: the store is written first (the source of truth), then the index."""
+"""The gallery as the API sees it: the store is written first (the source of truth), then the index.
+
+Several processes (uvicorn workers, or replicas sharing PostgreSQL) each keep their own FAISS index;
+``sync`` applies what the others committed, read from the store's change log.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from service.gallery.index import FaceIndex
-from service.gallery.store import FaceRecord, NewFace, SQLiteStore, SubjectRecord
+from service.gallery.store import FaceRecord, GalleryStore, NewFace, SubjectRecord
+
+log = logging.getLogger("lrface.gallery")
 
 
 class GalleryVersionMismatch(RuntimeError):
@@ -23,11 +30,13 @@ class Match:
 
 
 class Gallery:
-    def __init__(self, store: SQLiteStore, dim: int, model_version: str, index: FaceIndex | None = None) -> None:
+    def __init__(self, store: GalleryStore, dim: int, model_version: str, index: FaceIndex | None = None) -> None:
         self.store, self.dim, self.model_version = store, dim, model_version
         self.index = index or FaceIndex(dim)
+        self.seq = 0  # change-log position the index reflects
         self._subject_of: dict[int, str] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # index + id map
+        self._sync_lock = threading.Lock()  # one sync (or load) at a time
 
     def load(self) -> None:
         """Check model versions and build the index from the store (start-up, or `rebuild-index`)."""
@@ -38,35 +47,64 @@ class Gallery:
                 f"gallery {self.store.describe()} holds embeddings of model {sorted(foreign)} but the service runs "
                 f"{self.model_version}; run `lrface gallery reembed` (re-embeds from stored face chips) first"
             )
-        ids, subjects, vectors = self.store.embeddings()
+        snap = self.store.snapshot()
+        vectors = snap.vectors if len(snap.face_ids) else np.zeros((0, self.dim), np.float32)
         with self._lock:
-            self.index.rebuild(ids, vectors if len(ids) else np.zeros((0, self.dim), np.float32))
-            self._subject_of = dict(zip(ids.tolist(), subjects, strict=True))
+            self.index.rebuild(snap.face_ids, vectors)
+            self._subject_of = dict(zip(snap.face_ids.tolist(), snap.subject_ids, strict=True))
+            self.seq = snap.seq
+
+    def sync(self) -> int:
+        """Apply changes committed since ``seq`` (by any process); returns how many were read."""
+        with self._sync_lock:
+            pending = self.store.changes_since(self.seq)
+            if not pending:
+                return 0
+            if any(c.op == "reload" for c in pending):
+                self.load()
+                return len(pending)
+            added = [c.face_id for c in pending if c.op == "add" and c.face_id is not None]
+            with self._lock:
+                added = [i for i in added if i not in self._subject_of]
+            if added:
+                ids, subject_ids, vectors = self.store.faces_by_id(added)  # those deleted since are absent
+                self._add(ids, subject_ids, vectors)
+            self._remove([c.face_id for c in pending if c.op == "remove" and c.face_id is not None])
+            self.seq = pending[-1].seq
+            return len(pending)
+
+    def _add(self, ids: np.ndarray, subject_ids: list[str], vectors: np.ndarray) -> None:
+        """Index faces not indexed yet (the writer and the change follower may both try)."""
+        with self._lock:
+            fresh = [k for k, i in enumerate(ids.tolist()) if i not in self._subject_of]
+            if fresh:
+                self.index.add(ids[fresh], vectors[fresh])
+                self._subject_of.update({int(ids[k]): subject_ids[k] for k in fresh})
+
+    def _remove(self, ids: list[int]) -> None:
+        with self._lock:
+            present = [i for i in ids if i in self._subject_of]
+            self.index.remove(present)
+            for i in present:
+                del self._subject_of[i]
 
     def enroll(self, subject_id: str, faces: list[NewFace]) -> list[FaceRecord]:
         records = self.store.add_faces(subject_id, faces, self.model_version)  # committed here
         new = [(r.face_id, f.embedding) for r, f in zip(records, faces, strict=True) if r.created]
         if new:
-            with self._lock:
-                self.index.add(np.asarray([i for i, _ in new]), np.stack([v for _, v in new]))
-                self._subject_of.update({i: subject_id for i, _ in new})
+            self._add(np.asarray([i for i, _ in new]), [subject_id] * len(new), np.stack([v for _, v in new]))
         return records
 
     def delete_subject(self, subject_id: str) -> list[int] | None:
         ids = self.store.delete_subject(subject_id)
         if ids:
-            with self._lock:
-                self.index.remove(ids)
-                for i in ids:
-                    self._subject_of.pop(i, None)
+            self._remove(ids)
         return ids
 
     def delete_face(self, subject_id: str, face_id: int) -> bool:
         removed = self.store.delete_face(subject_id, face_id)
         if removed:
-            with self._lock:
-                self.index.remove([face_id])
-                self._subject_of.pop(face_id, None)
+            self._remove([face_id])
         return removed
 
     def get_subject(self, subject_id: str) -> SubjectRecord | None:
@@ -96,3 +134,33 @@ class Gallery:
 
     def close(self) -> None:
         self.store.close()
+
+
+class ChangeFollower:
+    """Background thread that calls ``gallery.sync()`` every ``interval`` seconds."""
+
+    def __init__(self, gallery: Gallery, interval: float) -> None:
+        self.gallery, self.interval = gallery, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lrface-gallery-sync", daemon=True)
+        self._failing = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.gallery.sync()
+            except Exception as exc:  # noqa: BLE001 - a database outage must not kill the follower
+                if not self._failing:
+                    log.warning("gallery sync failed (retrying every %.1f s): %s", self.interval, exc)
+                self._failing = True
+            else:
+                if self._failing:
+                    log.info("gallery sync recovered at change %d", self.gallery.seq)
+                self._failing = False

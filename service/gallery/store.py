@@ -1,39 +1,34 @@
-"""The durable gallery store (SQLite by default): subjects, faces, embeddings, model version,
-content hash, a small face chip for re-embedding, timestamps.
+"""The durable gallery store: subjects, faces, embeddings, model version, content hash, a small face
+chip for re-embedding, timestamps, and the change log replicas follow.
 
-Every write is one transaction committed with ``synchronous=FULL`` in WAL mode before the caller
-acknowledges it, so a crash at any moment loses nothing acknowledged and leaves no half subject.
+One class serves both back ends through SQLAlchemy Core:
+
+- **SQLite** (default, one file under ``LRFACE_GALLERY_DIR``): WAL mode with ``synchronous=FULL``;
+  writers take ``BEGIN IMMEDIATE``.
+- **PostgreSQL** (``LRFACE_DATABASE_URL``), shared by several service replicas: writers take one
+  transaction-level advisory lock, so change-log sequence numbers are committed in order.
+
+Every write is one transaction committed before the caller acknowledges it, so a crash at any moment
+loses nothing acknowledged and leaves no half subject. The schema comes from versioned migrations.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS subjects (
-    subject_id TEXT PRIMARY KEY,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS faces (
-    face_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    subject_id TEXT NOT NULL REFERENCES subjects(subject_id) ON DELETE CASCADE,
-    content_hash TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    embedding BLOB NOT NULL,
-    chip BLOB,
-    created_at REAL NOT NULL,
-    UNIQUE (subject_id, content_hash)
-);
-CREATE INDEX IF NOT EXISTS faces_by_subject ON faces(subject_id);
-"""
+from service.gallery import schema
+from service.gallery.tables import changes, faces, subjects
+
+WRITE_LOCK = 0x6C72_6661_6366  # pg_advisory_xact_lock key every writer holds until it commits
 
 
 @dataclass
@@ -60,160 +55,273 @@ class SubjectRecord:
     faces: list[FaceRecord] = field(default_factory=list)
 
 
-class SQLiteStore:
-    def __init__(self, directory: Path) -> None:
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    op: str  # 'add' | 'remove' | 'reload'
+    face_id: int | None
+    subject_id: str | None
+
+
+@dataclass
+class Snapshot:
+    """Every face and the change-log position they are consistent with."""
+
+    face_ids: np.ndarray
+    subject_ids: list[str]
+    vectors: np.ndarray
+    seq: int
+
+
+def postgres_url(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` URLs run on the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    array = np.asarray(vector, dtype=np.float32)
+    if array.ndim != 1 or not np.all(np.isfinite(array)):
+        raise ValueError("an embedding must be a finite 1-d vector")
+    return array.tobytes()
+
+
+def _vectors(blobs: Sequence[bytes]) -> np.ndarray:
+    return np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs])
+
+
+class GalleryStore:
+    def __init__(self, url: str) -> None:
+        self.url = sa.make_url(postgres_url(url))
+        self.dialect = self.url.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported gallery database {self.url.render_as_string()}: use SQLite or PostgreSQL")
+        if self.dialect == "sqlite":
+            self.engine = sa.create_engine(self.url, connect_args={"timeout": 30})
+            sa.event.listen(self.engine, "connect", _sqlite_connect)
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            self.engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+        self.revision = schema.upgrade(self.engine)
+
+    @classmethod
+    def sqlite(cls, directory: Path) -> GalleryStore:
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "gallery.sqlite3"
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.executescript(SCHEMA)
-        self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        return cls(f"sqlite:///{directory / 'gallery.sqlite3'}")
 
     def describe(self) -> str:
-        return f"sqlite:{self.path}"
+        if self.dialect == "sqlite":
+            return f"sqlite:{self.url.database}"
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=True)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.engine.dispose()
 
-    def add_faces(self, subject_id: str, faces: list[NewFace], model_version: str) -> list[FaceRecord]:
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self.engine.connect().execution_options(gallery_write=True) as conn, conn.begin():
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+            yield conn
+
+    @contextmanager
+    def _read(self, consistent: bool = False) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn:
+            if consistent and self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():  # SQLite in WAL mode: one snapshot from the first read on
+                yield conn
+
+    def _insert(self, table: sa.Table) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    @staticmethod
+    def _log(conn: sa.Connection, op: str, entries: Iterable[tuple[int | None, str | None]], now: float) -> None:
+        rows = [{"op": op, "face_id": f, "subject_id": s, "created_at": now} for f, s in entries]
+        if rows:
+            conn.execute(changes.insert(), rows)
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def add_faces(self, subject_id: str, new_faces: list[NewFace], model_version: str) -> list[FaceRecord]:
         """Add faces to a subject (created when new) in one transaction; repeats are reported, not added."""
         now = time.time()
         records: list[FaceRecord] = []
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.execute("INSERT OR IGNORE INTO subjects VALUES (?, ?)", (subject_id, now))
-                for face in faces:
-                    row = cur.execute(
-                        "SELECT face_id, model_version, created_at FROM faces WHERE subject_id=? AND content_hash=?",
-                        (subject_id, face.content_hash),
-                    ).fetchone()
-                    if row is not None:
-                        records.append(FaceRecord(row[0], subject_id, face.content_hash, row[1], row[2], created=False))
-                        continue
-                    cur.execute(
-                        "INSERT INTO faces (subject_id, content_hash, model_version, embedding, chip, created_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            subject_id,
-                            face.content_hash,
-                            model_version,
-                            np.asarray(face.embedding, dtype=np.float32).tobytes(),
-                            face.chip_png,
-                            now,
-                        ),
+        with self._write() as conn:
+            conn.execute(self._insert(subjects).values(subject_id=subject_id, created_at=now).on_conflict_do_nothing())
+            for face in new_faces:
+                row = conn.execute(
+                    sa.select(faces.c.face_id, faces.c.model_version, faces.c.created_at).where(
+                        faces.c.subject_id == subject_id, faces.c.content_hash == face.content_hash
                     )
-                    records.append(
-                        FaceRecord(int(cur.lastrowid or 0), subject_id, face.content_hash, model_version, now)
+                ).first()
+                if row is not None:
+                    records.append(FaceRecord(row[0], subject_id, face.content_hash, row[1], row[2], created=False))
+                    continue
+                face_id = conn.execute(
+                    faces.insert()
+                    .values(
+                        subject_id=subject_id,
+                        content_hash=face.content_hash,
+                        model_version=model_version,
+                        embedding=_blob(face.embedding),
+                        chip=face.chip_png,
+                        created_at=now,
                     )
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+                    .returning(faces.c.face_id)
+                ).scalar_one()
+                records.append(FaceRecord(int(face_id), subject_id, face.content_hash, model_version, now))
+            self._log(conn, "add", [(r.face_id, subject_id) for r in records if r.created], now)
         return records
 
     def import_faces(self, rows: list[tuple[str, str, np.ndarray]], model_version: str) -> None:
         """Bulk insert ``(subject_id, content_hash, embedding)`` rows in one transaction (seeding, migration)."""
         now = time.time()
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.executemany("INSERT OR IGNORE INTO subjects VALUES (?, ?)", [(r[0], now) for r in rows])
-                cur.executemany(
-                    "INSERT OR IGNORE INTO faces (subject_id, content_hash, model_version, embedding, chip, created_at)"
-                    " VALUES (?, ?, ?, ?, NULL, ?)",
-                    [(sid, h, model_version, np.asarray(v, dtype=np.float32).tobytes(), now) for sid, h, v in rows],
-                )
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-
-    def get_subject(self, subject_id: str) -> SubjectRecord | None:
-        with self._lock:
-            row = self._conn.execute("SELECT created_at FROM subjects WHERE subject_id=?", (subject_id,)).fetchone()
-            if row is None:
-                return None
-            faces = self._conn.execute(
-                "SELECT face_id, content_hash, model_version, created_at FROM faces"
-                " WHERE subject_id=? ORDER BY face_id",
-                (subject_id,),
-            ).fetchall()
-        return SubjectRecord(subject_id, row[0], [FaceRecord(f[0], subject_id, f[1], f[2], f[3]) for f in faces])
-
-    def list_subjects(self, offset: int, limit: int) -> tuple[list[tuple[str, int, float]], int]:
-        """``[(subject_id, face count, created_at)]`` ordered by id, and the total subject count."""
-        with self._lock:
-            total = self._conn.execute("SELECT COUNT(*) FROM subjects").fetchone()[0]
-            rows = self._conn.execute(
-                "SELECT s.subject_id, COUNT(f.face_id), s.created_at FROM subjects s "
-                "LEFT JOIN faces f ON f.subject_id = s.subject_id GROUP BY s.subject_id "
-                "ORDER BY s.subject_id LIMIT ? OFFSET ?",
-                (limit, offset),
-            ).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows], total
+        with self._write() as conn:
+            conn.execute(
+                self._insert(subjects).on_conflict_do_nothing(),
+                [{"subject_id": s, "created_at": now} for s in dict.fromkeys(r[0] for r in rows)],
+            )
+            conn.execute(
+                self._insert(faces).on_conflict_do_nothing(),
+                [
+                    {
+                        "subject_id": sid,
+                        "content_hash": h,
+                        "model_version": model_version,
+                        "embedding": _blob(v),
+                        "chip": None,
+                        "created_at": now,
+                    }
+                    for sid, h, v in rows
+                ],
+            )
+            self._log(conn, "reload", [(None, None)], now)
 
     def delete_subject(self, subject_id: str) -> list[int] | None:
         """Delete a subject and its faces; returns their face ids, or None when unknown."""
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                if cur.execute("SELECT 1 FROM subjects WHERE subject_id=?", (subject_id,)).fetchone() is None:
-                    cur.execute("ROLLBACK")
-                    return None
-                ids = [r[0] for r in cur.execute("SELECT face_id FROM faces WHERE subject_id=?", (subject_id,))]
-                cur.execute("DELETE FROM faces WHERE subject_id=?", (subject_id,))
-                cur.execute("DELETE FROM subjects WHERE subject_id=?", (subject_id,))
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-        return ids
+        now = time.time()
+        with self._write() as conn:
+            if (
+                conn.execute(sa.select(subjects.c.subject_id).where(subjects.c.subject_id == subject_id)).first()
+                is None
+            ):
+                return None
+            ids = list(conn.execute(sa.select(faces.c.face_id).where(faces.c.subject_id == subject_id)).scalars())
+            conn.execute(faces.delete().where(faces.c.subject_id == subject_id))
+            conn.execute(subjects.delete().where(subjects.c.subject_id == subject_id))
+            self._log(conn, "remove", [(i, subject_id) for i in ids], now)
+        return [int(i) for i in ids]
 
     def delete_face(self, subject_id: str, face_id: int) -> bool:
-        with self._lock:
-            cur = self._conn.execute("DELETE FROM faces WHERE subject_id=? AND face_id=?", (subject_id, face_id))
-            return cur.rowcount > 0
+        with self._write() as conn:
+            removed = conn.execute(
+                faces.delete().where(faces.c.subject_id == subject_id, faces.c.face_id == face_id)
+            ).rowcount
+            self._log(conn, "remove", [(face_id, subject_id)] if removed else [], time.time())
+        return bool(removed)
+
+    def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_version: str) -> None:
+        with self._write() as conn:
+            if updates:
+                conn.execute(
+                    faces.update().where(faces.c.face_id == sa.bindparam("fid")),
+                    [{"fid": fid, "embedding": _blob(v), "model_version": model_version} for fid, v in updates],
+                )
+            self._log(conn, "reload", [(None, None)], time.time())
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def get_subject(self, subject_id: str) -> SubjectRecord | None:
+        with self._read() as conn:
+            created = conn.execute(
+                sa.select(subjects.c.created_at).where(subjects.c.subject_id == subject_id)
+            ).scalar_one_or_none()
+            if created is None:
+                return None
+            rows = conn.execute(
+                sa.select(faces.c.face_id, faces.c.content_hash, faces.c.model_version, faces.c.created_at)
+                .where(faces.c.subject_id == subject_id)
+                .order_by(faces.c.face_id)
+            ).all()
+        return SubjectRecord(subject_id, created, [FaceRecord(r[0], subject_id, r[1], r[2], r[3]) for r in rows])
+
+    def list_subjects(self, offset: int, limit: int) -> tuple[list[tuple[str, int, float]], int]:
+        """``[(subject_id, face count, created_at)]`` ordered by id, and the total subject count."""
+        with self._read() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(subjects)).scalar_one()
+            rows = conn.execute(
+                sa.select(subjects.c.subject_id, sa.func.count(faces.c.face_id), subjects.c.created_at)
+                .select_from(subjects.outerjoin(faces, faces.c.subject_id == subjects.c.subject_id))
+                .group_by(subjects.c.subject_id, subjects.c.created_at)
+                .order_by(subjects.c.subject_id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return [(r[0], int(r[1]), r[2]) for r in rows], int(total)
 
     def embeddings(self, subject_id: str | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
         """``(face_ids, subject_ids, (N, D) embeddings)`` of every face, or of one subject's faces."""
-        query = "SELECT face_id, subject_id, embedding FROM faces"
-        args: tuple[str, ...] = ()
-        if subject_id is not None:
-            query, args = query + " WHERE subject_id=?", (subject_id,)
-        with self._lock:
-            rows = self._conn.execute(query + " ORDER BY face_id", args).fetchall()
+        with self._read() as conn:
+            return self._embeddings(conn, None if subject_id is None else faces.c.subject_id == subject_id)
+
+    @staticmethod
+    def _embeddings(conn: sa.Connection, where: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
+        query = sa.select(faces.c.face_id, faces.c.subject_id, faces.c.embedding).order_by(faces.c.face_id)
+        rows = conn.execute(query if where is None else query.where(where)).all()
         if not rows:
             return np.zeros(0, dtype=np.int64), [], np.zeros((0, 0), dtype=np.float32)
         ids = np.asarray([r[0] for r in rows], dtype=np.int64)
-        vectors = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
-        return ids, [r[1] for r in rows], vectors
+        return ids, [r[1] for r in rows], _vectors([r[2] for r in rows])
+
+    def faces_by_id(self, face_ids: Sequence[int]) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Like ``embeddings`` for the given face ids (those still present)."""
+        with self._read() as conn:
+            return self._embeddings(conn, faces.c.face_id.in_([int(i) for i in face_ids]))
+
+    def snapshot(self) -> Snapshot:
+        with self._read(consistent=True) as conn:
+            seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one()
+            ids, subject_ids, vectors = self._embeddings(conn, None)
+        return Snapshot(ids, subject_ids, vectors, int(seq))
+
+    def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(changes.c.seq, changes.c.op, changes.c.face_id, changes.c.subject_id)
+                .where(changes.c.seq > seq)
+                .order_by(changes.c.seq)
+                .limit(limit)
+            ).all()
+        return [Change(int(r[0]), r[1], None if r[2] is None else int(r[2]), r[3]) for r in rows]
 
     def chips(self) -> list[tuple[int, bytes | None]]:
-        with self._lock:
-            return [(r[0], r[1]) for r in self._conn.execute("SELECT face_id, chip FROM faces ORDER BY face_id")]
-
-    def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_version: str) -> None:
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.executemany(
-                    "UPDATE faces SET embedding=?, model_version=? WHERE face_id=?",
-                    [(np.asarray(v, dtype=np.float32).tobytes(), model_version, fid) for fid, v in updates],
-                )
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self._read() as conn:
+            return [
+                (int(r[0]), r[1])
+                for r in conn.execute(sa.select(faces.c.face_id, faces.c.chip).order_by(faces.c.face_id))
+            ]
 
     def model_versions(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._conn.execute("SELECT DISTINCT model_version FROM faces")}
+        with self._read() as conn:
+            return set(conn.execute(sa.select(faces.c.model_version).distinct()).scalars())
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (see _sqlite_begin)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("gallery_write") else "BEGIN")
+
+
+def open_store(database_url: str | None, gallery_dir: Path) -> GalleryStore:
+    """PostgreSQL when ``database_url`` is set, else the SQLite file under ``gallery_dir``."""
+    return GalleryStore(database_url) if database_url else GalleryStore.sqlite(gallery_dir)

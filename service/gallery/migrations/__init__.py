@@ -1,0 +1,1 @@
+"""Alembic migrations of the gallery schema (SQLite and PostgreSQL); applied by ``service.gallery.schema``."""

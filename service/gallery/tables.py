@@ -1,0 +1,42 @@
+"""The gallery's tables as SQLAlchemy Core objects, for queries. The DDL itself lives in the
+versioned Alembic migrations (``service/gallery/migrations``), never here."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# 64-bit ids on PostgreSQL; SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+
+subjects = sa.Table(
+    "subjects",
+    metadata,
+    sa.Column("subject_id", sa.Text, primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+faces = sa.Table(
+    "faces",
+    metadata,
+    sa.Column("face_id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("subject_id", sa.Text, sa.ForeignKey("subjects.subject_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("content_hash", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
+    sa.Column("chip", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# The change log replicas follow: one row per added or removed face, or one 'reload' row after a bulk
+# rewrite. ``seq`` grows in commit order (writers serialise), so "everything after seq N" is exact.
+changes = sa.Table(
+    "changes",
+    metadata,
+    sa.Column("seq", RowId, primary_key=True, autoincrement=True),
+    sa.Column("op", sa.String(8), nullable=False),
+    sa.Column("face_id", sa.BigInteger, nullable=True),
+    sa.Column("subject_id", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
