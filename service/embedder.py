@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,16 +42,33 @@ class Embedder:
         if threads:
             options.intra_op_num_threads = threads
         chosen = choose_providers(providers, ort.get_available_providers())
+        path = str(model_dir / self.card.onnx_file)
         try:
-            self.session = ort.InferenceSession(str(model_dir / self.card.onnx_file), options, providers=chosen)
+            self.session = self._session(ort, path, options, chosen)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise ModelCardError(f"cannot load {model_dir / self.card.onnx_file}: {exc}") from None
+            raise ModelCardError(f"cannot load {path}: {exc}") from None
         self.providers = list(self.session.get_providers())
         graph_input = self.session.get_inputs()[0]
         check_input_shape(self.card, list(graph_input.shape))
         self.input_name = graph_input.name
         self.norm = self.card.normalisation.to_normalisation()
         log.info("model %s %s on %s", self.card.name, self.card.version, self.providers)
+
+    @staticmethod
+    def _session(ort: Any, path: str, options: Any, chosen: list[str]) -> Any:
+        """Open the session; a CUDA provider that cannot start (no GPU visible) falls back to the CPU."""
+        if "CUDAExecutionProvider" not in chosen:
+            return ort.InferenceSession(path, options, providers=chosen)
+        try:
+            if hasattr(ort, "preload_dlls"):
+                ort.preload_dlls()  # CUDA/cuDNN from NVIDIA's pip wheels (the GPU image has no system CUDA)
+            session = ort.InferenceSession(path, options, providers=chosen)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("CUDA execution provider failed (%s); running on the CPU", exc)
+            return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        if "CUDAExecutionProvider" not in session.get_providers():
+            log.warning("no usable GPU for ONNX Runtime (CUDA provider did not start); running on the CPU")
+        return session
 
     @property
     def model_version(self) -> str:
