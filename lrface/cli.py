@@ -353,6 +353,38 @@ def bench_index_command(
     _print_json(bench_index(size, dim, kind=kind, ef_search=ef_search), out)
 
 
+@bench_app.command("load")
+def bench_load_command(
+    url: str = typer.Option("", help="A running service on loopback; default: start one on a fresh gallery."),
+    duration: float = typer.Option(10.0, min=1, max=3600, help="Seconds of load."),
+    clients: int = typer.Option(4, min=1, max=256, help="Concurrent clients."),
+    enroll_fraction: float = typer.Option(0.2, min=0, max=1, help="Share of requests that enroll (rest identify)."),
+    api_key: str = typer.Option("", envvar="LRFACE_API_KEY", help="Admin key for --url."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Bounded load (loopback only): N clients mixing /identify and enrolment for a fixed time.
+    Reports throughput, p50/p99 per route, errors, and acknowledged enrolments missing afterwards.
+    Exits 1 on any error or lost enrolment."""
+    import tempfile
+
+    from service.load import peak_rss_mb, run_load
+    from service.process import start_server
+
+    if url:
+        report = run_load(url, duration, clients, enroll_fraction, api_key or None)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = start_server({"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": ""}, timeout=600, quiet=True)
+            try:
+                report = run_load(server.url, duration, clients, enroll_fraction)
+                report.server_peak_rss_mb = peak_rss_mb(server.pid)
+            finally:
+                server.stop()
+    _print_json(report.to_dict(), out)
+    if report.errors or report.lost_enrolments:
+        raise typer.Exit(1)
+
+
 @bench_app.command("service")
 def bench_service_command(
     gallery_size: int = typer.Option(10_000, min=0, help="Synthetic faces seeded into a fresh gallery."),
@@ -360,32 +392,17 @@ def bench_service_command(
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
     """Start the real server (loopback) on a fresh seeded gallery; /embed and /identify p50/p99."""
-    import os
-    import subprocess
-    import sys
     import tempfile
-    import time
-
-    import httpx
 
     from service.bench import bench_http, seed_gallery
+    from service.process import start_server
 
     settings = get_settings()
     with tempfile.TemporaryDirectory() as tmp:
         seed_gallery(Path(tmp), settings.model, gallery_size)
-        env = {**os.environ, "LRFACE_GALLERY_DIR": tmp, "LRFACE_PORT": "8765", "LRFACE_API_KEYS": ""}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lrface.cli", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        env = {"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": "", "LRFACE_THREADS": str(settings.threads)}
+        server = start_server(env, timeout=1800, quiet=True)
         try:
-            deadline = time.monotonic() + 1800
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get("http://127.0.0.1:8765/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.5)
-            _print_json(bench_http("http://127.0.0.1:8765", requests), out)
+            _print_json(bench_http(server.url, requests), out)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            server.stop()

@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lrface import __version__
 from lrface.settings import Settings, get_settings
 from service.api.inputs import FaceDecoder
-from service.api.routes import router
+from service.api.routes import request_body_schemas, router
 from service.embedder import Embedder
 from service.gallery.gallery import ChangeFollower, Gallery
 from service.gallery.index import FaceIndex
@@ -49,7 +50,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise _TooLarge
+                    raise _TooLarge(self.limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -69,8 +70,39 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": response.body})
 
 
-class _TooLarge(Exception):
-    pass
+class ObserveRequests:
+    """Count requests and time them per route template (a pure ASGI middleware: request bodies pass
+    through untouched, so the body limit's 413 is not wrapped into an exception group)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status_code = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(path, scope["method"], str(status_code)).inc()
+            self.metrics.latency.labels(path, scope["method"]).observe(time.perf_counter() - start)
+
+
+class _TooLarge(HTTPException):
+    """Raised from ``receive`` inside a route: FastAPI answers it as a 413 wherever it surfaces."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
 
 
 def open_gallery(settings: Settings, embedder: Embedder) -> Gallery:
@@ -139,20 +171,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.gallery = None
     app.include_router(router)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Any:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(path, request.method).observe(time.perf_counter() - start)
-        return response
-
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in request_body_schemas().items():
+                components.setdefault(name, schema)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(ObserveRequests, metrics=metrics)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from fastapi import HTTPException, Request, status
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lrface.alignment import AlignerUnavailable, DlibAligner
 from lrface.preprocessing import ImageDecodeError, load_image
@@ -56,6 +57,8 @@ async def form_body(request: Request, max_files: int) -> FormData:
         return await request.form(max_files=max_files, max_fields=100)
     except HTTPException:
         raise
+    except StarletteHTTPException as exc:  # the parser's own limits (too many files or fields)
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"multipart body: {exc.detail}") from None
     except Exception as exc:  # noqa: BLE001 - the multipart parser raises several types
         raise bad_request(f"malformed multipart body: {exc}") from None
 

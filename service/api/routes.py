@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from service.api import schemas as s
@@ -28,10 +29,14 @@ from service.gallery.gallery import Gallery
 from service.gallery.store import NewFace
 
 router = APIRouter()
+# Request bodies the routes parse themselves (JSON or multipart): their schemas are added to the
+# OpenAPI components by ``request_body_schemas`` so the `$ref`s below resolve.
+BODY_MODELS: list[type[BaseModel]] = []
 
 
-def _both_bodies(model: type[Any], multipart_fields: dict[str, Any]) -> dict[str, Any]:
+def _both_bodies(model: type[BaseModel], multipart_fields: dict[str, Any]) -> dict[str, Any]:
     """OpenAPI: the route takes JSON (base64 images) or multipart (file uploads)."""
+    BODY_MODELS.append(model)
     return {
         "requestBody": {
             "required": True,
@@ -163,6 +168,16 @@ class Ctx:
         else:
             return None
         return (await self.embed(faces))[0]
+
+
+def request_body_schemas() -> dict[str, Any]:
+    """JSON schemas of ``BODY_MODELS`` (and the models they use), keyed for ``#/components/schemas``."""
+    schemas: dict[str, Any] = {}
+    for model in BODY_MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
 
 
 def _subject(subject_id: str) -> str:
@@ -366,7 +381,7 @@ async def enroll(subject_id: str, request: Request) -> s.EnrollResponse:
     summary="List enrolled subjects, paged",
 )
 def list_subjects(
-    request: Request, offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=1000)
+    request: Request, offset: int = Query(0, ge=0, le=1_000_000_000), limit: int = Query(50, ge=1, le=1000)
 ) -> s.SubjectPage:
     rows, total = request.app.state.gallery.store.list_subjects(offset, limit)
     items = [s.SubjectSummary(subject_id=r[0], face_count=r[1], created_at=r[2]) for r in rows]
@@ -412,7 +427,7 @@ def delete_subject(subject_id: str, request: Request) -> dict[str, Any]:
     dependencies=[Depends(require("admin"))],
     responses={404: {"model": s.Problem}},
 )
-def delete_face(subject_id: str, face_id: int, request: Request) -> dict[str, Any]:
+def delete_face(subject_id: str, request: Request, face_id: int = Path(ge=1, le=2**63 - 1)) -> dict[str, Any]:
     if not request.app.state.gallery.delete_face(_subject(subject_id), face_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"face {face_id} of subject {subject_id!r} does not exist")
     return {"subject_id": subject_id, "deleted_face": face_id}

@@ -1,0 +1,91 @@
+"""Every route of the OpenAPI document against missing, wrong, read-scope and admin keys: mutating
+routes need the admin scope, read routes any valid key, probes none. A new route fails this test
+until it is classified here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from service.load import face_png
+from tests.model_fixtures import write_tiny_model
+from tests.server import running_server
+
+ADMIN, READER = "auth-admin", "auth-reader"
+OPEN = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+READ = {
+    ("POST", "/embed"),
+    ("POST", "/identify"),
+    ("POST", "/verify"),
+    ("GET", "/gallery/subjects"),
+    ("GET", "/gallery/subjects/{subject_id}"),
+}
+ADMIN_ONLY = {
+    ("POST", "/gallery/subjects/{subject_id}/faces"),
+    ("DELETE", "/gallery/subjects/{subject_id}"),
+    ("DELETE", "/gallery/subjects/{subject_id}/faces/{face_id}"),
+}
+BODIES = {
+    "/embed": {"images": [{"data": face_png(1)}]},
+    "/identify": {"image": {"data": face_png(1)}},
+    "/verify": {"image_a": {"data": face_png(1)}, "image_b": {"data": face_png(2)}},
+    "/gallery/subjects/{subject_id}/faces": {"images": [{"data": face_png(3)}]},
+}
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("auth")
+    env = {
+        "LRFACE_MODEL": str(write_tiny_model(root / "model")),
+        "LRFACE_GALLERY_DIR": str(root / "gallery"),
+        "LRFACE_API_KEYS": f"{ADMIN}:admin,{READER}:read",
+    }
+    with running_server(env) as base:
+        yield base
+
+
+def _call(url: str, method: str, template: str, headers: dict[str, str]) -> httpx.Response:
+    path = template.replace("{subject_id}", "auth-subject").replace("{face_id}", "1")
+    body = BODIES.get(template)
+    return httpx.request(method, url + path, json=body, headers=headers, timeout=30)
+
+
+def test_every_route_is_classified(url: str) -> None:
+    spec = httpx.get(url + "/openapi.json").json()
+    operations = {(m.upper(), p) for p, item in spec["paths"].items() for m in item}
+    assert operations == OPEN | READ | ADMIN_ONLY
+
+
+@pytest.mark.parametrize("method,template", sorted(READ | ADMIN_ONLY))
+def test_missing_and_wrong_keys_are_refused(url: str, method: str, template: str) -> None:
+    missing = _call(url, method, template, {})
+    assert missing.status_code == 401 and "missing API key" in missing.json()["detail"]
+    assert missing.headers["www-authenticate"] == "ApiKey"
+    for wrong in ({"X-API-Key": "not-a-key"}, {"Authorization": "Bearer not-a-key"}, {"X-API-Key": ADMIN + "x"}):
+        response = _call(url, method, template, wrong)
+        assert response.status_code == 401 and response.json()["detail"] == "unknown API key"
+
+
+@pytest.mark.parametrize("method,template", sorted(ADMIN_ONLY))
+def test_read_scope_cannot_change_the_gallery(url: str, method: str, template: str) -> None:
+    response = _call(url, method, template, {"X-API-Key": READER})
+    assert response.status_code == 403 and "'admin' is needed" in response.json()["detail"]
+    assert httpx.get(url + "/gallery/subjects/auth-subject", headers={"X-API-Key": READER}).status_code == 404
+
+
+@pytest.mark.parametrize("method,template", sorted(READ))
+def test_read_scope_reads(url: str, method: str, template: str) -> None:
+    response = _call(url, method, template, {"X-API-Key": READER})
+    assert response.status_code in (200, 404)  # 404: the subject is not enrolled, but access was granted
+
+
+def test_admin_key_does_everything_and_probes_need_none(url: str) -> None:
+    for method, template in sorted(OPEN):
+        assert _call(url, method, template, {}).status_code == 200
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    assert _call(url, "POST", "/gallery/subjects/{subject_id}/faces", admin).status_code == 201
+    assert _call(url, "GET", "/gallery/subjects/{subject_id}", admin).status_code == 200
+    assert _call(url, "DELETE", "/gallery/subjects/{subject_id}", admin).status_code == 200
