@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS_SERVE := cpu,align
 EXTRAS_TEST := cpu,align,train,dev
 
-.PHONY: serve test lint clean
+.PHONY: serve test lint reliability clean
 
 $(BIN)/.serve-stamp: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ serve: $(BIN)/.serve-stamp
 
 test: $(BIN)/.test-stamp
 	$(BIN)/python -m pytest
+
+# Long versions of the reliability checks (figures in RELIABILITY.md); `make test` runs short ones.
+reliability: $(BIN)/.test-stamp
+	LRFACE_CRASH_ROUNDS=20 LRFACE_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -s \
+		tests/test_crash_safety.py tests/test_fuzz.py tests/test_hostile_input.py tests/test_auth.py
+	$(BIN)/lrface bench load --duration 30 --clients 8 --enroll-fraction 0.2 --out reports/bench/load-30s-8clients.json
 
 lint: $(BIN)/.test-stamp
 	$(BIN)/ruff check lrface service training tests

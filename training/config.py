@@ -24,18 +24,24 @@ class LossWeights(BaseModel):
 
 
 class AugmentConfig(BaseModel):
-    """Framing jitter and degradation applied to the HR chip before it is brought to LR."""
+    """Framing jitter and degradation applied to the HR chip before it is brought to LR.
+
+    The defaults are mild: against the stronger v1 setting (scale 0.8-1.1, shift 0.08, aspect
+    0.85-1.15, blur up to 1.0, noise up to 5, JPEG 30% at quality 30-90, 30% shrunk below input
+    size, kept as ``training/configs/hybrid-robust.json``) they raised the hybrid student's validation
+    accuracy at 16 px from 0.866 to 0.905 and LFW test LR-LR 16 px from 85.0% to 87.4%, at a cost on
+    surveillance-degraded probes (78.2% -> 74.1%)."""
 
     flip: bool = True
-    scale: tuple[float, float] = (0.8, 1.1)
-    shift: float = 0.08
-    aspect: tuple[float, float] = (0.85, 1.15)
-    blur_sigma: tuple[float, float] = (0.0, 1.0)
-    noise_std: tuple[float, float] = (0.0, 5.0)
-    jpeg_probability: float = 0.3
-    jpeg_quality: tuple[int, int] = (30, 90)
-    smaller_source_probability: float = Field(0.3, description="Share of faces first shrunk below input size.")
-    smaller_source_min: int = 8
+    scale: tuple[float, float] = (0.9, 1.05)
+    shift: float = 0.05
+    aspect: tuple[float, float] = (0.92, 1.08)
+    blur_sigma: tuple[float, float] = (0.0, 0.5)
+    noise_std: tuple[float, float] = (0.0, 2.0)
+    jpeg_probability: float = 0.1
+    jpeg_quality: tuple[int, int] = (50, 90)
+    smaller_source_probability: float = Field(0.15, description="Share of faces first shrunk below input size.")
+    smaller_source_min: int = 10
 
 
 class TrainConfig(BaseModel):
