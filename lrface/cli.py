@@ -233,6 +233,20 @@ def release(
     )
 
 
+@app.command("quantize")
+def quantize_command(
+    model: Path = typer.Argument(..., exists=True, file_okay=False, help="Released FP32 model directory."),
+    out: Path = typer.Option(..., help="Where the INT8 model.onnx and card.json go."),
+    calibration_faces: int = typer.Option(512, min=16, help="Training-split faces used to calibrate."),
+) -> None:
+    """INT8 variant of a released student (ONNX Runtime static quantization, calibrated on training
+    faces; thresholds re-calibrated on validation people). Compare with `lrface evaluate` before use."""
+    from training.quantize import quantize_release
+
+    card = quantize_release(get_settings(), model, out, calibration_faces)
+    typer.echo(f"wrote {out / card.onnx_file} ({card.name}:{card.version}), threshold {card.threshold:.4f}")
+
+
 @app.command()
 def evaluate(
     models: list[Path] = typer.Argument(None, help="Model directories (model.onnx + card.json) to evaluate."),

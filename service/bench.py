@@ -25,30 +25,42 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+SPREAD = 0.5  # per-dimension spread of a subject's faces around its centre: cosine ~0.8 between them
+
+
 def synthetic_embeddings(count: int, dim: int, seed: int = 0, with_subjects: bool = False) -> Any:
     """Unit vectors in clusters of four (four faces per subject), like a real gallery; with
     ``with_subjects`` also each vector's subject index."""
     rng = np.random.default_rng(seed)
     subjects = np.arange(count) // 4
     centres = rng.normal(size=(int(subjects[-1]) + 1 if count else 1, dim)).astype(np.float32)
-    vectors = centres[subjects] + 0.5 * rng.normal(size=(count, dim)).astype(np.float32)
+    vectors = centres[subjects] + SPREAD * rng.normal(size=(count, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors, subjects) if with_subjects else vectors
+
+
+def synthetic_probes(count: int, dim: int, queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """New faces (not in the gallery) of subjects enrolled by ``synthetic_embeddings(count, dim, seed)``:
+    what /identify is asked. Returns ``(probes, subject index of each)``."""
+    centres = np.random.default_rng(seed).normal(size=((count - 1) // 4 + 1, dim)).astype(np.float32)
+    rng = np.random.default_rng(seed + 1)
+    subjects = rng.integers(0, len(centres), queries)
+    probes = centres[subjects] + SPREAD * rng.normal(size=(queries, dim)).astype(np.float32)
+    return probes / np.linalg.norm(probes, axis=1, keepdims=True), subjects
 
 
 def bench_index(
     size: int, dim: int = 128, queries: int = 200, kind: str = "hnsw", ef_search: int = 256
 ) -> dict[str, Any]:
     """Recall is reported per face (same face id as exact search) and per subject (same subject as
-    exact search's best face: what /identify decides on)."""
+    exact search's best face: what /identify decides on). Probes are new faces of enrolled subjects."""
     vectors, subjects = synthetic_embeddings(size, dim, with_subjects=True)
     ids = np.arange(size, dtype=np.int64)
-    rng = np.random.default_rng(1)
-    probes = vectors[rng.integers(0, size, queries)] + 0.3 * rng.normal(size=(queries, dim)).astype(np.float32)
-    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    probes, probe_subjects = synthetic_probes(size, dim, queries)
     exact = FaceIndex(dim, "flat")
     exact.rebuild(ids, vectors)
     truth = [int(exact.search(q, 1)[1][0]) for q in probes]
+    exact_correct = float(np.mean([subjects[t] == p for t, p in zip(truth, probe_subjects, strict=True)]))
     del exact
     before = _rss_mb()
     start = time.perf_counter()
@@ -72,6 +84,7 @@ def bench_index(
         "search_p99_ms": float(np.percentile(latencies, 99) * 1e3),
         "recall_at_1_vs_exact": hits / queries,
         "subject_recall_at_1_vs_exact": subject_hits / queries,
+        "exact_search_right_subject": exact_correct,
         "index_rss_mb": index_mb,
     }
 

@@ -11,6 +11,7 @@ from lrface.settings import Settings
 from training.data_prep import val_data
 from training.evaluate import student_embedder
 from training.export import release
+from training.loop import ValData
 from training.metrics import kfold_accuracy, threshold_at_far
 from training.teacher_cache import TeacherCache
 
@@ -33,8 +34,16 @@ def release_run(settings: Settings, run_dir: Path, out: Path, name: str, version
         data=f"LFW deep-funneled, identity-disjoint train split ({len(split.train)} people; "
         f"people of pairsDevTest.txt excluded), seed {config.seed}",
     )
-    # Calibrate on validation people only (never the test pairs), with the released ONNX file.
-    embed = student_embedder(out / card.onnx_file, card.input_size)
+    calibrate_thresholds(card, out, val)
+    shutil.copy(run_dir / "config.json", out / "train_config.json")
+    _save_torch_weights(run_dir, out)
+    return card
+
+
+def calibrate_thresholds(card: ModelCard, model_dir: Path, val: ValData) -> None:
+    """Decision thresholds from validation people only (never the test pairs), with the ONNX file
+    in ``model_dir``; writes the card."""
+    embed = student_embedder(model_dir / card.onnx_file, card.input_size)
     emb = embed(list(val.chips))
     scores = (emb[val.pairs[:, 0]] * emb[val.pairs[:, 1]]).sum(1)
     accuracy, _, best = kfold_accuracy(scores, val.same)
@@ -45,10 +54,7 @@ def release_run(settings: Settings, run_dir: Path, out: Path, name: str, version
         "far_1e-3": threshold_at_far(scores, val.same, 1e-3),
     }
     card.accuracy["validation"] = {"pairs": int(len(scores)), "accuracy_16px_from_hr": accuracy}
-    card.save(out)
-    shutil.copy(run_dir / "config.json", out / "train_config.json")
-    _save_torch_weights(run_dir, out)
-    return card
+    card.save(model_dir)
 
 
 def _save_torch_weights(run_dir: Path, out: Path) -> None:
