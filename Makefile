@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS_SERVE := cpu,align
 EXTRAS_TEST := cpu,align,train,dev
 
-.PHONY: serve test lint reliability clean
+.PHONY: serve test lint reliability image-check clean
 
 $(BIN)/.serve-stamp: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ reliability: $(BIN)/.test-stamp
 	LRFACE_CRASH_ROUNDS=20 LRFACE_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -s \
 		tests/test_crash_safety.py tests/test_fuzz.py tests/test_hostile_input.py tests/test_auth.py
 	$(BIN)/lrface bench load --duration 30 --clients 8 --enroll-fraction 0.2 --out reports/bench/load-30s-8clients.json
+
+# The CPU image's install and commands, outside Docker (a fresh venv: slow).
+image-check: $(BIN)/.test-stamp
+	$(BIN)/python -m pytest -m image tests/test_image_install.py
 
 lint: $(BIN)/.test-stamp
 	$(BIN)/ruff check lrface service training tests
