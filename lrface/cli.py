@@ -409,6 +409,7 @@ def bench_service_command(
     import tempfile
 
     from service.bench import bench_http, seed_gallery
+    from service.load import peak_rss_mb
     from service.process import start_server
 
     settings = get_settings()
@@ -417,6 +418,8 @@ def bench_service_command(
         env = {"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": "", "LRFACE_THREADS": str(settings.threads)}
         server = start_server(env, timeout=1800, quiet=True)
         try:
-            _print_json(bench_http(server.url, requests), out)
+            results = bench_http(server.url, requests)
+            results["server_peak_rss_mb"] = peak_rss_mb(server.pid)
+            _print_json(results, out)
         finally:
             server.stop()

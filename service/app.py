@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -105,14 +106,61 @@ class _TooLarge(HTTPException):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
-def open_gallery(settings: Settings, embedder: Embedder) -> Gallery:
+def open_gallery(settings: Settings, embedder: Embedder, load: bool = True) -> Gallery:
+    """Open the store (migrating it), check its model version, and build the index unless ``load=False``."""
     store = open_store(settings.database_url, settings.gallery_dir)
     index = FaceIndex(
         embedder.card.embedding_size, settings.index, settings.hnsw_threshold, device=settings.faiss_device
     )
     gallery = Gallery(store, embedder.card.embedding_size, embedder.model_version, index)
-    gallery.load()
+    gallery.check_versions()
+    if load:
+        gallery.load()
     return gallery
+
+
+class GalleryLoader:
+    """Builds the index in a thread so the process answers /healthz at once (an HNSW index over a
+    million faces takes minutes); /readyz and the gallery routes answer 503 until it is done."""
+
+    def __init__(self, app: FastAPI, gallery: Gallery, settings: Settings) -> None:
+        self.app, self.gallery, self.settings = app, gallery, settings
+        self.follower: ChangeFollower | None = None
+        self.started = time.monotonic()
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._load, name="lrface-gallery-load", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            self.gallery.load()
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz, logged with its traceback
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("gallery failed to load")
+            return
+        if self.settings.sync_interval > 0:
+            self.follower = ChangeFollower(self.gallery, self.settings.sync_interval)
+            self.follower.start()  # picks up what other workers / replicas commit
+        self.app.state.gallery = self.gallery
+        log.info(
+            "ready: gallery %s with %d faces (index %s on %s) after %.1f s",
+            self.gallery.store.describe(),
+            len(self.gallery),
+            self.gallery.index.active_kind,
+            self.gallery.index.device,
+            time.monotonic() - self.started,
+        )
+
+    def status(self) -> str:
+        if self.error:
+            return f"gallery failed to load: {self.error}"
+        return f"gallery index is being built ({time.monotonic() - self.started:.0f} s so far)"
+
+    def stop(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
 
 
 def _configure_logging() -> None:
@@ -134,27 +182,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedder = Embedder(settings.model, settings.providers, settings.threads)
         app.state.embedder = embedder
-        app.state.gallery = open_gallery(settings, embedder)
-        follower = ChangeFollower(app.state.gallery, settings.sync_interval) if settings.sync_interval > 0 else None
-        if follower is not None:
-            follower.start()  # picks up what other workers / replicas commit
         metrics.model.info({"name": embedder.card.name, "version": embedder.model_version})
-        log.info(
-            "ready: model %s providers %s, gallery %s with %d faces (index %s on %s)",
-            embedder.model_version,
-            embedder.providers,
-            app.state.gallery.store.describe(),
-            len(app.state.gallery),
-            app.state.gallery.index.active_kind,
-            app.state.gallery.index.device,
-        )
+        gallery = open_gallery(settings, embedder, load=False)  # a wrong model version stops start-up here
+        loader = GalleryLoader(app, gallery, settings)
+        app.state.gallery_loader = loader
+        log.info("serving model %s on %s; loading gallery %s", embedder.model_version, embedder.providers,
+                 gallery.store.describe())  # fmt: skip
+        loader.start()
         try:
             yield
         finally:
-            if follower is not None:
-                follower.stop()
-            app.state.gallery.close()
+            loader.stop()
             app.state.gallery = None
+            gallery.close()
 
     app = FastAPI(
         title="lrface",
@@ -169,6 +209,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.decoder = FaceDecoder(settings.max_image_pixels)
     app.state.embedder = None
     app.state.gallery = None
+    app.state.gallery_loader = None
     app.include_router(router)
 
     @app.exception_handler(Exception)

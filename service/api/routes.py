@@ -53,16 +53,29 @@ FILES = {"type": "array", "items": FILE}
 BOX = {"type": "string", "description": "left,top,right,bottom", "example": "10,12,74,80"}
 
 
+def gallery_of(request: Request) -> Gallery:
+    """The loaded gallery, or 503 while its index is still being built (or failed to load)."""
+    gallery: Gallery | None = request.app.state.gallery
+    if gallery is None:
+        loader = getattr(request.app.state, "gallery_loader", None)
+        detail = loader.status() if loader is not None else "gallery not loaded"
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "5"})
+    return gallery
+
+
 class Ctx:
     """What the routes need from app state, typed."""
 
     def __init__(self, request: Request) -> None:
         state = request.app.state
         self.embedder: Embedder = state.embedder
-        self.gallery: Gallery = state.gallery
         self.decoder: FaceDecoder = state.decoder
         self.settings = state.settings
         self.request = request
+
+    @property
+    def gallery(self) -> Gallery:
+        return gallery_of(self.request)
 
     @property
     def threshold(self) -> float:
@@ -201,8 +214,9 @@ def healthz() -> dict[str, str]:
 )
 def readyz(request: Request) -> s.Ready:
     state = request.app.state
-    if getattr(state, "embedder", None) is None or getattr(state, "gallery", None) is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not ready: model or gallery not loaded")
+    if getattr(state, "embedder", None) is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not ready: model not loaded")
+    gallery = gallery_of(request)
     card = state.embedder.card
     return s.Ready(
         ready=True,
@@ -212,11 +226,11 @@ def readyz(request: Request) -> s.Ready:
         embedding_size=card.embedding_size,
         threshold=card.threshold,
         providers=state.embedder.providers,
-        gallery_store=state.gallery.store.describe(),
-        gallery_faces=len(state.gallery),
-        gallery_seq=state.gallery.seq,
-        index_kind=state.gallery.index.active_kind,
-        index_device=state.gallery.index.device,
+        gallery_store=gallery.store.describe(),
+        gallery_faces=len(gallery),
+        gallery_seq=gallery.seq,
+        index_kind=gallery.index.active_kind,
+        index_device=gallery.index.device,
     )
 
 
@@ -383,7 +397,7 @@ async def enroll(subject_id: str, request: Request) -> s.EnrollResponse:
 def list_subjects(
     request: Request, offset: int = Query(0, ge=0, le=1_000_000_000), limit: int = Query(50, ge=1, le=1000)
 ) -> s.SubjectPage:
-    rows, total = request.app.state.gallery.store.list_subjects(offset, limit)
+    rows, total = gallery_of(request).store.list_subjects(offset, limit)
     items = [s.SubjectSummary(subject_id=r[0], face_count=r[1], created_at=r[2]) for r in rows]
     return s.SubjectPage(items=items, total=total, offset=offset, limit=limit)
 
@@ -396,7 +410,7 @@ def list_subjects(
     responses={404: {"model": s.Problem}},
 )
 def get_subject(subject_id: str, request: Request) -> s.SubjectOut:
-    record = request.app.state.gallery.get_subject(_subject(subject_id))
+    record = gallery_of(request).get_subject(_subject(subject_id))
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"subject {subject_id!r} is not enrolled")
     faces = [
@@ -415,7 +429,7 @@ def get_subject(subject_id: str, request: Request) -> s.SubjectOut:
     responses={404: {"model": s.Problem}},
 )
 def delete_subject(subject_id: str, request: Request) -> dict[str, Any]:
-    removed = request.app.state.gallery.delete_subject(_subject(subject_id))
+    removed = gallery_of(request).delete_subject(_subject(subject_id))
     if removed is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"subject {subject_id!r} is not enrolled")
     return {"subject_id": subject_id, "deleted_faces": len(removed)}
@@ -428,6 +442,6 @@ def delete_subject(subject_id: str, request: Request) -> dict[str, Any]:
     responses={404: {"model": s.Problem}},
 )
 def delete_face(subject_id: str, request: Request, face_id: int = Path(ge=1, le=2**63 - 1)) -> dict[str, Any]:
-    if not request.app.state.gallery.delete_face(_subject(subject_id), face_id):
+    if not gallery_of(request).delete_face(_subject(subject_id), face_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"face {face_id} of subject {subject_id!r} does not exist")
     return {"subject_id": subject_id, "deleted_face": face_id}

@@ -40,6 +40,15 @@ class Gallery:
 
     def load(self) -> None:
         """Check model versions and build the index from the store (start-up, or `rebuild-index`)."""
+        self.check_versions()
+        snap = self.store.snapshot()
+        vectors = snap.vectors if len(snap.face_ids) else np.zeros((0, self.dim), np.float32)
+        with self._lock:
+            self.index.rebuild(snap.face_ids, vectors)
+            self._subject_of = dict(zip(snap.face_ids.tolist(), snap.subject_ids, strict=True))
+            self.seq = snap.seq
+
+    def check_versions(self) -> None:
         versions = self.store.model_versions()
         foreign = versions - {self.model_version}
         if foreign:
@@ -47,12 +56,6 @@ class Gallery:
                 f"gallery {self.store.describe()} holds embeddings of model {sorted(foreign)} but the service runs "
                 f"{self.model_version}; run `lrface gallery reembed` (re-embeds from stored face chips) first"
             )
-        snap = self.store.snapshot()
-        vectors = snap.vectors if len(snap.face_ids) else np.zeros((0, self.dim), np.float32)
-        with self._lock:
-            self.index.rebuild(snap.face_ids, vectors)
-            self._subject_of = dict(zip(snap.face_ids.tolist(), snap.subject_ids, strict=True))
-            self.seq = snap.seq
 
     def sync(self) -> int:
         """Apply changes committed since ``seq`` (by any process); returns how many were read."""
