@@ -342,6 +342,7 @@ def _print_json(results: object, out: Path | None) -> None:
 @bench_app.command("models")
 def bench_models_command(
     model: Path = typer.Option(None, help="Released model directory (default LRFACE_MODEL)."),
+    int8: Path = typer.Option(None, help="Also time this INT8 model directory (e.g. models/lrface-student-int8)."),
     threads: int = typer.Option(2, min=1, help="Threads for every model (the machine's cores)."),
     repeats: int = typer.Option(50, min=5, help="Timed batches of 64 (batch-1 runs are 10x this)."),
     out: Path = typer.Option(None, help="Also write the JSON here."),
@@ -350,7 +351,7 @@ def bench_models_command(
     latency, size, peak memory and speed-up over the teacher, all in one run."""
     from training.bench import bench_models
 
-    _print_json(bench_models(model or get_settings().model, threads, repeats), out)
+    _print_json(bench_models(model or get_settings().model, threads, repeats, int8), out)
 
 
 @bench_app.command("index")

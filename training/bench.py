@@ -101,14 +101,20 @@ def _child(name: str, model_dir: str, threads: int, repeats: int, queue: Any) ->
     queue.put(result)
 
 
-def bench_models(model_dir: Path, threads: int = 2, repeats: int = 50) -> dict[str, Any]:
+def bench_models(
+    model_dir: Path, threads: int = 2, repeats: int = 50, int8_dir: Path | None = None
+) -> dict[str, Any]:
+    """Every runner on ``model_dir``, plus the ONNX runner on ``int8_dir`` when given."""
     ctx = mp.get_context("spawn")
+    jobs = [(name, name, model_dir) for name in RUNNERS]
+    if int8_dir is not None:
+        jobs.append(("student INT8 (ONNX Runtime)", "student (ONNX Runtime)", int8_dir))
     results: dict[str, Any] = {}
-    for name in RUNNERS:
+    for label, runner, directory in jobs:
         queue = ctx.Queue()
-        proc = ctx.Process(target=_child, args=(name, str(model_dir), threads, repeats, queue))
+        proc = ctx.Process(target=_child, args=(runner, str(directory), threads, repeats, queue))
         proc.start()
-        results[name] = queue.get()
+        results[label] = queue.get()
         proc.join()
     teacher = results["teacher (dlib ResNet, 150 px)"]["batch64_faces_per_s"]
     for entry in results.values():
