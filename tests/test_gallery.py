@@ -32,6 +32,10 @@ def test_index_add_search_remove(kind: str) -> None:
     index.remove([7])
     assert len(index) == 399
     assert 7 not in index.search(vectors[7], 10)[1]
+    ids, stored = index.contents()  # read back from FAISS: the index keeps no second copy
+    order = np.argsort(ids)
+    assert np.array_equal(ids[order], np.delete(np.arange(400), 7))
+    assert np.allclose(stored[order], np.delete(vectors, 7, axis=0))
 
 
 def test_auto_switches_to_hnsw_at_threshold() -> None:

@@ -41,12 +41,10 @@ class FaceIndex:
         # One query at a time: OpenMP's thread wake-up costs more than it saves (/identify p50 8 ms -> 2.5 ms at 10k).
         self.search_threads = search_threads
         self._lock = threading.RLock()
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._vectors = np.zeros((0, dim), dtype=np.float32)
         self._dead: set[int] = set()
         self._index: Any = None
         self.active_kind = "flat"
-        self.rebuild(self._ids, self._vectors)
+        self.rebuild(np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32))
 
     @property
     def device(self) -> str:
@@ -74,7 +72,6 @@ class FaceIndex:
                 index.add_with_ids(vectors, ids)
             self._index = index
             self._dead = set()
-            self._ids, self._vectors = ids.copy(), vectors.copy()
             self._gpu_index = self._to_gpu(index) if self.device == "cuda" else None
 
     def _to_gpu(self, index: Any) -> Any:
@@ -85,16 +82,28 @@ class FaceIndex:
         with self._lock:
             return int(self._index.ntotal) - len(self._dead)
 
+    def contents(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, vectors)`` of every live face, read back from the index (no second copy is kept)."""
+        with self._lock:
+            count = int(self._index.ntotal)
+            if not count:
+                return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+            ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            vectors = self._index.index.reconstruct_n(0, count)
+            if self._dead:
+                keep = ~np.isin(ids, np.fromiter(self._dead, dtype=np.int64))
+                ids, vectors = ids[keep], vectors[keep]
+            return ids, vectors
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         if not len(ids):
             return
         with self._lock:
-            self._ids = np.concatenate([self._ids, ids])
-            self._vectors = np.concatenate([self._vectors, vectors])
-            if self.active_kind == "flat" and self._want_hnsw(len(self._ids)):
-                self.rebuild(self._ids, self._vectors)
+            if self.active_kind == "flat" and self._want_hnsw(len(self) + len(ids)):
+                old_ids, old_vectors = self.contents()
+                self.rebuild(np.concatenate([old_ids, ids]), np.concatenate([old_vectors, vectors]))
                 return
             self._index.add_with_ids(vectors, ids)
             if self._gpu_index is not None:
@@ -104,8 +113,6 @@ class FaceIndex:
         if not ids:
             return
         with self._lock:
-            keep = ~np.isin(self._ids, np.asarray(ids, dtype=np.int64))
-            self._ids, self._vectors = self._ids[keep], self._vectors[keep]
             if self.active_kind == "flat":
                 self._index.remove_ids(np.asarray(ids, dtype=np.int64))
                 if self._gpu_index is not None:
@@ -113,7 +120,7 @@ class FaceIndex:
                 return
             self._dead.update(ids)
             if len(self._dead) > 0.2 * max(1, self._index.ntotal):
-                self.rebuild(self._ids, self._vectors)
+                self.rebuild(*self.contents())
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` ``(scores, face_ids)`` of one query; ids of -1 are padding."""
