@@ -271,7 +271,7 @@ def evaluate(
     typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'} ({len(results['models'])} models)")
 
 
-ABLATION_ROWS = "identity,first,second,hybrid,assistant-lr,hybrid-assistant"
+ABLATION_ROWS = "identity,first,second,hybrid,hybrid-robust,assistant-lr,hybrid-assistant"
 
 
 @app.command()
