@@ -38,3 +38,15 @@ def test_onnx_matches_torch_on_a_real_face() -> None:
         expected = model(torch.from_numpy(face_to_input(image, config.input_size)[None])).numpy()[0]
     got = Embedder(BUNDLED_MODEL_DIR, "cpu").embed([FaceInput(image)])[0]
     assert np.abs(got - expected / np.linalg.norm(expected)).max() < 1e-4
+
+
+def test_int8_variant_tracks_the_fp32_model_on_real_faces() -> None:
+    int8_dir = BUNDLED_MODEL_DIR.parent / "lrface-student-int8"
+    if not (int8_dir / "card.json").exists():
+        pytest.skip("no INT8 variant released")
+    fp32, int8 = Embedder(BUNDLED_MODEL_DIR, "cpu"), Embedder(int8_dir, "cpu")
+    assert int8.card.name == f"{fp32.card.name}-int8" and int8.card.version == fp32.card.version
+    assert int8.card.input_size == fp32.card.input_size and int8.card.embedding_size == fp32.card.embedding_size
+    faces = [FaceInput(load_image(p.read_bytes())) for p in lfw_faces("Colin_Powell", 4)]
+    cosine = (fp32.embed(faces) * int8.embed(faces)).sum(1)
+    assert cosine.min() > 0.98, cosine
