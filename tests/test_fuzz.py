@@ -62,6 +62,7 @@ def encoded_images(draw: st.DrawFn) -> tuple[bytes, int, int]:
     return buffer.getvalue(), width, height
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")  # truncated TIFFs: expected here
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sample=encoded_images(), size=st.sampled_from([8, 12, 16, 24, 32]), truncate=st.integers(0, 40))
 def test_valid_images_of_odd_sizes_and_modes(sample: tuple[bytes, int, int], size: int, truncate: int) -> None:
