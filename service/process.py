@@ -67,7 +67,11 @@ def start_server(
     port = port or free_port()
     full_env = {**os.environ, "LRFACE_HOST": "127.0.0.1", "LRFACE_PORT": str(port), "LRFACE_THREADS": "1", **env}
     cmd = command or [sys.executable, "-m", "lrface.cli", "serve"]
-    log = None if quiet else Path(tempfile.mkstemp(prefix=f"lrface-server-{port}-", suffix=".log")[1])
+    log = None
+    if not quiet:
+        handle, name = tempfile.mkstemp(prefix=f"lrface-server-{port}-", suffix=".log")
+        os.close(handle)
+        log = Path(name)
     with open(log or os.devnull, "wb") as output:
         proc = subprocess.Popen(cmd, env=full_env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
     server = ServerProcess(f"http://127.0.0.1:{port}", proc, log)
