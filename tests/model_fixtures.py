@@ -39,3 +39,13 @@ def write_tiny_model(directory: Path, input_size: int = 16, dim: int = 32, versi
         training=Provenance(data="none: random projection for tests"),
     ).save(directory)
     return directory
+
+
+def tiny_service_env(root: Path, **settings: str) -> dict[str, str]:
+    """Environment for a test server: a tiny model and a fresh SQLite gallery under ``root``, plus
+    ``settings`` given as LRFACE_ names without the prefix (``API_KEYS="k:admin"``)."""
+    return {
+        "LRFACE_MODEL": str(write_tiny_model(root / "model")),
+        "LRFACE_GALLERY_DIR": str(root / "gallery"),
+        **{f"LRFACE_{name}": value for name, value in settings.items()},
+    }

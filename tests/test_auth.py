@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from service.load import face_png
-from tests.model_fixtures import write_tiny_model
+from tests.model_fixtures import tiny_service_env
 from tests.server import running_server
 
 ADMIN, READER = "auth-admin", "auth-reader"
@@ -38,11 +38,7 @@ BODIES = {
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("auth")
-    env = {
-        "LRFACE_MODEL": str(write_tiny_model(root / "model")),
-        "LRFACE_GALLERY_DIR": str(root / "gallery"),
-        "LRFACE_API_KEYS": f"{ADMIN}:admin,{READER}:read",
-    }
+    env = tiny_service_env(root, API_KEYS=f"{ADMIN}:admin,{READER}:read")
     with running_server(env) as base:
         yield base
 

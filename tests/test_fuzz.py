@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from lrface.preprocessing import ImageDecodeError, face_to_input, load_image
-from tests.model_fixtures import write_tiny_model
+from tests.model_fixtures import tiny_service_env
 from tests.server import running_server
 
 FUZZ_EXAMPLES = int(os.environ.get("LRFACE_FUZZ_EXAMPLES", "300"))
@@ -79,12 +79,7 @@ def test_valid_images_of_odd_sizes_and_modes(sample: tuple[bytes, int, int], siz
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("fuzz")
-    env = {
-        "LRFACE_MODEL": str(write_tiny_model(root / "model")),
-        "LRFACE_GALLERY_DIR": str(root / "gallery"),
-        "LRFACE_API_KEYS": "fuzz-admin:admin",
-        "LRFACE_MAX_BODY_BYTES": "1000000",
-    }
+    env = tiny_service_env(root, API_KEYS="fuzz-admin:admin", MAX_BODY_BYTES="1000000")
     with running_server(env) as url:
         yield url
 
@@ -116,6 +111,7 @@ def test_api_schema_fuzzing_finds_no_server_errors(api_url: str, tmp_path: Path)
         capture_output=True,
         text=True,
         timeout=900,
+        cwd=tmp_path,  # schemathesis writes its cache into the working directory
     )
     assert run.returncode == 0, run.stdout[-6000:]
     cases = json.loads(report.read_text())["test_cases"]

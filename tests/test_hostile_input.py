@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from service.load import face_png, peak_rss_mb
-from tests.model_fixtures import write_tiny_model
+from tests.model_fixtures import tiny_service_env
 from tests.server import ServerProcess, start_server
 
 ADMIN = "hostile-admin"
@@ -35,11 +35,7 @@ def _png_bomb(side: int = 60_000) -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("hostile")
-    env = {
-        "LRFACE_MODEL": str(write_tiny_model(root / "model")),
-        "LRFACE_GALLERY_DIR": str(root / "gallery"),
-        "LRFACE_API_KEYS": f"{ADMIN}:admin",
-    }
+    env = tiny_service_env(root, API_KEYS=f"{ADMIN}:admin")
     process = start_server(env)
     yield process
     process.stop()

@@ -8,16 +8,12 @@ from pathlib import Path
 import pytest
 
 from service.load import run_load
-from tests.model_fixtures import write_tiny_model
+from tests.model_fixtures import tiny_service_env
 from tests.server import running_server
 
 
 def test_short_load_has_no_errors_and_loses_nothing(tmp_path: Path) -> None:
-    env = {
-        "LRFACE_MODEL": str(write_tiny_model(tmp_path / "model")),
-        "LRFACE_GALLERY_DIR": str(tmp_path / "gallery"),
-        "LRFACE_API_KEYS": "load-admin:admin",
-    }
+    env = tiny_service_env(tmp_path, API_KEYS="load-admin:admin")
     with running_server(env) as url:
         report = run_load(url, duration=3, clients=4, enroll_fraction=0.3, api_key="load-admin")
     print(report.to_dict())
@@ -28,11 +24,7 @@ def test_short_load_has_no_errors_and_loses_nothing(tmp_path: Path) -> None:
 
 
 def test_wrong_key_shows_up_as_errors(tmp_path: Path) -> None:
-    env = {
-        "LRFACE_MODEL": str(write_tiny_model(tmp_path / "model")),
-        "LRFACE_GALLERY_DIR": str(tmp_path / "gallery"),
-        "LRFACE_API_KEYS": "load-admin:admin",
-    }
+    env = tiny_service_env(tmp_path, API_KEYS="load-admin:admin")
     with running_server(env) as url:
         report = run_load(url, duration=1, clients=2, api_key="wrong")
     assert report.errors == report.requests > 0 and "401" in report.error_samples[0]
