@@ -37,8 +37,8 @@ image-check: $(BIN)/.test-stamp
 	$(BIN)/python -m pytest -m image tests/test_image_install.py
 
 lint: $(BIN)/.test-stamp
-	$(BIN)/ruff check lrface service training tests
-	$(BIN)/mypy lrface service training
+	$(BIN)/ruff check lrface lrface_cli service training tests
+	$(BIN)/mypy lrface lrface_cli service training
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from pydantic import BaseModel, Field
 
-from lrface.preprocessing import resize
+from lrface.preprocessing import box_to_chip, resize
 
 
 class DegradationConfig(BaseModel):
@@ -33,15 +33,17 @@ class DegradationConfig(BaseModel):
 def degrade(image: np.ndarray, config: DegradationConfig, rng: np.random.Generator | int = 0) -> np.ndarray:
     """Degrade a uint8 ``(H, W, 3)`` face to ``config.size`` square, uint8.
 
-    Order: Gaussian blur at the source resolution (optics), down-sampling (sensor), additive noise,
-    JPEG re-compression (transport).
+    Order: the canonical chip (:func:`lrface.preprocessing.box_to_chip`, as every HR-to-LR path
+    starts), Gaussian blur at that resolution (optics), down-sampling (sensor), additive noise, JPEG
+    re-compression (transport). Without blur, noise and JPEG this is exactly
+    :func:`lrface.preprocessing.hr_to_lr`.
     """
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    out = image
+    out = box_to_chip(image)
     sigma = float(gen.uniform(*config.blur_sigma)) if config.blur_sigma[1] > 0 else 0.0
     if sigma > 0:
         # Sigma is given in LR pixels; scale to the source resolution before down-sampling.
-        src_sigma = sigma * image.shape[0] / config.size
+        src_sigma = sigma * out.shape[0] / config.size
         out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(src_sigma)), dtype=np.uint8)
     out = resize(out, config.size, config.method)
     noise = float(gen.uniform(*config.noise_std)) if config.noise_std[1] > 0 else 0.0

@@ -6,6 +6,10 @@ disagrees with the ONNX graph's input.
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,3 +89,24 @@ def check_input_shape(card: ModelCard, graph_shape: list[Any]) -> None:
     dims = tuple(graph_shape[1:])
     if dims != card.expected_input_shape():
         raise ModelCardError(f"model card says input {card.expected_input_shape()} but the ONNX graph takes {dims}")
+
+
+@contextmanager
+def staging_dir(out: Path) -> Iterator[Path]:
+    """A fresh folder beside ``out`` to build a model directory in; removed afterwards."""
+    stage = out.parent / f".{out.name}.staging-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def publish_model_dir(stage: Path, out: Path) -> None:
+    """Move every file of a complete model directory into ``out``, the card last, each by an atomic
+    rename: a reader sees the old card or the finished new one, never a half-written one."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = sorted((p for p in stage.iterdir() if p.is_file()), key=lambda p: p.name == CARD_FILE)
+    for path in files:
+        os.replace(path, out / path.name)

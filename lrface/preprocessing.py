@@ -1,8 +1,14 @@
 """The one canonical face preprocessing path (numpy + Pillow, no torch).
 
-Training, ONNX export and the service all call :func:`face_to_input`, so an image gives the very same
-tensor wherever it enters the system: decode -> square crop around the face -> area down-sampling to
-the model's low resolution -> normalisation to float32 CHW.
+Every step a face goes through has one function here, shared by training, evaluation, export and the
+service, so an image gives the very same tensor wherever it enters the system:
+
+- decode: :func:`load_image` (bytes -> uint8 RGB, EXIF orientation applied, pixel limit);
+- box to chip: :func:`box_to_chip` (square around the face box, area-shrunk to at most
+  :data:`CHIP_SIDE` pixels, memory bounded by the chip, never by the box);
+- HR to LR: :func:`hr_to_lr` (any chip -> the model's input side, always through the canonical chip);
+- normalise: :func:`normalise` (uint8 HWC -> float32 CHW);
+- all of them: :func:`face_to_input`. The embedding step is :class:`lrface.embedder.OnnxEmbedder`.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "PPM", "TIFF"})
 DEFAULT_MAX_PIXELS = 40_000_000
+# The canonical HR chip: every face is brought to at most this side before it goes to a model's LR
+# input, and the gallery stores it, so re-embedding a stored chip gives the input the face gave.
+CHIP_SIDE = 64
 
 
 class ImageDecodeError(ValueError):
@@ -111,7 +120,8 @@ def square_box(box: Sequence[float] | None, width: int, height: int, scale: floa
 
 
 def crop_square(image: np.ndarray, box: Sequence[float] | None = None, scale: float = 1.0) -> np.ndarray:
-    """Crop the square around ``box``; parts outside the image repeat its edge pixels."""
+    """Crop the square around ``box`` at full resolution; parts outside the image repeat its edge
+    pixels. Allocates the whole square: callers with untrusted boxes use :func:`box_to_chip`."""
     height, width = image.shape[:2]
     x0, y0, x1, y1 = square_box(box, width, height, scale)
     if x0 >= 0 and y0 >= 0 and x1 <= width and y1 <= height:
@@ -119,6 +129,40 @@ def crop_square(image: np.ndarray, box: Sequence[float] | None = None, scale: fl
     ys = np.clip(np.arange(y0, y1), 0, height - 1)
     xs = np.clip(np.arange(x0, x1), 0, width - 1)
     return image[ys[:, None], xs[None, :]]
+
+
+def box_to_chip(
+    image: np.ndarray, box: Sequence[float] | None = None, scale: float = 1.0, side: int = CHIP_SIDE
+) -> np.ndarray:
+    """The canonical chip of the face in ``box``: the square around it (see :func:`square_box`),
+    area-shrunk to ``side`` when larger (smaller faces keep their pixels).
+
+    Parts of the square outside the image repeat its edge pixels. Memory is bounded by the image and
+    the chip, never by the box: the part inside the image is shrunk first and the edges are repeated
+    at chip resolution, so a box of 30,000 px on a 24-px image costs a 64-px chip.
+    """
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = square_box(box, width, height, scale)
+    full = x1 - x0
+    if full <= side:
+        return np.ascontiguousarray(crop_square(image, box, scale))
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if ix1 <= ix0 or iy1 <= iy0:
+        raise ValueError(f"face box {tuple(box or ())} lies outside the {width}x{height} image")
+    inside = image[iy0:iy1, ix0:ix1]
+    if (ix0, iy0, ix1, iy1) == (x0, y0, x1, y1):
+        return resize(inside, side)
+    f = side / full
+    # Chip-pixel edges of the inside part (rounded, at least one pixel), then the edges repeated.
+    cx0, cy0 = min(int(round((ix0 - x0) * f)), side - 1), min(int(round((iy0 - y0) * f)), side - 1)
+    cx1, cy1 = max(int(round((ix1 - x0) * f)), cx0 + 1), max(int(round((iy1 - y0) * f)), cy0 + 1)
+    shrunk = np.asarray(
+        Image.fromarray(np.ascontiguousarray(inside)).resize((cx1 - cx0, cy1 - cy0), Image.Resampling.BOX),
+        dtype=np.uint8,
+    )
+    ys = np.clip(np.arange(side) - cy0, 0, cy1 - cy0 - 1)
+    xs = np.clip(np.arange(side) - cx0, 0, cx1 - cx0 - 1)
+    return shrunk[ys[:, None], xs[None, :]]
 
 
 def resize(image: np.ndarray, size: int, method: str = "area") -> np.ndarray:
@@ -143,6 +187,18 @@ def normalise(image: np.ndarray, norm: Normalisation = Normalisation()) -> np.nd
     return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
 
 
+def hr_to_lr(chip: np.ndarray, size: int) -> np.ndarray:
+    """The one rule from a face chip of any side to the ``size``-px face a model sees: through the
+    canonical chip (area-shrunk to :data:`CHIP_SIDE`), then area down-sampling (bicubic when enlarging).
+
+    Callers: :func:`face_to_input` (service, evaluation, validation, release, quantisation), the
+    training views (``training.dataset``) and :func:`lrface.degradation.degrade` (LR probes and
+    augmentation). A 150-px aligned chip, the 64-px chip stored in the gallery and the 64-px training
+    chip of the same face therefore give identical LR faces (``tests/test_preprocessing_parity.py``).
+    """
+    return resize(box_to_chip(chip), size)
+
+
 def face_to_input(
     image: np.ndarray,
     size: int,
@@ -150,4 +206,4 @@ def face_to_input(
     norm: Normalisation = Normalisation(),
 ) -> np.ndarray:
     """The canonical path from a decoded image (and optional face box) to one model input."""
-    return normalise(resize(crop_square(image, box), size), norm)
+    return normalise(hr_to_lr(box_to_chip(image, box), size), norm)

@@ -32,7 +32,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="PostgreSQL URL; SQLite when unset.")
     api_keys: str = Field(
         default="",
-        description="Comma-separated 'key:scope' pairs, scope 'read' or 'admin'. Empty: no auth.",
+        description="Comma-separated 'key:scope' pairs, scope 'read' (the default) or 'admin'. "
+        "Empty: no auth, which `lrface serve` allows on loopback only (see allow_anonymous).",
+    )
+    allow_anonymous: bool = Field(
+        False, description="Serve without API keys on a non-loopback address (every route open to anyone)."
     )
     cache: Path = Field(default=Path.home() / ".cache" / "lrface", description="Teacher caches, runs, ckpts.")
     host: str = "127.0.0.1"
@@ -40,6 +44,9 @@ class Settings(BaseSettings):
     workers: int = 1
     max_body_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    max_request_pixels: int = Field(
+        80_000_000, ge=1, description="Decoded pixels allowed in one request, all images together (413 above)."
+    )
     max_faces_per_request: int = 64
     index: Literal["auto", "flat", "hnsw"] = "auto"
     hnsw_threshold: int = 50_000
@@ -63,7 +70,7 @@ class Settings(BaseSettings):
         keys: dict[str, str] = {}
         for entry in filter(None, (part.strip() for part in self.api_keys.split(","))):
             key, _, scope = entry.partition(":")
-            scope = scope or "admin"
+            scope = scope or "read"  # least privilege: admin must be asked for
             if scope not in ("read", "admin") or not key:
                 raise ValueError(f"LRFACE_API_KEYS entry {entry!r}: expected 'key:read' or 'key:admin'")
             keys[key] = scope

@@ -15,13 +15,12 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lrface import __version__
+from lrface.embedder import OnnxEmbedder
 from lrface.settings import Settings, get_settings
-from service.api.inputs import FaceDecoder
-from service.api.routes import request_body_schemas, router
-from service.embedder import Embedder
-from service.gallery.gallery import ChangeFollower, Gallery
-from service.gallery.index import FaceIndex
-from service.gallery.store import open_store
+from service.api import gallery_routes, operations, recognition
+from service.api.openapi import request_body_schemas
+from service.faces import FaceDecoder, FaceInputError
+from service.gallery.gallery import ChangeFollower, Gallery, open_gallery
 from service.metrics import Metrics
 
 log = logging.getLogger("lrface.service")
@@ -106,19 +105,6 @@ class _TooLarge(HTTPException):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
-def open_gallery(settings: Settings, embedder: Embedder, load: bool = True) -> Gallery:
-    """Open the store (migrating it), check its model version, and build the index unless ``load=False``."""
-    store = open_store(settings.database_url, settings.gallery_dir)
-    index = FaceIndex(
-        embedder.card.embedding_size, settings.index, settings.hnsw_threshold, device=settings.faiss_device
-    )
-    gallery = Gallery(store, embedder.card.embedding_size, embedder.model_version, index)
-    gallery.check_versions()
-    if load:
-        gallery.load()
-    return gallery
-
-
 class GalleryLoader:
     """Builds the index in a thread so the process answers /healthz at once (an HNSW index over a
     million faces takes minutes); /readyz and the gallery routes answer 503 until it is done."""
@@ -180,10 +166,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        embedder = Embedder(settings.model, settings.providers, settings.threads)
+        embedder = OnnxEmbedder(settings.model, settings.providers, settings.threads)
         app.state.embedder = embedder
         metrics.model.info({"name": embedder.card.name, "version": embedder.model_version})
-        gallery = open_gallery(settings, embedder, load=False)  # a wrong model version stops start-up here
+        # A gallery of another model version stops start-up here.
+        gallery = open_gallery(settings, embedder.card.embedding_size, embedder.model_version, load=False)
         loader = GalleryLoader(app, gallery, settings)
         app.state.gallery_loader = loader
         log.info("serving model %s on %s; loading gallery %s", embedder.model_version, embedder.providers,
@@ -210,7 +197,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.embedder = None
     app.state.gallery = None
     app.state.gallery_loader = None
-    app.include_router(router)
+    for module in (recognition, gallery_routes, operations):
+        app.include_router(module.router)
+
+    @app.exception_handler(FaceInputError)
+    async def bad_face(request: Request, exc: FaceInputError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

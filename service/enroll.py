@@ -1,4 +1,6 @@
-"""Batch enrollment of ``DIR/<subject_id>/*`` into the local gallery or through the HTTP API.
+"""Batch enrollment of ``DIR/<subject_id>/*`` (``lrface enroll``) into the local gallery or through
+the HTTP API. Both modes walk the folder the same way (:func:`enroll_directory`) and enroll through
+:func:`service.enrollment.enroll_images`, locally or behind the service's enroll route.
 
 Idempotent and resumable: a file whose content hash is already enrolled for its subject is skipped
 before any work is spent on it.
@@ -6,21 +8,24 @@ before any work is spent on it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 from tqdm import tqdm
 
 from lrface.data.lfw import IMAGE_SUFFIXES
-from lrface.preprocessing import ImageDecodeError, load_image
+from lrface.embedder import OnnxEmbedder
 from service.api.schemas import SUBJECT_ID_RE
-from service.embedder import Embedder, FaceInput
-from service.gallery.chips import face_chip_png
+from service.enrollment import enroll_images
+from service.faces import FaceDecoder, FaceInputError, ImageItem, content_hash
 from service.gallery.gallery import Gallery
-from service.gallery.store import NewFace
+
+
+class SubjectRejected(Exception):
+    """Every file of this subject's folder is rejected, for the reason given."""
 
 
 @dataclass
@@ -30,80 +35,101 @@ class EnrollSummary:
     rejected: list[tuple[Path, str]] = field(default_factory=list)
 
 
+class EnrollTarget(Protocol):
+    def known_hashes(self, subject_id: str) -> set[str]:
+        """Content hashes already enrolled for the subject; raises SubjectRejected."""
+        ...
+
+    def enroll(self, subject_id: str, path: Path, data: bytes) -> str | None:
+        """Enroll one file; returns why it was rejected, or None."""
+        ...
+
+
+class LocalGallery:
+    """Enroll into the gallery this process opened."""
+
+    def __init__(self, gallery: Gallery, embedder: OnnxEmbedder, max_pixels: int) -> None:
+        self.gallery, self.embedder, self.decoder = gallery, embedder, FaceDecoder(max_pixels)
+
+    def known_hashes(self, subject_id: str) -> set[str]:
+        if not SUBJECT_ID_RE.match(subject_id):
+            raise SubjectRejected(f"folder name {subject_id!r} is not a valid subject id")
+        record = self.gallery.get_subject(subject_id)
+        return {f.content_hash for f in record.faces} if record else set()
+
+    def enroll(self, subject_id: str, path: Path, data: bytes) -> str | None:
+        try:
+            enroll_images(self.gallery, self.embedder, self.decoder, subject_id, [ImageItem(data, path.name)])
+        except FaceInputError as exc:
+            return exc.detail
+        return None
+
+
+class RemoteService:
+    """Enroll through a running service's enroll route."""
+
+    def __init__(self, client: httpx.Client, server: str) -> None:
+        self.client, self.server = client, server
+
+    def known_hashes(self, subject_id: str) -> set[str]:
+        response = self._authorised(self.client.get(f"/gallery/subjects/{subject_id}"))
+        if response.status_code == 422:
+            raise SubjectRejected(str(response.json()["detail"]))
+        if response.status_code == 404:
+            return set()
+        if response.status_code != 200:
+            raise RuntimeError(f"{self.server}: GET subject {subject_id}: {response.status_code} {response.text[:200]}")
+        return {f["content_hash"] for f in response.json()["faces"]}
+
+    def enroll(self, subject_id: str, path: Path, data: bytes) -> str | None:
+        reply = self._authorised(
+            self.client.post(f"/gallery/subjects/{subject_id}/faces", files={"images": (path.name, data)})
+        )
+        if reply.status_code >= 400:
+            return str(reply.json().get("detail", reply.text[:200]))
+        return None
+
+    def _authorised(self, response: httpx.Response) -> httpx.Response:
+        if response.status_code in (401, 403):
+            raise RuntimeError(f"{self.server} refused the API key: {response.json().get('detail')}")
+        return response
+
+
 def subject_files(root: Path) -> Iterator[tuple[str, list[Path]]]:
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         yield folder.name, files
 
 
-def count_files(root: Path) -> int:
-    return sum(len(files) for _, files in subject_files(root))
-
-
-def enroll_local(
-    root: Path, embedder: Embedder, gallery: Gallery, max_pixels: int, progress: bool = True
-) -> EnrollSummary:
+def enroll_directory(root: Path, target: EnrollTarget, progress: bool = True) -> EnrollSummary:
+    """Enroll every ``root/<subject_id>/<image>`` not enrolled yet; a summary of what happened."""
     summary = EnrollSummary()
-    with tqdm(total=count_files(root), unit="face", disable=not progress) as bar:
+    total = sum(len(files) for _, files in subject_files(root))
+    with tqdm(total=total, unit="face", disable=not progress) as bar:
         for subject_id, files in subject_files(root):
-            if not SUBJECT_ID_RE.match(subject_id):
-                summary.rejected += [(f, f"folder name {subject_id!r} is not a valid subject id") for f in files]
+            try:
+                known = target.known_hashes(subject_id)
+            except SubjectRejected as exc:
+                summary.rejected += [(f, str(exc)) for f in files]
                 bar.update(len(files))
                 continue
-            record = gallery.get_subject(subject_id)
-            known = {f.content_hash for f in record.faces} if record else set()
             for path in files:
                 bar.update(1)
                 data = path.read_bytes()
-                digest = hashlib.sha256(data).hexdigest()
+                digest = content_hash(data)
                 if digest in known:
                     summary.skipped += 1
                     continue
-                try:
-                    face = FaceInput(load_image(data, max_pixels))
-                except ImageDecodeError as exc:
-                    summary.rejected.append((path, str(exc)))
+                reason = target.enroll(subject_id, path, data)
+                if reason is not None:
+                    summary.rejected.append((path, reason))
                     continue
-                vector = embedder.embed([face])[0]
-                gallery.enroll(subject_id, [NewFace(digest, vector, face_chip_png(face))])
                 known.add(digest)
                 summary.enrolled += 1
     return summary
 
 
 def enroll_remote(root: Path, server: str, api_key: str | None, progress: bool = True) -> EnrollSummary:
-    summary = EnrollSummary()
     headers = {"X-API-Key": api_key} if api_key else {}
-    with (
-        httpx.Client(base_url=server, headers=headers, timeout=60) as client,
-        tqdm(total=count_files(root), unit="face", disable=not progress) as bar,
-    ):
-        for subject_id, files in subject_files(root):
-            response = _authorised(client.get(f"/gallery/subjects/{subject_id}"), server)
-            if response.status_code == 422:
-                summary.rejected += [(f, response.json()["detail"]) for f in files]
-                bar.update(len(files))
-                continue
-            if response.status_code not in (200, 404):
-                raise RuntimeError(f"{server}: GET subject {subject_id}: {response.status_code} {response.text[:200]}")
-            known = {f["content_hash"] for f in response.json()["faces"]} if response.status_code == 200 else set()
-            for path in files:
-                bar.update(1)
-                data = path.read_bytes()
-                if hashlib.sha256(data).hexdigest() in known:
-                    summary.skipped += 1
-                    continue
-                reply = _authorised(
-                    client.post(f"/gallery/subjects/{subject_id}/faces", files={"images": (path.name, data)}), server
-                )
-                if reply.status_code >= 400:
-                    summary.rejected.append((path, str(reply.json().get("detail", reply.text[:200]))))
-                    continue
-                summary.enrolled += 1
-    return summary
-
-
-def _authorised(response: httpx.Response, server: str) -> httpx.Response:
-    if response.status_code in (401, 403):
-        raise RuntimeError(f"{server} refused the API key: {response.json().get('detail')}")
-    return response
+    with httpx.Client(base_url=server, headers=headers, timeout=60) as client:
+        return enroll_directory(root, RemoteService(client, server), progress)

@@ -66,7 +66,7 @@ def start_server(
     """Start the service on 127.0.0.1 and wait until ``/readyz`` answers 200."""
     port = port or free_port()
     full_env = {**os.environ, "LRFACE_HOST": "127.0.0.1", "LRFACE_PORT": str(port), "LRFACE_THREADS": "1", **env}
-    cmd = command or [sys.executable, "-m", "lrface.cli", "serve"]
+    cmd = command or [sys.executable, "-m", "lrface_cli", "serve"]
     log = None
     if not quiet:
         handle, name = tempfile.mkstemp(prefix=f"lrface-server-{port}-", suffix=".log")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lrface.degradation import DegradationConfig, degrade
+from lrface.preprocessing import hr_to_lr
 
 
 def _face() -> np.ndarray:
@@ -25,11 +26,12 @@ def test_seeded_determinism_and_seed_sensitivity() -> None:
     assert not np.array_equal(a, degrade(_face(), config, 8))
 
 
-def test_plain_config_is_pure_area_downsampling() -> None:
-    face = _face()
-    out = degrade(face, DegradationConfig(size=15))
-    expected = face.reshape(15, 10, 15, 10, 3).mean(axis=(1, 3))
-    assert np.abs(out.astype(float) - expected).max() <= 1.0
+def test_plain_config_is_the_one_hr_to_lr_rule() -> None:
+    face = _face()  # 150 px: through the 64-px canonical chip, as every HR-to-LR path goes
+    assert np.array_equal(degrade(face, DegradationConfig(size=15)), hr_to_lr(face, 15))
+    chip = face[:60, :60]  # at most the canonical side: pure area down-sampling
+    expected = chip.reshape(15, 4, 15, 4, 3).mean(axis=(1, 3))
+    assert np.abs(degrade(chip, DegradationConfig(size=15)).astype(float) - expected).max() <= 1.0
 
 
 def test_each_step_changes_the_image() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.embedder import Embedder
+from lrface.embedder import OnnxEmbedder
 from tests.model_fixtures import write_tiny_model
 from tests.server import ROOT, free_port, start_server
 
@@ -107,7 +107,7 @@ def test_every_command_the_deployment_runs_exists() -> None:
     for command in commands:
         assert command[0] in scripts
         help_run = subprocess.run(
-            [sys.executable, "-m", "lrface.cli", command[1], "--help"], capture_output=True, text=True
+            [sys.executable, "-m", "lrface_cli", command[1], "--help"], capture_output=True, text=True
         )
         assert help_run.returncode == 0, help_run.stderr
         for option in (arg for arg in command[2:] if arg.startswith("--")):
@@ -167,7 +167,8 @@ def test_gpu_and_cpu_runtimes_never_share_an_environment() -> None:
 
 
 def test_the_image_command_serves_and_its_health_check_passes(tmp_path: Path) -> None:
-    """CMD and HEALTHCHECK of the CPU image, run here with the image's ENV (paths moved to tmp)."""
+    """CMD and HEALTHCHECK of the CPU image, run here with the image's ENV (paths moved to tmp) and the
+    API keys of the shipped env file; without keys the same command refuses to listen on 0.0.0.0."""
     cmd = _instruction(DOCKERFILES["cpu"], "CMD")
     health = _instruction(DOCKERFILES["cpu"], "HEALTHCHECK")[1:]
     env_line = " ".join(r for k, r in _instructions(DOCKERFILES["cpu"]) if k == "ENV")
@@ -180,7 +181,11 @@ def test_the_image_command_serves_and_its_health_check_passes(tmp_path: Path) ->
         "LRFACE_MODEL": str(write_tiny_model(tmp_path / "model")),
         "LRFACE_GALLERY_DIR": str(tmp_path / "gallery"),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "LRFACE_API_KEYS": "",
     }
+    refused = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "refusing to serve on 0.0.0.0 without API keys" in refused.stderr
+    env["LRFACE_API_KEYS"] = _env_example()["LRFACE_API_KEYS"]
     server = start_server(env, command=cmd, port=int(port))  # bound to 0.0.0.0 as in the image
     try:
         ok = subprocess.run(health, env={**os.environ, **env}, capture_output=True, text=True)
@@ -190,6 +195,11 @@ def test_the_image_command_serves_and_its_health_check_passes(tmp_path: Path) ->
         server.stop()
     down = subprocess.run(health, env={**os.environ, **env}, capture_output=True, text=True)
     assert down.returncode == 1 and "/healthz" in down.stderr
+
+
+def _env_example() -> dict[str, str]:
+    lines = (ROOT / "docker" / "lrface.env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 class _FakeOrt:
@@ -210,7 +220,7 @@ class _FakeOrt:
 def test_cuda_provider_falls_back_to_cpu_with_a_log_line(fail: bool, caplog: pytest.LogCaptureFixture) -> None:
     ort = _FakeOrt(fail)
     with caplog.at_level(logging.WARNING, logger="lrface.embedder"):
-        session = Embedder._session(ort, "m.onnx", None, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+        session = OnnxEmbedder._session(ort, "m.onnx", None, ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert ort.calls[-1] == (["CPUExecutionProvider"] if fail else ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert "running on the CPU" in caplog.text

@@ -28,7 +28,7 @@ def folder(tmp_path: Path) -> Path:
 
 def _enroll(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "lrface.cli", "enroll", *args, "--no-progress"],
+        [sys.executable, "-m", "lrface_cli", "enroll", *args, "--no-progress"],
         env={**os.environ, **env},
         cwd=ROOT,
         capture_output=True,

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from lrface.embedder import OnnxEmbedder, choose_providers
 from lrface.model_card import ModelCardError, load_card
-from service.embedder import Embedder, choose_providers
 from tests.model_fixtures import write_tiny_model
 
 
@@ -14,7 +14,7 @@ def test_card_round_trip_and_embedder_loads(tmp_path: Path) -> None:
     write_tiny_model(tmp_path)
     card = load_card(tmp_path)
     assert card.input_size == 16 and card.embedding_size == 32 and card.similarity == "cosine"
-    embedder = Embedder(tmp_path, "cpu")
+    embedder = OnnxEmbedder(tmp_path, "cpu")
     assert embedder.model_version == "tiny-test:1"
 
 
@@ -22,7 +22,7 @@ def test_missing_card_is_refused(tmp_path: Path) -> None:
     write_tiny_model(tmp_path)
     (tmp_path / "card.json").unlink()
     with pytest.raises(ModelCardError, match="no card.json"):
-        Embedder(tmp_path, "cpu")
+        OnnxEmbedder(tmp_path, "cpu")
 
 
 def test_card_that_disagrees_with_graph_is_refused(tmp_path: Path) -> None:
@@ -31,7 +31,7 @@ def test_card_that_disagrees_with_graph_is_refused(tmp_path: Path) -> None:
     card["input_size"] = 24
     (tmp_path / "card.json").write_text(json.dumps(card))
     with pytest.raises(ModelCardError, match=r"card says input \(3, 24, 24\) but the ONNX graph takes \(3, 16, 16\)"):
-        Embedder(tmp_path, "cpu")
+        OnnxEmbedder(tmp_path, "cpu")
 
 
 def test_malformed_card_is_refused(tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lrface.embedder import FaceInput, OnnxEmbedder
 from lrface.model_card import load_card
 from lrface.preprocessing import face_to_input, load_image
 from lrface.settings import BUNDLED_MODEL_DIR
-from service.embedder import Embedder, FaceInput
 from tests.faces import lfw_faces
 
 pytestmark = pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "card.json").exists(), reason="no released model yet")
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "card.json").exists(), 
 
 def test_card_matches_graph_and_serves() -> None:
     card = load_card(BUNDLED_MODEL_DIR)
-    embedder = Embedder(BUNDLED_MODEL_DIR, "cpu")
+    embedder = OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu")
     assert embedder.card == card
     assert 8 <= card.input_size <= 32 and card.embedding_size in (128, 512)
     assert (BUNDLED_MODEL_DIR / card.onnx_file).stat().st_size < 5 * 2**20
@@ -36,7 +36,7 @@ def test_onnx_matches_torch_on_a_real_face() -> None:
     image = load_image(lfw_faces("Colin_Powell", 1)[0].read_bytes())
     with torch.inference_mode():
         expected = model(torch.from_numpy(face_to_input(image, config.input_size)[None])).numpy()[0]
-    got = Embedder(BUNDLED_MODEL_DIR, "cpu").embed([FaceInput(image)])[0]
+    got = OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu").embed([FaceInput(image)])[0]
     assert np.abs(got - expected / np.linalg.norm(expected)).max() < 1e-4
 
 
@@ -44,7 +44,7 @@ def test_int8_variant_tracks_the_fp32_model_on_real_faces() -> None:
     int8_dir = BUNDLED_MODEL_DIR.parent / "lrface-student-int8"
     if not (int8_dir / "card.json").exists():
         pytest.skip("no INT8 variant released")
-    fp32, int8 = Embedder(BUNDLED_MODEL_DIR, "cpu"), Embedder(int8_dir, "cpu")
+    fp32, int8 = OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu"), OnnxEmbedder(int8_dir, "cpu")
     assert int8.card.name == f"{fp32.card.name}-int8" and int8.card.version == fp32.card.version
     assert int8.card.input_size == fp32.card.input_size and int8.card.embedding_size == fp32.card.embedding_size
     faces = [FaceInput(load_image(p.read_bytes())) for p in lfw_faces("Colin_Powell", 4)]

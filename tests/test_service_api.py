@@ -277,7 +277,7 @@ def test_reembed_command_moves_gallery_to_new_model(model_dir: Path, tmp_path: P
     other = write_tiny_model(tmp_path / "model2", version="2")
     new_env = {**os.environ, **env, "LRFACE_MODEL": str(other)}
     result = subprocess.run(
-        [sys.executable, "-m", "lrface.cli", "gallery", "reembed"],
+        [sys.executable, "-m", "lrface_cli", "gallery", "reembed"],
         env=new_env,
         cwd=ROOT,
         capture_output=True,

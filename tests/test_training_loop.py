@@ -15,7 +15,8 @@ torch = pytest.importorskip("torch")
 
 from tests.synthetic_faces import synthetic_arrays  # noqa: E402
 from training.config import LossWeights, TrainConfig  # noqa: E402
-from training.loop import ValData, train  # noqa: E402
+from training.loop import train  # noqa: E402
+from training.validation import ValData  # noqa: E402
 
 
 def _config(**overrides: object) -> TrainConfig:
@@ -81,6 +82,49 @@ def test_assistant_feeds_extra_targets(tmp_path: Path) -> None:
     assert row["assistant_instance"] > 0 and row["assistant_logits"] > 0
 
 
+def test_a_training_step_under_cpu_bfloat16_autocast(tmp_path: Path) -> None:
+    """Mixed precision without a GPU: the margin loss once clashed dtypes under autocast (CUDA AMP)."""
+    data = synthetic_arrays(identities=4, per_identity=4)
+    weights = LossWeights(identity=1.0, instance=1.0, pairwise=1.0, angle=1.0)
+    cfg = _config(epochs=1, amp=True, amp_dtype="bfloat16", device="cpu", losses=weights)
+    from training.losses import MarginSoftmax
+
+    head, emb, labels = MarginSoftmax(8, 3), torch.randn(4, 8), torch.tensor([0, 1, 2, 0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = head(emb, labels)
+    # The margin loss runs in float32 under any autocast (CUDA's autocast makes acos float32 while
+    # the cosines are half precision: scatter then fails; in bfloat16 the clamp rounds to 1).
+    assert mixed.dtype == torch.float32 and torch.allclose(mixed, head(emb, labels), atol=1e-6)
+    row = train(cfg, tmp_path / "bf16", data, progress=False)
+    assert all(np.isfinite(row[k]) for k in ("loss", "identity", "instance", "pairwise", "angle"))
+
+
+def test_resuming_with_another_config_is_refused(tmp_path: Path) -> None:
+    from training.loop import ConfigMismatch
+
+    data = synthetic_arrays(identities=4, per_identity=4)
+    train(_config(epochs=1), tmp_path / "run", data, progress=False)
+    with pytest.raises(ConfigMismatch, match="differs in: lr"):
+        train(_config(epochs=2, lr=0.1), tmp_path / "run", data, progress=False)
+    assert TrainConfig.load(tmp_path / "run" / "config.json").lr == 0.05  # the saved config is kept
+    train(_config(epochs=2, workers=0), tmp_path / "run", data, progress=False)  # more epochs: resumes
+
+
+def test_warmup_and_cosine_schedule(tmp_path: Path) -> None:
+    from training.loop import lr_schedule
+
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    scheduler = lr_schedule(optimizer, warmup_steps=4, total_steps=14)
+    lrs = []
+    for _ in range(14):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert np.allclose(lrs[:4], [0.025, 0.05, 0.075, 0.1])
+    assert np.isclose(lrs[4], 0.1) and lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[4:-1], lrs[5:], strict=True))
+
+
 def test_all_zero_weights_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nothing to train"):
         train(_config(losses=LossWeights(identity=0.0)), tmp_path / "x", synthetic_arrays(4, 2), progress=False)
@@ -93,7 +137,10 @@ sys.path.insert(0, {root!r})
 from tests.synthetic_faces import synthetic_arrays
 from tests.test_training_loop import _config
 from training.loop import train
-row = train(_config(epochs=2), Path({run!r}), synthetic_arrays(), progress=False)
+import os
+# Each rank's own clock may say "stop": only rank 0's decision counts (rank 1 alone stopping would hang).
+limit = 0.0 if os.environ["RANK"] == "1" else None
+row = train(_config(epochs=2), Path({run!r}), synthetic_arrays(), max_minutes=limit, progress=False)
 print(json.dumps(row))
 """
 

@@ -36,23 +36,17 @@ def _summary(batch1: np.ndarray, batch64: np.ndarray) -> dict[str, float]:
 
 
 def _onnx_student(model_dir: str, threads: int, repeats: int) -> dict[str, Any]:
-    import onnxruntime as ort
+    from lrface.embedder import OnnxEmbedder
 
-    from lrface.model_card import load_card
-
-    card = load_card(Path(model_dir))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    path = Path(model_dir) / card.onnx_file
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    x1 = np.random.default_rng(0).normal(size=(1, 3, card.input_size, card.input_size)).astype(np.float32)
-    x64 = np.random.default_rng(0).normal(size=(64, 3, card.input_size, card.input_size)).astype(np.float32)
+    embedder = OnnxEmbedder(Path(model_dir), "cpu", threads)
+    size = embedder.card.input_size
+    x1 = np.random.default_rng(0).normal(size=(1, 3, size, size)).astype(np.float32)
+    x64 = np.random.default_rng(0).normal(size=(64, 3, size, size)).astype(np.float32)
     result = _summary(
-        _timings(lambda: session.run(None, {name: x1}), repeats * 10),
-        _timings(lambda: session.run(None, {name: x64}), repeats),
+        _timings(lambda: embedder.embed_inputs(x1), repeats * 10),
+        _timings(lambda: embedder.embed_inputs(x64), repeats),
     )
-    return {**result, "size_mb": path.stat().st_size / 2**20}
+    return {**result, "size_mb": (Path(model_dir) / embedder.card.onnx_file).stat().st_size / 2**20}
 
 
 def _torch_student(model_dir: str, threads: int, repeats: int) -> dict[str, Any]:
@@ -101,9 +95,7 @@ def _child(name: str, model_dir: str, threads: int, repeats: int, queue: Any) ->
     queue.put(result)
 
 
-def bench_models(
-    model_dir: Path, threads: int = 2, repeats: int = 50, int8_dir: Path | None = None
-) -> dict[str, Any]:
+def bench_models(model_dir: Path, threads: int = 2, repeats: int = 50, int8_dir: Path | None = None) -> dict[str, Any]:
     """Every runner on ``model_dir``, plus the ONNX runner on ``int8_dir`` when given."""
     ctx = mp.get_context("spawn")
     jobs = [(name, name, model_dir) for name in RUNNERS]

@@ -66,19 +66,16 @@ class TrainConfig(BaseModel):
         description="Subtract the mean teacher embedding of the training set and re-normalise: dlib's "
         "embeddings sit in a narrow cone (random pairs have cosine 0.84), which makes 1 - cosine blind to identity.",
     )
-    train_chip_size: int = Field(
-        64,
-        ge=16,
-        description="HR chips are area-shrunk to this side once before "
-        "augmentation (cheaper blur/crop; same LR result to within rounding).",
-    )
     assistant_run: str | None = Field(None, description="Run folder of a trained assistant (frozen).")
     init_from: str | None = Field(None, description="Checkpoint to initialise the model from.")
     val_fraction: float = 0.1
     seed: int = 0
     workers: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True
+    amp: bool = Field(True, description="Mixed precision: float16 with loss scaling on CUDA (off on the CPU).")
+    amp_dtype: Literal["float16", "bfloat16"] = Field(
+        "float16", description="bfloat16 runs autocast without loss scaling, on CUDA and on the CPU alike."
+    )
 
     def save(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2))

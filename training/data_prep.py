@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lrface.data.lfw import Split, identity_split, make_pairs
+from lrface.data.lfw import Split, identity_split
 from training.dataset import FaceArrays
-from training.loop import ValData
 from training.teacher_cache import TeacherCache
+from training.validation import ValData, val_data
 
 
 def arrays_for(identities: dict[str, list[Path]], cache: TeacherCache, workers: int = 2) -> FaceArrays:
@@ -18,18 +18,6 @@ def arrays_for(identities: dict[str, list[Path]], cache: TeacherCache, workers: 
     labels = np.asarray([i for i, name in enumerate(names) for _ in identities[name]], dtype=np.int64)
     targets = cache.targets(files, workers=workers)
     return FaceArrays(targets.chips, labels, targets.emb, targets.emb_flip)
-
-
-def val_data(identities: dict[str, list[Path]], cache: TeacherCache, seed: int = 0) -> ValData:
-    files = sorted(f for fs in identities.values() for f in fs)
-    row = {f: i for i, f in enumerate(files)}
-    pairs = make_pairs(identities, seed=seed)
-    chips = cache.targets(files).chips
-    return ValData(
-        chips=chips,
-        pairs=np.asarray([[row[a], row[b]] for a, b, _ in pairs], dtype=np.int64),
-        same=np.asarray([same for _, _, same in pairs], dtype=bool),
-    )
 
 
 def prepare(

@@ -1,6 +1,7 @@
 """LR training views of cached HR chips: framing jitter, flip (with the teacher's flipped target),
 the degradation model, then the canonical preprocessing. Without augmentation a view is exactly
-what the service computes for the same chip (``face_to_input``)."""
+what the service computes for the same chip (``face_to_input``); every view reaches the model's
+side through :func:`lrface.preprocessing.hr_to_lr`, the one HR-to-LR rule."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lrface.degradation import DegradationConfig, degrade
-from lrface.preprocessing import crop_square, face_to_input, normalise, resize
+from lrface.preprocessing import CHIP_SIDE, box_to_chip, face_to_input, hr_to_lr, normalise
 from training.config import AugmentConfig
 
 
@@ -34,11 +35,13 @@ def center_targets(data: FaceArrays) -> FaceArrays:
     return FaceArrays(data.chips, data.labels, centred(data.emb), centred(data.emb_flip))
 
 
-def shrink_chips(data: FaceArrays, side: int) -> FaceArrays:
-    """The same faces with chips area-shrunk to ``side`` (no-op when they are not larger)."""
+def canonical_chips(data: FaceArrays, side: int = CHIP_SIDE) -> FaceArrays:
+    """The same faces as canonical chips (:func:`lrface.preprocessing.box_to_chip`, at most ``side``
+    px): done once before training, so a view costs little; every LR view still goes through
+    :func:`lrface.preprocessing.hr_to_lr`, so the result equals the service's for the same face."""
     if data.chips.shape[1] <= side:
         return data
-    chips = np.stack([resize(np.asarray(chip), side) for chip in data.chips])
+    chips = np.stack([box_to_chip(np.asarray(chip), side=side) for chip in data.chips])
     return FaceArrays(chips, data.labels, data.emb, data.emb_flip)
 
 
@@ -54,7 +57,7 @@ def jitter_box(size: int, aug: AugmentConfig, rng: np.random.Generator) -> tuple
 
 def augmented_lr(chip: np.ndarray, input_size: int, aug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """One degraded uint8 LR view of ``input_size`` (framing jitter, blur/noise/JPEG, smaller sources)."""
-    face = crop_square(chip, jitter_box(chip.shape[0], aug, rng))
+    face = box_to_chip(chip, jitter_box(chip.shape[0], aug, rng))
     source = input_size
     if rng.random() < aug.smaller_source_probability and aug.smaller_source_min < input_size:
         source = int(rng.integers(aug.smaller_source_min, input_size))
@@ -64,7 +67,7 @@ def augmented_lr(chip: np.ndarray, input_size: int, aug: AugmentConfig, rng: np.
         noise_std=aug.noise_std,
         jpeg_quality=aug.jpeg_quality if rng.random() < aug.jpeg_probability else None,
     )
-    return resize(degrade(face, config, rng), input_size)
+    return hr_to_lr(degrade(face, config, rng), input_size)
 
 
 class DistillDataset(Dataset[dict[str, torch.Tensor]]):

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from lrface.data.lfw import identity_split, image_path, make_pairs, read_pairs
 from lrface.degradation import DegradationConfig, degrade
-from lrface.preprocessing import face_to_input, resize
+from lrface.embedder import OnnxEmbedder
+from lrface.preprocessing import resize
 from training.metrics import verification_report
 from training.teacher_cache import TeacherCache
 
@@ -65,7 +66,8 @@ def load_test_set(lfw_root: Path, cache_root: Path, teacher: str = "dlib", seed:
 
 
 def probe_faces(chips: np.ndarray, protocol: str, seed: int = 0) -> list[np.ndarray]:
-    """Degrade every chip for a probe protocol: 'hr', 'lr<size>' or 'surveillance<size>'."""
+    """Degrade every chip for a probe protocol: 'hr' (as they are), 'lr<size>' or 'surveillance<size>'
+    (the degradation model, which starts from the canonical chip as every HR-to-LR path does)."""
     if protocol == "hr":
         return list(chips)
     if protocol.startswith("surveillance"):
@@ -75,22 +77,9 @@ def probe_faces(chips: np.ndarray, protocol: str, seed: int = 0) -> list[np.ndar
     return [degrade(chip, config, np.random.default_rng((seed, i))) for i, chip in enumerate(chips)]
 
 
-def student_embedder(onnx_or_run: Path, input_size: int) -> Embed:
-    """Embed with an ONNX student (via the canonical preprocessing, as the service does)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_or_run), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def embed(faces: list[np.ndarray]) -> np.ndarray:
-        out = []
-        for i in range(0, len(faces), 256):
-            batch = np.stack([face_to_input(f, input_size) for f in faces[i : i + 256]])
-            out.append(session.run(None, {name: batch})[0])
-        emb = np.concatenate(out)
-        return emb / np.linalg.norm(emb, axis=1, keepdims=True)
-
-    return embed
+def student_embedder(model_dir: Path) -> Embed:
+    """A released model's embeddings of uint8 faces: the one ONNX embedder, as the service runs it."""
+    return OnnxEmbedder(model_dir, "cpu").embed_images
 
 
 _teacher: dict[str, Any] = {}

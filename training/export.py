@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from lrface.model_card import MODEL_FILE, ModelCard, NormalisationSpec, Provenance
-from lrface.preprocessing import face_to_input
+from lrface.embedder import FaceInput, OnnxEmbedder
+from lrface.model_card import MODEL_FILE, ModelCard, NormalisationSpec, Provenance, publish_model_dir, staging_dir
 from training.config import TrainConfig
 from training.models import get_model
 from training.teachers import get_teacher
@@ -36,19 +35,15 @@ def export_onnx(model: torch.nn.Module, input_size: int, path: Path) -> None:
     program.save(str(path))
 
 
-def parity(model: torch.nn.Module, onnx_path: Path, chips: np.ndarray, input_size: int) -> float:
-    """Largest absolute difference between torch and ONNX Runtime embeddings of real faces, both
+def parity(model: torch.nn.Module, model_dir: Path, chips: np.ndarray) -> float:
+    """Largest absolute difference between torch and the ONNX embedder on real faces, both
     L2-normalised as the service compares them (raw outputs carry an arbitrary scale)."""
-    import onnxruntime as ort
-
-    batch = np.stack([face_to_input(chip, input_size) for chip in chips]).astype(np.float32)
+    embedder = OnnxEmbedder(model_dir, "cpu")
+    batch = np.stack([embedder.preprocess(FaceInput(chip)) for chip in chips]).astype(np.float32)
     with torch.inference_mode():
         expected = model(torch.from_numpy(batch)).numpy()
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {session.get_inputs()[0].name: batch})
-    got = np.asarray(got)
-    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
-    return float(np.abs(unit(got) - unit(expected)).max())
+    expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    return float(np.abs(embedder.embed_inputs(batch) - expected).max())
 
 
 def release(
@@ -57,41 +52,42 @@ def release(
     chips: np.ndarray,
     name: str,
     version: str,
-    threshold: float,
-    thresholds: dict[str, float],
-    accuracy: dict[str, Any],
     data: str,
+    finish: Callable[[ModelCard, Path], None] | None = None,
     tolerance: float = 1e-4,
 ) -> ModelCard:
-    """Write ``model.onnx`` + ``card.json`` into ``out_dir`` after the parity check passes."""
+    """Export a run and publish ``model.onnx`` + ``card.json`` (+ whatever ``finish`` adds) into
+    ``out_dir``. Everything is written in a staging folder first: the ONNX/torch parity check on
+    ``chips`` and ``finish(card, staging)`` (threshold calibration) run there, and only a complete
+    model directory replaces the old one, its card last."""
     model, config = load_run_model(run_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / (MODEL_FILE + ".tmp")
-    export_onnx(model, config.input_size, tmp)
-    gap = parity(model, tmp, chips, config.input_size)
-    if gap > tolerance:
-        tmp.unlink()
-        raise RuntimeError(f"ONNX Runtime and torch differ by {gap:.2e} > {tolerance:.0e}; not released")
-    shutil.move(tmp, out_dir / MODEL_FILE)
     teacher = get_teacher(config.teacher) if config.teacher == "dlib" else None
-    card = ModelCard(
-        name=name,
-        version=version,
-        input_size=config.input_size,
-        normalisation=NormalisationSpec(),
-        embedding_size=config.embedding_size,
-        threshold=threshold,
-        thresholds=thresholds,
-        training=Provenance(
-            data=data,
-            data_licence="LFW: research use (University of Massachusetts, Amherst)",
-            teacher=config.teacher,
-            teacher_version=getattr(teacher, "version", ""),
-            teacher_licence=getattr(teacher, "licence", ""),
-            config=config.model_dump(),
-            run=run_dir.name,
-        ),
-        accuracy={**accuracy, "onnx_torch_max_abs_diff": gap},
-    )
-    card.save(out_dir)
+    with staging_dir(out_dir) as stage:
+        export_onnx(model, config.input_size, stage / MODEL_FILE)
+        card = ModelCard(
+            name=name,
+            version=version,
+            input_size=config.input_size,
+            normalisation=NormalisationSpec(),
+            embedding_size=config.embedding_size,
+            threshold=0.0,
+            training=Provenance(
+                data=data,
+                data_licence="LFW: research use (University of Massachusetts, Amherst)",
+                teacher=config.teacher,
+                teacher_version=getattr(teacher, "version", ""),
+                teacher_licence=getattr(teacher, "licence", ""),
+                config=config.model_dump(),
+                run=run_dir.name,
+            ),
+        )
+        card.save(stage)
+        gap = parity(model, stage, chips)
+        if gap > tolerance:
+            raise RuntimeError(f"ONNX Runtime and torch differ by {gap:.2e} > {tolerance:.0e}; not released")
+        card.accuracy["onnx_torch_max_abs_diff"] = gap
+        if finish is not None:
+            finish(card, stage)
+        card.save(stage)
+        publish_model_dir(stage, out_dir)
     return card

@@ -1,5 +1,7 @@
 """The one training loop. Loss terms are plug-ins built from the config's weights; the loop only
-sums them. Resumable (``last.pt``), seeded, DDP-aware (``torchrun``: gloo on CPU, nccl on GPU)."""
+sums them. Resumable (``last.pt``, refused when the run's saved config differs), seeded, DDP-aware
+(``torchrun``: gloo on CPU, nccl on GPU; rank 0 decides when every rank stops), mixed precision
+(float16 with loss scaling on CUDA, or bfloat16 where ``amp_dtype`` asks for it, CPU included)."""
 
 from __future__ import annotations
 
@@ -7,35 +9,34 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from lrface.preprocessing import CHIP_SIDE
+from training.assistant import FrozenAssistant
 from training.config import TrainConfig
-from training.dataset import DistillDataset, FaceArrays, center_targets, shrink_chips
+from training.dataset import DistillDataset, FaceArrays, canonical_chips, center_targets
 from training.losses import EmbeddingMatchLoss, LogitKDLoss, MarginSoftmax, PairwiseDistanceLoss, TripletAngleLoss
-from training.metrics import kfold_accuracy
 from training.models import get_model
+from training.validation import ValData, validate
 
 Outputs = dict[str, torch.Tensor]
+# Settings that may change when a run is resumed: more epochs extend it; where it runs is free.
+RESUMABLE_CHANGES = frozenset({"epochs", "workers", "device"})
 
 
-@dataclass
-class ValData:
-    """Validation faces (clean chips) and pairs of row indices with a same-person flag."""
-
-    chips: np.ndarray
-    pairs: np.ndarray  # (P, 2) int
-    same: np.ndarray  # (P,) bool
+class ConfigMismatch(ValueError):
+    """A run folder holds a run of another config; resuming it would mix two experiments."""
 
 
 @dataclass
@@ -56,29 +57,6 @@ def _init_distributed(device: torch.device) -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-class FrozenAssistant(nn.Module):
-    """A trained assistant run, frozen: gives embeddings (and identity logits) as extra targets."""
-
-    def __init__(self, run_dir: Path, device: torch.device) -> None:
-        super().__init__()
-        config = TrainConfig.load(run_dir / "config.json")
-        state = torch.load(run_dir / "best.pt", map_location=device, weights_only=False)
-        self.input_size = config.input_size
-        self.model = get_model(config.model, config.input_size, config.embedding_size)
-        self.model.load_state_dict(state["model"])
-        self.head = None
-        if state.get("head") is not None:
-            self.head = MarginSoftmax(config.embedding_size, state["head"]["weight"].shape[0])
-            self.head.load_state_dict(state["head"])
-        self.to(device).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        emb = self.model(x)
-        logits = self.head.cosine(emb) * self.head.scale if self.head is not None else None
-        return emb, logits
 
 
 def build_terms(
@@ -112,22 +90,45 @@ def build_terms(
     return [LossTerm(name, weight, fn) for name, weight, fn in candidates if weight > 0]
 
 
-@torch.no_grad()
-def embed_batches(model: nn.Module, inputs: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
-    model.eval()
-    out = [
-        model(torch.from_numpy(inputs[i : i + batch]).to(device)).float().cpu() for i in range(0, len(inputs), batch)
-    ]
-    return F.normalize(torch.cat(out)).numpy()
+def check_resumable(saved_path: Path, config: TrainConfig) -> None:
+    """Refuse to resume a run whose saved config differs from ``config`` (beyond RESUMABLE_CHANGES)."""
+    if not saved_path.exists():
+        return
+    saved = TrainConfig.load(saved_path).model_dump()
+    wanted = config.model_dump()
+    differ = sorted(k for k in wanted if k not in RESUMABLE_CHANGES and saved.get(k) != wanted[k])
+    if differ:
+        raise ConfigMismatch(
+            f"{saved_path.parent} holds a run of another config (differs in: {', '.join(differ)}); "
+            "resume it with its own config, or train into a new run folder (--run-name)"
+        )
 
 
-def validate(model: nn.Module, val: ValData, input_size: int, device: torch.device) -> float:
-    from lrface.preprocessing import face_to_input
+def lr_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LRScheduler:
+    """Linear warm-up from lr/warmup_steps to lr, then cosine decay to 0, stepped once per batch."""
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps))
+    if warmup_steps <= 1:
+        return cosine
+    warmup = LinearLR(optimizer, start_factor=1 / warmup_steps, end_factor=1.0, total_iters=warmup_steps - 1)
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
 
-    inputs = np.stack([face_to_input(chip, input_size) for chip in val.chips])
-    emb = embed_batches(model, inputs, device)
-    scores = (emb[val.pairs[:, 0]] * emb[val.pairs[:, 1]]).sum(1)
-    return kfold_accuracy(scores, val.same)[0]
+
+def fast_forward(scheduler: LRScheduler, steps: int) -> None:
+    """Bring a fresh schedule to ``steps`` (a resumed run; the schedule follows the current epochs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "step() before optimizer.step()"
+        for _ in range(steps):
+            scheduler.step()
+
+
+def rank0_decides(flag: bool, device: torch.device, world: int) -> bool:
+    """Rank 0's ``flag`` on every rank (each rank's own clock can disagree, and a rank that stops
+    alone leaves the others waiting in a collective forever)."""
+    if world == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
 
 
 def _atomic_save(obj: dict[str, Any], path: Path) -> None:
@@ -148,6 +149,9 @@ def train(
     device = pick_device(config.device)
     rank, world = _init_distributed(device)
     torch.manual_seed(config.seed)
+    last = run_dir / "last.pt"
+    if last.exists():
+        check_resumable(run_dir / "config.json", config)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         config.save(run_dir / "config.json")
@@ -177,8 +181,8 @@ def train(
     params = [p for m in (model, head, projector) if m is not None for p in m.parameters()]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
 
-    hr_size = assistant.input_size if assistant is not None and assistant.input_size != config.input_size else None
-    train_data = shrink_chips(train_data, max(config.train_chip_size, hr_size or 0, config.input_size))
+    hr_size = assistant.own_view_size(config.input_size) if assistant is not None else None
+    train_data = canonical_chips(train_data, max(CHIP_SIDE, hr_size or 0))
     if config.center_targets:
         train_data = center_targets(train_data)
     dataset = DistillDataset(
@@ -199,16 +203,9 @@ def train(
         persistent_workers=False,
     )
     steps_per_epoch = max(1, len(loader))
-    total_steps = config.epochs * steps_per_epoch
-
-    def lr_at(step: int) -> float:
-        warm = config.warmup_epochs * steps_per_epoch
-        if step < warm:
-            return config.lr * (step + 1) / warm
-        return 0.5 * config.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
+    scheduler = lr_schedule(optimizer, config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
 
     start_epoch, best = 0, -math.inf
-    last = run_dir / "last.pt"
     if last.exists():
         state = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -218,14 +215,16 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"] + 1, state["best"]
         torch.set_rng_state(state["torch_rng"])
+        fast_forward(scheduler, start_epoch * steps_per_epoch)
 
     ddp_model: nn.Module = model
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = torch.bfloat16 if config.amp_dtype == "bfloat16" else torch.float16
+    use_amp = config.amp and (device.type == "cuda" or amp_dtype == torch.bfloat16)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
     started = time.monotonic()
     row: dict[str, Any] = {}
     for epoch in range(start_epoch, config.epochs):
@@ -240,24 +239,19 @@ def train(
             loader, desc=f"{config.name} {epoch + 1}/{config.epochs}", disable=not progress or rank != 0, leave=False
         )
         for step_in_epoch, batch in enumerate(bar):
-            step = epoch * steps_per_epoch + step_in_epoch
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
             x = batch["lr"].to(device, non_blocking=True)
             out: Outputs = {"label": batch["label"].to(device), "target": batch["target"].to(device)}
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 out["emb"] = ddp_model(x).float()
                 if assistant is not None:
-                    a_in = batch["hr"].to(device) if hr_size is not None else x
-                    out["assistant"], a_logits = assistant(a_in)
-                    if a_logits is not None:
-                        out["assistant_logits"] = a_logits
+                    out.update(assistant.targets(x, batch, device))
                 values = {t.name: t.fn(out) for t in terms}
                 loss = torch.stack([t.weight * values[t.name] for t in terms]).sum()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            scheduler.step()
             seen += len(x)
             for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
@@ -289,7 +283,8 @@ def train(
                 log.write(json.dumps(row) + "\n")
             if progress:
                 tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
-        if max_minutes is not None and (time.monotonic() - started) / 60 > max_minutes and epoch + 1 < config.epochs:
+        out_of_time = max_minutes is not None and (time.monotonic() - started) / 60 > max_minutes
+        if rank0_decides(out_of_time, device, world) and epoch + 1 < config.epochs:
             row["stopped_early"] = True
             break
     if world > 1:

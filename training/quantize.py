@@ -10,20 +10,20 @@ from pathlib import Path
 import numpy as np
 
 from lrface.data.lfw import identity_split
+from lrface.embedder import FaceInput, OnnxEmbedder
 from lrface.model_card import ModelCard, load_card
-from lrface.preprocessing import face_to_input
 from lrface.settings import Settings
 from training.config import TrainConfig
-from training.data_prep import val_data
 from training.release import calibrate_thresholds
 from training.teacher_cache import TeacherCache
+from training.validation import val_data
 
 
-def calibration_inputs(chips: np.ndarray, card: ModelCard, count: int, seed: int = 0) -> np.ndarray:
-    """``count`` model inputs from random HR chips, through the canonical preprocessing."""
+def calibration_inputs(chips: np.ndarray, model_dir: Path, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` model inputs from random HR chips, through the embedder's canonical preprocessing."""
     rows = np.random.default_rng(seed).choice(len(chips), size=min(count, len(chips)), replace=False)
-    norm = card.normalisation.to_normalisation()
-    return np.stack([face_to_input(chips[i], card.input_size, None, norm) for i in sorted(rows)])
+    embedder = OnnxEmbedder(model_dir, "cpu")
+    return np.stack([embedder.preprocess(FaceInput(chips[i])) for i in sorted(rows)])
 
 
 def quantize_model(model_dir: Path, out: Path, inputs: np.ndarray) -> ModelCard:
@@ -68,7 +68,7 @@ def quantize_release(settings: Settings, model_dir: Path, out: Path, calibration
     cache = TeacherCache(settings.cache, config.teacher)
     train_files = sorted(f for files in split.train.values() for f in files)
     chips = cache.targets(train_files).chips
-    card = quantize_model(model_dir, out, calibration_inputs(chips, load_card(model_dir), calibration_faces))
+    card = quantize_model(model_dir, out, calibration_inputs(chips, model_dir, calibration_faces))
     calibrate_thresholds(card, out, val_data(split.val, cache, config.seed))
     shutil.copy(model_dir / "train_config.json", out / "train_config.json")
     return card

@@ -8,43 +8,43 @@ from pathlib import Path
 from lrface.data.lfw import identity_split
 from lrface.model_card import ModelCard
 from lrface.settings import Settings
-from training.data_prep import val_data
 from training.evaluate import student_embedder
 from training.export import release
-from training.loop import ValData
 from training.metrics import kfold_accuracy, threshold_at_far
 from training.teacher_cache import TeacherCache
+from training.validation import ValData, val_data
 
 
 def release_run(settings: Settings, run_dir: Path, out: Path, name: str, version: str) -> ModelCard:
+    """Export a run's best checkpoint, calibrate its thresholds on validation people and publish the
+    model directory (ONNX, card, the run's config and torch weights) in one step."""
     from training.config import TrainConfig
 
     config = TrainConfig.load(run_dir / "config.json")
     split = identity_split(settings.lfw_root(), config.val_fraction, config.seed)
     val = val_data(split.val, TeacherCache(settings.cache, config.teacher), config.seed)
-    card = release(
+
+    def finish(card: ModelCard, stage: Path) -> None:
+        calibrate_thresholds(card, stage, val)
+        shutil.copy(run_dir / "config.json", stage / "train_config.json")
+        _save_torch_weights(run_dir, stage)
+
+    return release(
         run_dir,
         out,
         val.chips[:64],
         name,
         version,
-        threshold=0.0,
-        thresholds={},
-        accuracy={},
         data=f"LFW deep-funneled, identity-disjoint train split ({len(split.train)} people; "
         f"people of pairsDevTest.txt excluded), seed {config.seed}",
+        finish=finish,
     )
-    calibrate_thresholds(card, out, val)
-    shutil.copy(run_dir / "config.json", out / "train_config.json")
-    _save_torch_weights(run_dir, out)
-    return card
 
 
 def calibrate_thresholds(card: ModelCard, model_dir: Path, val: ValData) -> None:
     """Decision thresholds from validation people only (never the test pairs), with the ONNX file
     in ``model_dir``; writes the card."""
-    embed = student_embedder(model_dir / card.onnx_file, card.input_size)
-    emb = embed(list(val.chips))
+    emb = student_embedder(model_dir)(list(val.chips))
     scores = (emb[val.pairs[:, 0]] * emb[val.pairs[:, 1]]).sum(1)
     accuracy, _, best = kfold_accuracy(scores, val.same)
     card.threshold = best

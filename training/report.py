@@ -49,7 +49,7 @@ def run_evaluation(
     results: dict[str, Any] = {"command": " ".join(["lrface", *sys.argv[1:]]), "models": {}}
     for directory in model_dirs:
         card = load_card(directory)
-        embed = student_embedder(directory / card.onnx_file, card.input_size)
+        embed = student_embedder(directory)
         results["models"][f"{card.name}:{card.version}"] = {
             "model_dir": str(directory),
             "config": card.training.config,

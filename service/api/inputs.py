@@ -1,25 +1,31 @@
-"""Turn request bodies (multipart or base64 JSON) into decoded faces, with 4xx errors that say why."""
+"""Turn request bodies (multipart or base64 JSON) into images, boxes and options, with 4xx errors that
+say why; :class:`RequestContext` gives the routes the app's embedder, decoder and gallery, and runs
+the CPU-heavy work (decoding, embedding, searching) in the thread pool, never on the event loop."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 from fastapi import HTTPException, Request, status
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lrface.alignment import AlignerUnavailable, DlibAligner
-from lrface.preprocessing import ImageDecodeError, load_image
+from lrface.embedder import OnnxEmbedder
+from lrface.settings import Settings
+from service.api import schemas as s
 from service.api.schemas import Box, ImageIn
-from service.embedder import FaceInput
+from service.faces import DecodedFace, FaceDecoder, ImageItem
+from service.gallery.gallery import Gallery
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 MULTIPART = "multipart/form-data"
 
 
@@ -70,8 +76,10 @@ def parse_box(text: str | None) -> Box | None:
         parts = [float(v) for v in text.replace("[", "").replace("]", "").split(",")]
     except ValueError:
         parts = []
-    if len(parts) != 4:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "box must be four numbers: left,top,right,bottom")
+    if len(parts) != 4 or not np.isfinite(parts).all():
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, "box must be four finite numbers: left,top,right,bottom"
+        )
     return (parts[0], parts[1], parts[2], parts[3])
 
 
@@ -103,47 +111,151 @@ async def upload_bytes(upload: Any, what: str) -> bytes:
     return await upload.read()
 
 
-@dataclass
-class DecodedFace:
-    face: FaceInput
-    digest: str  # SHA-256 of the uploaded bytes: the gallery's content hash
-    box: Box | None  # the face box used, in the uploaded image's pixels
+def form_model(model: type[M], fields: dict[str, Any]) -> M:
+    try:
+        return model.model_validate({k: v for k, v in fields.items() if v not in (None, "")})
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, errors) from None
 
 
-class FaceDecoder:
-    """Bytes -> :class:`FaceInput` with the service's pixel limit and optional dlib detection."""
+def gallery_of(request: Request) -> Gallery:
+    """The loaded gallery, or 503 while its index is still being built (or failed to load)."""
+    gallery: Gallery | None = request.app.state.gallery
+    if gallery is None:
+        loader = getattr(request.app.state, "gallery_loader", None)
+        detail = loader.status() if loader is not None else "gallery not loaded"
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "5"})
+    return gallery
 
-    def __init__(self, max_pixels: int) -> None:
-        self.max_pixels = max_pixels
-        self._aligner: DlibAligner | None = None
 
-    def aligner(self) -> DlibAligner:
-        if self._aligner is None:
-            try:
-                self._aligner = DlibAligner()
-            except AlignerUnavailable as exc:
-                raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, f"detect=true is unavailable: {exc}") from None
-        return self._aligner
+def subject_id_of(subject_id: str) -> str:
+    try:
+        return s.check_subject_id(subject_id)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
 
-    def decode(self, data: bytes, what: str, box: Box | None = None, detect: bool = False) -> DecodedFace:
-        try:
-            image = load_image(data, self.max_pixels)
-        except ImageDecodeError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{what}: {exc}") from None
-        digest = hashlib.sha256(data).hexdigest()
-        if box is not None:
-            left, top, right, bottom = box
-            h, w = image.shape[:2]
-            if not (right > left and bottom > top) or right <= 0 or bottom <= 0 or left >= w or top >= h:
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_ENTITY,
-                    f"{what}: box {list(box)} is empty or outside the {w}x{h} image",
-                )
-        if detect:
-            aligner = self.aligner()
-            found: list[Box] = [(float(a), float(b), float(c), float(d)) for a, b, c, d in aligner.detect(image)]
-            boxes = found if box is None else [box]
-            if not boxes:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{what}: no face found")
-            return DecodedFace(FaceInput(aligner.align(image, boxes[0]), None), digest, boxes[0])
-        return DecodedFace(FaceInput(image, box), digest, box)
+
+class RequestContext:
+    """What a route needs from the app's state and its request, typed."""
+
+    def __init__(self, request: Request) -> None:
+        state = request.app.state
+        self.embedder: OnnxEmbedder = state.embedder
+        self.decoder: FaceDecoder = state.decoder
+        self.settings: Settings = state.settings
+        self.request = request
+
+    @property
+    def gallery(self) -> Gallery:
+        return gallery_of(self.request)
+
+    @property
+    def threshold(self) -> float:
+        return self.embedder.card.threshold
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """CPU-heavy work in the thread pool (the event loop keeps serving other requests)."""
+        return await run_in_threadpool(fn, *args)
+
+    def items_from_json(self, images: list[ImageIn], what: str) -> list[ImageItem]:
+        self._check_count(len(images))
+        out = []
+        for i, image in enumerate(images):
+            label = f"{what}[{i}]" if len(images) > 1 else what
+            out.append(ImageItem(decode_b64(image, label, self.settings.max_body_bytes), label, image.box))
+        return out
+
+    async def items_from_form(self, form: Any, field: str, boxes: list[str] | None = None) -> list[ImageItem]:
+        uploads = form.getlist(field)
+        if not uploads:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"multipart field '{field}' (a file) is required")
+        self._check_count(len(uploads))
+        boxes = boxes or []
+        if boxes and len(boxes) != len(uploads):
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY, f"give one box per file or none ({len(uploads)} files)"
+            )
+        out = []
+        for i, upload in enumerate(uploads):
+            label = getattr(upload, "filename", None) or f"{field}[{i}]"
+            data = await upload_bytes(upload, label)
+            out.append(ImageItem(data, label, parse_box(boxes[i]) if boxes else None))
+        return out
+
+    def _check_count(self, count: int) -> None:
+        limit = self.settings.max_faces_per_request
+        if count > limit:
+            raise HTTPException(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"{count} faces in one request; the limit is {limit}"
+            )
+
+    async def image_list(self, model: type[s.EmbedRequest] | type[s.EnrollRequest]) -> tuple[list[ImageItem], bool]:
+        """The ``images`` of an embed or enroll request and its ``detect``: multipart files (with
+        optional ``box`` fields) or base64 JSON."""
+        if not is_multipart(self.request):
+            body = await json_body(self.request, model)
+            return self.items_from_json(body.images, "images"), body.detect
+        form = await form_body(self.request, self.settings.max_faces_per_request + 1)
+        detect = parse_bool(form.get("detect"), "detect")  # type: ignore[arg-type]
+        return await self.items_from_form(form, "images", [str(b) for b in form.getlist("box")]), detect
+
+    def _decode_and_embed(self, items: list[ImageItem], detect: bool) -> tuple[list[DecodedFace], np.ndarray]:
+        faces = self.decoder.decode_all(items, detect, self.settings.max_request_pixels)
+        return faces, self.embedder.embed([f.face for f in faces])
+
+    async def embed(self, items: list[ImageItem], detect: bool) -> tuple[list[DecodedFace], np.ndarray]:
+        """Decode (under the request's pixel budget) and embed, in the thread pool."""
+        return await self.run(self._decode_and_embed, items, detect)
+
+    async def read(self, model: type[M], form_fields: tuple[str, ...], max_files: int) -> tuple[M, Any]:
+        """The request as ``(body model, multipart form or None)``: JSON bodies validate whole, multipart
+        forms contribute ``form_fields`` (files are read later by field name)."""
+        if not is_multipart(self.request):
+            return await json_body(self.request, model), None
+        form = await form_body(self.request, max_files)
+        return form_model(model, {k: form.get(k) for k in form_fields}), form
+
+    def check_embedding(self, emb: s.EmbeddingIn, what: str) -> np.ndarray:
+        card = self.embedder.card
+        if emb.model_version != self.embedder.model_version:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"{what} comes from model {emb.model_version!r}; this service runs {self.embedder.model_version!r}",
+            )
+        vector = np.asarray(emb.values, dtype=np.float64)
+        if vector.shape != (card.embedding_size,):
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                f"{what} has {vector.size} values; the model gives {card.embedding_size}",
+            )
+        norm = float(np.linalg.norm(vector)) if np.isfinite(vector).all() else float("nan")
+        if not np.isfinite(norm) or norm == 0:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{what} must be finite and non-zero")
+        return (vector / norm).astype(np.float32)
+
+    async def optional_vector(
+        self,
+        form: Any,
+        field: str,
+        image: s.ImageIn | None,
+        embedding: s.EmbeddingIn | None,
+        detect: bool,
+        box: str | None = None,
+    ) -> np.ndarray | None:
+        """The unit embedding of one face given as a file, a base64 image or an edge embedding, or None."""
+        if form is not None:
+            if form.get(field) is None:
+                return None
+            items = await self.items_from_form(form, field, [box] if box else None)
+        elif image is not None and embedding is not None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY, f"give {field} as an image or an embedding, not both"
+            )
+        elif embedding is not None:
+            return self.check_embedding(embedding, f"{field} embedding")
+        elif image is not None:
+            items = self.items_from_json([image], field)
+        else:
+            return None
+        return (await self.embed(items, detect))[1][0]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 SUBJECT_ID_RE = re.compile(SUBJECT_ID_PATTERN)
-Box = tuple[float, float, float, float]
+# JSON parsers accept Infinity and NaN: refused at validation (422) wherever a number comes in.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Box = tuple[Finite, Finite, Finite, Finite]
 
 
 class ImageIn(BaseModel):
@@ -23,7 +26,7 @@ class ImageIn(BaseModel):
 class EmbeddingIn(BaseModel):
     """An embedding computed by an edge client running the same ONNX model."""
 
-    values: list[float] = Field(description="The embedding (unit length not required).")
+    values: list[Finite] = Field(description="The embedding (unit length not required).", max_length=4096)
     model_version: str = Field(description="'name:version' of the model that computed it (see /readyz).")
 
 
@@ -35,6 +38,7 @@ class EmbedRequest(BaseModel):
 class FaceEmbedding(BaseModel):
     embedding: list[float]
     box: Box | None = Field(description="The face box used, in input-image pixels (None: the whole image).")
+    box_clipped: bool = Field(False, description="The given box reached outside the image and was clipped to it.")
 
 
 class EmbedResponse(BaseModel):
@@ -47,7 +51,7 @@ class IdentifyRequest(BaseModel):
     image: ImageIn | None = None
     embedding: EmbeddingIn | None = None
     top_k: int = Field(5, ge=1, le=100)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0, description="Overrides the model card's threshold.")
+    threshold: Finite | None = Field(None, ge=-1.0, le=1.0, description="Overrides the model card's threshold.")
     detect: bool = False
 
 
@@ -71,7 +75,7 @@ class VerifyRequest(BaseModel):
     image_b: ImageIn | None = None
     embedding_b: EmbeddingIn | None = None
     subject_id: str | None = Field(None, pattern=SUBJECT_ID_PATTERN)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    threshold: Finite | None = Field(None, ge=-1.0, le=1.0)
     detect: bool = False
 
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lrface.settings import Settings
 from service.gallery.index import FaceIndex
-from service.gallery.store import FaceRecord, GalleryStore, NewFace, SubjectRecord
+from service.gallery.store import FaceRecord, GalleryStore, NewFace, SubjectRecord, open_store
 
 log = logging.getLogger("lrface.gallery")
 
@@ -167,3 +168,18 @@ class ChangeFollower:
                 if self._failing:
                     log.info("gallery sync recovered at change %d", self.gallery.seq)
                 self._failing = False
+
+
+def open_gallery(settings: Settings, dim: int, model_version: str, load: bool = True) -> Gallery:
+    """Open the store (migrating it), check its model version, and build the index unless ``load=False``."""
+    store = open_store(settings.database_url, settings.gallery_dir)
+    index = FaceIndex(dim, settings.index, settings.hnsw_threshold, device=settings.faiss_device)
+    gallery = Gallery(store, dim, model_version, index)
+    try:
+        gallery.check_versions()
+        if load:
+            gallery.load()
+    except Exception:
+        store.close()
+        raise
+    return gallery

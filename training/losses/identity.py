@@ -32,6 +32,12 @@ class MarginSoftmax(nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
             raise ValueError(f"expected (N, D) embeddings and (N,) labels, got {embeddings.shape}, {labels.shape}")
+        # In float32 whatever autocast is active: under float16/bfloat16 autocast the cosines would be
+        # half precision while acos/cos give float32 (a dtype clash in scatter), and 1 - 1e-7 rounds to 1.
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return self._loss(embeddings.float(), labels)
+
+    def _loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = self.cosine(embeddings).clamp(-1 + 1e-7, 1 - 1e-7)
         target = cos.gather(1, labels[:, None])
         # cos(theta + m), kept monotonic past theta = pi - m as in insightface.

@@ -1,4 +1,11 @@
-"""ONNX Runtime inference of the released student, checked against its model card."""
+"""The one ONNX embedder: a released model directory (``model.onnx`` + ``card.json``) run by ONNX
+Runtime, its input size and normalisation taken from the card.
+
+Callers: the service (``service.app`` lifespan, enrolment, re-embedding), evaluation, release
+threshold calibration and quantisation (``training.evaluate``, ``training.release``,
+``training.quantize``). Faces reach it as decoded images with an optional box and go through
+:func:`lrface.preprocessing.face_to_input`, the canonical preprocessing.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +40,11 @@ class FaceInput:
     box: tuple[float, float, float, float] | None = None
 
 
-class Embedder:
+class OnnxEmbedder:
+    """Embeds faces with a released model; ``batch`` bounds the inputs run at once."""
+
+    batch = 256
+
     def __init__(self, model_dir: Path, providers: str = "auto", threads: int = 0) -> None:
         import onnxruntime as ort
 
@@ -84,6 +95,15 @@ class Embedder:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     def embed(self, faces: Sequence[FaceInput]) -> np.ndarray:
+        """Unit embeddings ``(N, D)`` of decoded faces (each an image and an optional box)."""
         if not faces:
             return np.zeros((0, self.card.embedding_size), dtype=np.float32)
-        return self.embed_inputs(np.stack([self.preprocess(face) for face in faces]))
+        parts = [
+            self.embed_inputs(np.stack([self.preprocess(face) for face in faces[i : i + self.batch]]))
+            for i in range(0, len(faces), self.batch)
+        ]
+        return np.concatenate(parts)
+
+    def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Unit embeddings of whole images (face chips of any size, no box)."""
+        return self.embed([FaceInput(np.asarray(image)) for image in images])

@@ -1,0 +1,3 @@
+from lrface_cli import app
+
+app()

@@ -1,0 +1,95 @@
+"""Gallery routes: enroll faces of a subject, list and show subjects, delete a subject or a face."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+
+from service.api import schemas as s
+from service.api.auth import require
+from service.api.inputs import RequestContext, gallery_of, subject_id_of
+from service.api.openapi import FILES, both_bodies
+from service.enrollment import enroll_images
+
+router = APIRouter(prefix="/gallery/subjects", tags=["gallery"])
+
+
+@router.post(
+    "/{subject_id}/faces",
+    response_model=s.EnrollResponse,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(require("admin"))],
+    summary="Enroll one or more faces of a subject (created when new)",
+    description="Acknowledged only after the store has committed. Re-sending an image already enrolled for "
+    "the subject (with the same box and `detect`) adds nothing and reports `created: false`.",
+    openapi_extra=both_bodies(s.EnrollRequest, {"images": FILES, "detect": {"type": "boolean"}}),
+)
+async def enroll(subject_id: str, request: Request) -> s.EnrollResponse:
+    ctx = RequestContext(request)
+    subject_id_of(subject_id)
+    items, detect = await ctx.image_list(s.EnrollRequest)
+    records = await ctx.run(
+        enroll_images, ctx.gallery, ctx.embedder, ctx.decoder, subject_id, items, detect,
+        ctx.settings.max_request_pixels,
+    )  # fmt: skip
+    return s.EnrollResponse(
+        subject_id=subject_id,
+        faces=[s.EnrolledFace(face_id=r.face_id, content_hash=r.content_hash, created=r.created) for r in records],
+    )
+
+
+@router.get(
+    "",
+    response_model=s.SubjectPage,
+    dependencies=[Depends(require("read"))],
+    summary="List enrolled subjects, paged",
+)
+def list_subjects(
+    request: Request, offset: int = Query(0, ge=0, le=1_000_000_000), limit: int = Query(50, ge=1, le=1000)
+) -> s.SubjectPage:
+    rows, total = gallery_of(request).store.list_subjects(offset, limit)
+    items = [s.SubjectSummary(subject_id=r[0], face_count=r[1], created_at=r[2]) for r in rows]
+    return s.SubjectPage(items=items, total=total, offset=offset, limit=limit)
+
+
+@router.get(
+    "/{subject_id}",
+    response_model=s.SubjectOut,
+    dependencies=[Depends(require("read"))],
+    responses={404: {"model": s.Problem}},
+)
+def get_subject(subject_id: str, request: Request) -> s.SubjectOut:
+    record = gallery_of(request).get_subject(subject_id_of(subject_id))
+    if record is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"subject {subject_id!r} is not enrolled")
+    faces = [
+        s.FaceOut(
+            face_id=f.face_id, content_hash=f.content_hash, model_version=f.model_version, created_at=f.created_at
+        )
+        for f in record.faces
+    ]
+    return s.SubjectOut(subject_id=record.subject_id, created_at=record.created_at, faces=faces)
+
+
+@router.delete(
+    "/{subject_id}",
+    dependencies=[Depends(require("admin"))],
+    responses={404: {"model": s.Problem}},
+)
+def delete_subject(subject_id: str, request: Request) -> dict[str, Any]:
+    removed = gallery_of(request).delete_subject(subject_id_of(subject_id))
+    if removed is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"subject {subject_id!r} is not enrolled")
+    return {"subject_id": subject_id, "deleted_faces": len(removed)}
+
+
+@router.delete(
+    "/{subject_id}/faces/{face_id}",
+    dependencies=[Depends(require("admin"))],
+    responses={404: {"model": s.Problem}},
+)
+def delete_face(subject_id: str, request: Request, face_id: int = Path(ge=1, le=2**63 - 1)) -> dict[str, Any]:
+    if not gallery_of(request).delete_face(subject_id_of(subject_id), face_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"face {face_id} of subject {subject_id!r} does not exist")
+    return {"subject_id": subject_id, "deleted_face": face_id}

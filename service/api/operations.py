@@ -1,0 +1,52 @@
+"""Operations routes: liveness, readiness and Prometheus metrics (no auth: orchestrators call them)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.api import schemas as s
+from service.api.inputs import gallery_of
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz", summary="The process is up")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    response_model=s.Ready,
+    summary="Model and gallery are loaded",
+    responses={503: {"model": s.Problem}},
+)
+def readyz(request: Request) -> s.Ready:
+    state = request.app.state
+    if getattr(state, "embedder", None) is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not ready: model not loaded")
+    gallery = gallery_of(request)
+    card = state.embedder.card
+    return s.Ready(
+        ready=True,
+        model=card.name,
+        model_version=state.embedder.model_version,
+        input_size=card.input_size,
+        embedding_size=card.embedding_size,
+        threshold=card.threshold,
+        providers=state.embedder.providers,
+        gallery_store=gallery.store.describe(),
+        gallery_faces=len(gallery),
+        gallery_seq=gallery.seq,
+        index_kind=gallery.index.active_kind,
+        index_device=gallery.index.device,
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    m = request.app.state.metrics
+    if getattr(request.app.state, "gallery", None) is not None:
+        m.gallery_faces.set(len(request.app.state.gallery))
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

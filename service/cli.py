@@ -1,0 +1,242 @@
+"""The service's commands: serve, health, enroll, gallery maintenance and the service benchmarks.
+Registered on the ``lrface`` command by ``lrface_cli``; nothing here imports torch or the FastAPI app
+(only ``serve`` starts it)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import typer
+
+from lrface.cli import print_json
+from lrface.settings import Settings, get_settings
+
+gallery_app = typer.Typer(help="Gallery maintenance.", no_args_is_help=True)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings, host: str) -> None:
+    """Fail closed: no keys on a non-loopback address needs LRFACE_ALLOW_ANONYMOUS=true."""
+    if is_loopback(host) or settings.allow_anonymous:
+        return
+    if not settings.parsed_api_keys():
+        typer.echo(
+            f"error: refusing to serve on {host} without API keys: anyone who can reach it could read and change "
+            "the gallery. Set LRFACE_API_KEYS ('key:read,key2:admin'), bind 127.0.0.1, or set "
+            "LRFACE_ALLOW_ANONYMOUS=true to serve openly on purpose.",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+def serve(
+    host: str = typer.Option(None, help="Bind address (default LRFACE_HOST, 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default LRFACE_PORT, 8000)."),
+    workers: int = typer.Option(None, help="Uvicorn worker processes (default LRFACE_WORKERS, 1)."),
+) -> None:
+    """Run the HTTP service with the model in LRFACE_MODEL (the bundled one by default). Without API
+    keys it serves on loopback only, unless LRFACE_ALLOW_ANONYMOUS=true."""
+    import uvicorn
+
+    settings = get_settings()
+    try:
+        settings.parsed_api_keys()
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    bind = host or settings.host
+    check_exposure(settings, bind)
+    uvicorn.run(
+        "service.asgi:app",
+        host=bind,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_level="info",
+    )
+
+
+def health(
+    url: str = typer.Option("", help="Service base URL (default http://127.0.0.1:LRFACE_PORT)."),
+    ready: bool = typer.Option(False, help="Check /readyz (model and gallery loaded) instead of /healthz."),
+) -> None:
+    """Exit 0 when the service answers 200 (the container HEALTHCHECK), 1 otherwise."""
+    import httpx
+
+    base = url or f"http://127.0.0.1:{get_settings().port}"
+    target = base.rstrip("/") + ("/readyz" if ready else "/healthz")
+    try:
+        status = httpx.get(target, timeout=4).status_code
+    except httpx.HTTPError as exc:
+        typer.echo(f"{target}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if status != 200:
+        typer.echo(f"{target}: HTTP {status}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{target}: ok")
+
+
+def enroll(
+    directory: Path = typer.Argument(..., exists=True, file_okay=False, help="DIR/<subject_id>/*.jpg"),
+    server: str = typer.Option("", help="Enroll through this service URL instead of the local gallery."),
+    api_key: str = typer.Option("", envvar="LRFACE_API_KEY", help="Admin API key for --server."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Enroll one folder per subject. Skips files already enrolled (same content), so it can be rerun
+    after an interruption. Exits non-zero when any file was rejected."""
+    from lrface.embedder import OnnxEmbedder
+    from service.enroll import LocalGallery, enroll_directory, enroll_remote
+    from service.gallery.gallery import open_gallery
+
+    settings = get_settings()
+    try:
+        if server:
+            summary = enroll_remote(directory, server, api_key or None, progress)
+        else:
+            embedder = OnnxEmbedder(settings.model, settings.providers, settings.threads)
+            gallery = open_gallery(settings, embedder.card.embedding_size, embedder.model_version)
+            try:
+                target = LocalGallery(gallery, embedder, settings.max_image_pixels)
+                summary = enroll_directory(directory, target, progress)
+            finally:
+                gallery.close()
+    except Exception as exc:  # noqa: BLE001 - one clear line for the user, not a traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"enrolled {summary.enrolled}, skipped {summary.skipped} (already enrolled), rejected {len(summary.rejected)}"
+    )
+    for path, reason in summary.rejected:
+        typer.echo(f"  rejected {path}: {reason}", err=True)
+    if summary.rejected:
+        raise typer.Exit(1)
+
+
+@gallery_app.command("rebuild-index")
+def gallery_rebuild_index() -> None:
+    """Rebuild the FAISS index from the store and report its size (the service does this at start-up)."""
+    from lrface.model_card import load_card
+    from service.gallery.gallery import open_gallery
+
+    settings = get_settings()
+    card = load_card(settings.model)
+    gallery = open_gallery(settings, card.embedding_size, f"{card.name}:{card.version}")
+    typer.echo(f"{gallery.store.describe()}: {len(gallery)} faces indexed ({gallery.index.active_kind})")
+    gallery.close()
+
+
+@gallery_app.command("migrate")
+def gallery_migrate() -> None:
+    """Apply the gallery schema migrations (the service also does this when it starts) and print the revision."""
+    from service.gallery.store import open_store
+
+    settings = get_settings()
+    store = open_store(settings.database_url, settings.gallery_dir)
+    typer.echo(f"{store.describe()}: schema at revision {store.revision}")
+    store.close()
+
+
+@gallery_app.command("reembed")
+def gallery_reembed() -> None:
+    """Re-embed every stored face chip with the current model (after a model change)."""
+    from lrface.embedder import OnnxEmbedder
+    from service.enrollment import reembed_store
+    from service.gallery.store import open_store
+
+    settings = get_settings()
+    embedder = OnnxEmbedder(settings.model, settings.providers)
+    store = open_store(settings.database_url, settings.gallery_dir)
+    try:
+        done, missing = reembed_store(store, embedder)
+    finally:
+        store.close()
+    typer.echo(f"re-embedded {done} faces with {embedder.model_version}; {missing} had no stored chip")
+    if missing:
+        raise typer.Exit(1)
+
+
+def bench_index_command(
+    size: int = typer.Option(1_000_000, min=10, help="Synthetic gallery size (faces)."),
+    kind: str = typer.Option("hnsw", help="Index kind: flat or hnsw."),
+    dim: int = typer.Option(128, min=2, help="Embedding size."),
+    ef_search: int = typer.Option(256, min=1, help="HNSW efSearch (the service's default is 256)."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """FAISS gallery index at scale: build time, search p50/p99, recall@1 against exact search, memory."""
+    from service.bench import bench_index
+
+    print_json(bench_index(size, dim, kind=kind, ef_search=ef_search), out)
+
+
+def bench_load_command(
+    url: str = typer.Option("", help="A running service on loopback; default: start one on a fresh gallery."),
+    duration: float = typer.Option(10.0, min=1, max=3600, help="Seconds of load."),
+    clients: int = typer.Option(4, min=1, max=256, help="Concurrent clients."),
+    enroll_fraction: float = typer.Option(0.2, min=0, max=1, help="Share of requests that enroll (rest identify)."),
+    api_key: str = typer.Option("", envvar="LRFACE_API_KEY", help="Admin key for --url."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Bounded load (loopback only): N clients mixing /identify and enrolment for a fixed time.
+    Reports throughput, p50/p99 per route, errors, and acknowledged enrolments missing afterwards.
+    Exits 1 on any error or lost enrolment."""
+    import tempfile
+
+    from service.load import peak_rss_mb, run_load
+    from service.process import start_server
+
+    if url:
+        report = run_load(url, duration, clients, enroll_fraction, api_key or None)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = start_server({"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": ""}, timeout=600, quiet=True)
+            try:
+                report = run_load(server.url, duration, clients, enroll_fraction)
+                report.server_peak_rss_mb = peak_rss_mb(server.pid)
+            finally:
+                server.stop()
+    print_json(report.to_dict(), out)
+    if report.errors or report.lost_enrolments:
+        raise typer.Exit(1)
+
+
+def bench_service_command(
+    gallery_size: int = typer.Option(10_000, min=0, help="Synthetic faces seeded into a fresh gallery."),
+    requests: int = typer.Option(200, min=10, help="Timed requests per route."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Start the real server (loopback) on a fresh seeded gallery; /embed and /identify p50/p99."""
+    import tempfile
+
+    from service.bench import bench_http, seed_gallery
+    from service.load import peak_rss_mb
+    from service.process import start_server
+
+    settings = get_settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        seed_gallery(Path(tmp), settings.model, gallery_size)
+        env = {"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": "", "LRFACE_THREADS": str(settings.threads)}
+        server = start_server(env, timeout=1800, quiet=True)
+        try:
+            results = bench_http(server.url, requests)
+            results["server_peak_rss_mb"] = peak_rss_mb(server.pid)
+            print_json(results, out)
+        finally:
+            server.stop()
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(health)
+    app.command()(enroll)
+    app.add_typer(gallery_app, name="gallery")
+    bench_app.command("index")(bench_index_command)
+    bench_app.command("load")(bench_load_command)
+    bench_app.command("service")(bench_service_command)

@@ -1,0 +1,51 @@
+"""The ablation: train every row's config (resuming finished or interrupted runs), export each run,
+and evaluate them all, with the teacher, in one report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lrface.settings import Settings
+from training.config import TrainConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+ABLATION_ROWS = ("identity", "first", "second", "hybrid", "hybrid-robust", "assistant-lr", "hybrid-assistant")
+DEFAULT_PROTOCOLS = ("lr8", "lr12", "lr16", "lr24", "lr32", "surveillance16")
+
+
+def with_run_paths(config: TrainConfig, runs: Path) -> TrainConfig:
+    """``assistant_run`` given as a run name resolves under ``runs`` (LRFACE_CACHE/runs)."""
+    if config.assistant_run and not Path(config.assistant_run).is_absolute():
+        return config.model_copy(update={"assistant_run": str(runs / config.assistant_run)})
+    return config
+
+
+def run_ablation(settings: Settings, names: list[str], max_minutes: float, teacher: bool, out: Path) -> str | None:
+    """Train, export and evaluate ``names`` (assistants before the students that use them). Returns
+    None when the report is written, or why it stopped (the time limit: rerun to resume)."""
+    from training.data_prep import prepare
+    from training.loop import train as train_loop
+    from training.release import release_run
+    from training.report import run_evaluation
+
+    runs = settings.cache / "runs"
+    started = time.monotonic()
+    data = None
+    for name in names:
+        cfg = with_run_paths(TrainConfig.load(CONFIG_DIR / f"{name}.json"), runs)
+        left = max_minutes - (time.monotonic() - started) / 60
+        if left <= 0:
+            return f"time limit reached before {name}"
+        if data is None:
+            data = prepare(settings.lfw_root(), settings.cache, cfg.teacher, cfg.val_fraction, cfg.seed)
+        row = train_loop(cfg, runs / name, data[1], data[2], left)
+        if row.get("stopped_early"):
+            return f"{name} stopped at the time limit"
+    exported = []
+    for name in names:
+        target = settings.cache / "ablation" / name
+        release_run(settings, runs / name, target, name, "ablation")
+        exported.append(target)
+    run_evaluation(settings, exported, teacher, list(DEFAULT_PROTOCOLS), out)
+    return None

@@ -1,0 +1,184 @@
+"""The training side's commands: teacher cache, train, release, quantize, evaluate, ablation and the
+model benchmark. Registered on the ``lrface`` command by ``lrface_cli``, which replaces them with a
+clear message where the ``train`` extra (torch) is not installed. torch is imported inside each
+command, never at import time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+
+from lrface.settings import get_settings
+from training.ablation import ABLATION_ROWS, DEFAULT_PROTOCOLS, with_run_paths
+
+
+def teacher_cache(
+    teacher: str = typer.Option("dlib", help="Teacher name: dlib, facenet or onnx."),
+    workers: int = typer.Option(2, min=1, help="Processes computing chips and embeddings."),
+    limit: int = typer.Option(0, min=0, help="Only the first N images (0: all), for a quick check."),
+) -> None:
+    """Align every face under LRFACE_DATA/lfw and cache the teacher's embeddings in LRFACE_CACHE."""
+    from lrface.data.lfw import list_identities
+    from training.teacher_cache import TeacherCache
+
+    settings = get_settings()
+    files = [f for fs in list_identities(settings.lfw_root()).values() for f in fs]
+    if limit:
+        files = files[:limit]
+    cache = TeacherCache(settings.cache, teacher)
+    targets = cache.targets(files, workers=workers)
+    typer.echo(f"{len(files)} images: chips {targets.chips.shape}, embeddings {targets.emb.shape} in {cache.folder}")
+
+
+def train(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="A JSON config (training/configs/*.json)."),
+    run_name: str = typer.Option("", help="Run folder name under LRFACE_CACHE/runs (default: the config's name)."),
+    epochs: int = typer.Option(0, min=0, help="Override the config's epoch count (0: keep it)."),
+    max_minutes: float = typer.Option(
+        0.0, min=0.0, help="Stop after the epoch that passes this many minutes; run again to resume (0: no limit)."
+    ),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Train a student or assistant (resumes from LRFACE_CACHE/runs/NAME/last.pt when present; a run
+    folder holding a run of another config is refused).
+
+    The loss terms (identity, 1st/2nd/3rd order against the teacher, the same against an assistant)
+    and their weights come from the config. Works under `torchrun --nproc_per_node N` unchanged.
+    """
+    from training.config import TrainConfig
+    from training.data_prep import prepare
+    from training.loop import ConfigMismatch
+    from training.loop import train as train_loop
+
+    settings = get_settings()
+    cfg = TrainConfig.load(config)
+    if epochs:
+        cfg = cfg.model_copy(update={"epochs": epochs})
+    runs = settings.cache / "runs"
+    cfg = with_run_paths(cfg, runs)
+    run_dir = runs / (run_name or cfg.name)
+    _, train_data, val = prepare(settings.lfw_root(), settings.cache, cfg.teacher, cfg.val_fraction, cfg.seed)
+    try:
+        row = train_loop(cfg, run_dir, train_data, val, max_minutes or None, progress)
+    except ConfigMismatch as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"run {run_dir}: epoch {row.get('epoch')} val_accuracy {row.get('val_accuracy', float('nan')):.4f}"
+        + (" (stopped at the time limit; run again to resume)" if row.get("stopped_early") else "")
+    )
+
+
+def release(
+    run_name: str = typer.Argument(..., help="Run folder name under LRFACE_CACHE/runs."),
+    out: Path = typer.Option(Path("models/lrface-student"), help="Where model.onnx and card.json go."),
+    name: str = typer.Option("lrface-student", help="Model name in the card."),
+    version: str = typer.Option("1", help="Model version in the card."),
+) -> None:
+    """Export a run's best checkpoint to ONNX, check ONNX Runtime against torch (1e-4) on real
+    validation faces, calibrate thresholds on the validation split, and write the model directory
+    (built aside and moved in complete, the card last)."""
+    from training.release import release_run
+
+    settings = get_settings()
+    card = release_run(settings, settings.cache / "runs" / run_name, out, name, version)
+    typer.echo(
+        f"released {card.name}:{card.version} to {out}: threshold {card.threshold:.4f}, "
+        f"onnx/torch max diff {card.accuracy['onnx_torch_max_abs_diff']:.2e}"
+    )
+
+
+def quantize(
+    model: Path = typer.Argument(..., exists=True, file_okay=False, help="Released FP32 model directory."),
+    out: Path = typer.Option(..., help="Where the INT8 model.onnx and card.json go."),
+    calibration_faces: int = typer.Option(512, min=16, help="Training-split faces used to calibrate."),
+) -> None:
+    """INT8 variant of a released student (ONNX Runtime static quantization, calibrated on training
+    faces; thresholds re-calibrated on validation people). Compare with `lrface evaluate` before use."""
+    from training.quantize import quantize_release
+
+    card = quantize_release(get_settings(), model, out, calibration_faces)
+    typer.echo(f"wrote {out / card.onnx_file} ({card.name}:{card.version}), threshold {card.threshold:.4f}")
+
+
+def evaluate(
+    models: list[Path] = typer.Argument(None, help="Model directories (model.onnx + card.json) to evaluate."),
+    teacher: bool = typer.Option(False, help="Also evaluate the teacher on HR and up-sampled LR faces."),
+    protocols: str = typer.Option(
+        ",".join(DEFAULT_PROTOCOLS),
+        help="Probe protocols: lr<size> (area down-sampling) or surveillance<size>.",
+    ),
+    out: Path = typer.Option(Path("reports/latest"), help="Folder for results.json and report.md."),
+    update_card: bool = typer.Option(False, help="Write the LFW test accuracies into each model's card.json."),
+) -> None:
+    """LFW View 1 test (people unseen in training): verification accuracy (10-fold), AUC, TAR@FAR,
+    HR-HR / LR-LR / HR-LR protocols, extended pair set, rank-1/5 identification."""
+    from training.report import record_in_cards, run_evaluation
+
+    settings = get_settings()
+    results = run_evaluation(settings, models or [], teacher, protocols.split(","), out)
+    if update_card:
+        record_in_cards(results, out)
+    typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'} ({len(results['models'])} models)")
+
+
+def ablation(
+    configs: str = typer.Option(
+        ",".join(ABLATION_ROWS),
+        help="Comma-separated config names in training/configs, in order "
+        "(assistants before the students that use them).",
+    ),
+    max_minutes: float = typer.Option(85.0, min=1.0, help="Stop training after this many minutes; rerun to resume."),
+    teacher: bool = typer.Option(True, help="Also evaluate the teacher on HR and up-sampled LR faces."),
+    out: Path = typer.Option(Path("reports/ablation"), help="Folder for results.json and report.md."),
+) -> None:
+    """Train every ablation row (resuming finished or interrupted runs), export each to ONNX, and
+    evaluate them all with the teacher in one report."""
+    from training.ablation import run_ablation
+
+    names = [n.strip() for n in configs.split(",") if n.strip()]
+    stopped = run_ablation(get_settings(), names, max_minutes, teacher, out)
+    if stopped:
+        typer.echo(f"{stopped}; rerun `lrface ablation` to resume")
+        raise typer.Exit(3)
+    typer.echo(f"wrote {out / 'report.md'}")
+
+
+def bench_models_command(
+    model: Path = typer.Option(None, help="Released model directory (default LRFACE_MODEL)."),
+    int8: Path = typer.Option(None, help="Also time this INT8 model directory (e.g. models/lrface-student-int8)."),
+    threads: int = typer.Option(2, min=1, help="Threads for every model (the machine's cores)."),
+    repeats: int = typer.Option(50, min=5, help="Timed batches of 64 (batch-1 runs are 10x this)."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Teacher vs student (torch) vs student (ONNX Runtime): faces/s at batch 1 and 64, p50/p99
+    latency, size, peak memory and speed-up over the teacher, all in one run."""
+    import json
+
+    from training.bench import bench_models
+
+    text = json.dumps(bench_models(model or get_settings().model, threads, repeats, int8), indent=2)
+    typer.echo(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "teacher-cache": teacher_cache,
+    "train": train,
+    "release": release,
+    "quantize": quantize,
+    "evaluate": evaluate,
+    "ablation": ablation,
+}
+BENCH_COMMANDS: dict[str, Callable[..., None]] = {"models": bench_models_command}
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    for name, command in COMMANDS.items():
+        app.command(name)(command)
+    for name, command in BENCH_COMMANDS.items():
+        bench_app.command(name)(command)

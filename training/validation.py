@@ -1,0 +1,55 @@
+"""Validation people: their faces and pairs, and the LR-16 verification accuracy that picks the best
+checkpoint during training (thresholds and checkpoints come from these people, never test people)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lrface.data.lfw import make_pairs
+from lrface.preprocessing import face_to_input
+from training.metrics import kfold_accuracy
+from training.teacher_cache import TeacherCache
+
+
+@dataclass
+class ValData:
+    """Validation faces (clean chips) and pairs of row indices with a same-person flag."""
+
+    chips: np.ndarray
+    pairs: np.ndarray  # (P, 2) int
+    same: np.ndarray  # (P,) bool
+
+
+def val_data(identities: dict[str, list[Path]], cache: TeacherCache, seed: int = 0) -> ValData:
+    files = sorted(f for fs in identities.values() for f in fs)
+    row = {f: i for i, f in enumerate(files)}
+    pairs = make_pairs(identities, seed=seed)
+    chips = cache.targets(files).chips
+    return ValData(
+        chips=chips,
+        pairs=np.asarray([[row[a], row[b]] for a, b, _ in pairs], dtype=np.int64),
+        same=np.asarray([same for _, _, same in pairs], dtype=bool),
+    )
+
+
+@torch.no_grad()
+def embed_batches(model: nn.Module, inputs: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
+    model.eval()
+    out = [
+        model(torch.from_numpy(inputs[i : i + batch]).to(device)).float().cpu() for i in range(0, len(inputs), batch)
+    ]
+    return F.normalize(torch.cat(out)).numpy()
+
+
+def validate(model: nn.Module, val: ValData, input_size: int, device: torch.device) -> float:
+    """10-fold verification accuracy of the validation pairs, faces through the canonical path."""
+    inputs = np.stack([face_to_input(chip, input_size) for chip in val.chips])
+    emb = embed_batches(model, inputs, device)
+    scores = (emb[val.pairs[:, 0]] * emb[val.pairs[:, 1]]).sum(1)
+    return kfold_accuracy(scores, val.same)[0]
