@@ -28,8 +28,9 @@ test: $(BIN)/.test-stamp
 
 # Long versions of the reliability checks (figures in RELIABILITY.md); `make test` runs short ones.
 reliability: $(BIN)/.test-stamp
-	LRFACE_CRASH_ROUNDS=20 LRFACE_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -s \
-		tests/test_crash_safety.py tests/test_fuzz.py tests/test_hostile_input.py tests/test_auth.py
+	LRFACE_CRASH_ROUNDS=20 LRFACE_FUZZ_EXAMPLES=2000 LRFACE_HAMMER_FACES=2000 $(BIN)/python -m pytest -s \
+		tests/test_crash_safety.py tests/test_fuzz.py tests/test_hostile_input.py tests/test_oversized_boxes.py \
+		tests/test_auth.py tests/test_gallery.py tests/test_training_loop.py
 	$(BIN)/lrface bench load --duration 30 --clients 8 --enroll-fraction 0.2 --out reports/bench/load-30s-8clients.json
 
 # The CPU image's install and commands, outside Docker (a fresh venv: slow).

@@ -83,7 +83,13 @@ class OnnxEmbedder:
 
     @property
     def model_version(self) -> str:
-        return f"{self.card.name}:{self.card.version}"
+        """``name:version``, as clients see it (responses, edge embeddings)."""
+        return self.card.model_version
+
+    @property
+    def model_id(self) -> str:
+        """``name:version@hash``: what the gallery records with each embedding (see the card)."""
+        return self.card.model_id
 
     def preprocess(self, face: FaceInput) -> np.ndarray:
         return face_to_input(face.image, self.card.input_size, face.box, self.norm)

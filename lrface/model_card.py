@@ -6,6 +6,7 @@ disagrees with the ONNX graph's input.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -59,10 +60,31 @@ class ModelCard(BaseModel):
     )
     training: Provenance
     accuracy: dict[str, Any] = Field(default_factory=dict, description="Measured results, with their command.")
+    onnx_sha256: str = Field(
+        "",
+        description="SHA-256 of the ONNX file's bytes: the model's identity. Re-released weights under an "
+        "old version string get another hash, so a gallery never mixes their embeddings.",
+    )
+
+    @property
+    def model_version(self) -> str:
+        """``name:version``, as clients see it."""
+        return f"{self.name}:{self.version}"
+
+    @property
+    def model_id(self) -> str:
+        """``name:version@<12 hex of the weights' hash>``: what the gallery records with every embedding."""
+        return f"{self.model_version}@{self.onnx_sha256[:12]}" if self.onnx_sha256 else self.model_version
 
     def save(self, directory: Path) -> Path:
+        """Write ``card.json`` (atomically), recording the hash of the ONNX file beside it."""
+        onnx_path = directory / self.onnx_file
+        if onnx_path.is_file():
+            self.onnx_sha256 = file_sha256(onnx_path)
         path = directory / CARD_FILE
-        path.write_text(self.model_dump_json(indent=2) + "\n")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n")
+        tmp.replace(path)
         return path
 
     def expected_input_shape(self) -> tuple[int, int, int]:
@@ -77,9 +99,23 @@ def load_card(directory: Path) -> ModelCard:
         card = ModelCard.model_validate_json(path.read_text())
     except ValidationError as exc:
         raise ModelCardError(f"{path} is not a valid model card: {exc}") from None
-    if not (directory / card.onnx_file).is_file():
-        raise ModelCardError(f"{directory / card.onnx_file} named by {path} does not exist")
+    onnx_path = directory / card.onnx_file
+    if not onnx_path.is_file():
+        raise ModelCardError(f"{onnx_path} named by {path} does not exist")
+    if card.onnx_sha256 and file_sha256(onnx_path) != card.onnx_sha256:
+        raise ModelCardError(
+            f"{onnx_path} is not the model {path} describes (its SHA-256 differs from the card's onnx_sha256): "
+            "re-release the model (lrface release) rather than replacing its weights"
+        )
     return card
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_input_shape(card: ModelCard, graph_shape: list[Any]) -> None:

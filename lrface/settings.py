@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     providers: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime providers.")
     faiss_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where FAISS searches.")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: all cores).")
+    gallery_load_attempts: int = Field(
+        5, ge=1, description="Tries to load the gallery at start-up before /healthz fails (the process is restarted)."
+    )
+    gallery_load_backoff: float = Field(2.0, gt=0, description="Seconds before the first retry; doubles up to 60.")
+    db_pool_size: int = Field(
+        4, ge=1, description="PostgreSQL connections kept per process (5 replicas x 2 workers x 6 fit the default 100)."
+    )
+    db_max_overflow: int = Field(2, ge=0, description="Extra PostgreSQL connections per process under load.")
     sync_interval: float = Field(
         0.25, ge=0, description="Seconds between reads of the gallery change log (other workers/replicas; 0: off)."
     )

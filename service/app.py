@@ -107,25 +107,44 @@ class _TooLarge(HTTPException):
 
 class GalleryLoader:
     """Builds the index in a thread so the process answers /healthz at once (an HNSW index over a
-    million faces takes minutes); /readyz and the gallery routes answer 503 until it is done."""
+    million faces takes minutes); /readyz and the gallery routes answer 503 until it is done.
+
+    A failed load (the database down, say) is retried with exponential back-off; after
+    ``gallery_load_attempts`` failures the loader gives up and /healthz answers 503 too, so the
+    orchestrator restarts the process instead of keeping a replica that will never be ready."""
 
     def __init__(self, app: FastAPI, gallery: Gallery, settings: Settings) -> None:
         self.app, self.gallery, self.settings = app, gallery, settings
         self.follower: ChangeFollower | None = None
         self.started = time.monotonic()
         self.error: str | None = None
+        self.attempts = 0
+        self.gave_up = False
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._load, name="lrface-gallery-load", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def _load(self) -> None:
-        try:
-            self.gallery.load()
-        except Exception as exc:  # noqa: BLE001 - reported by /readyz, logged with its traceback
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("gallery failed to load")
+        wait = self.settings.gallery_load_backoff
+        while not self._stop.is_set():
+            self.attempts += 1
+            try:
+                self.gallery.load()
+                break
+            except Exception as exc:  # noqa: BLE001 - reported by /readyz and /healthz, logged with its traceback
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception("gallery failed to load (attempt %d of %d)", self.attempts,
+                              self.settings.gallery_load_attempts)  # fmt: skip
+                if self.attempts >= self.settings.gallery_load_attempts:
+                    self.gave_up = True
+                    return
+                self._stop.wait(wait)
+                wait = min(wait * 2, 60.0)
+        else:
             return
+        self.error = None
         if self.settings.sync_interval > 0:
             self.follower = ChangeFollower(self.gallery, self.settings.sync_interval)
             self.follower.start()  # picks up what other workers / replicas commit
@@ -140,11 +159,14 @@ class GalleryLoader:
         )
 
     def status(self) -> str:
+        if self.gave_up:
+            return f"gallery failed to load {self.attempts} times, giving up: {self.error}"
         if self.error:
-            return f"gallery failed to load: {self.error}"
+            return f"gallery failed to load (attempt {self.attempts}, retrying): {self.error}"
         return f"gallery index is being built ({time.monotonic() - self.started:.0f} s so far)"
 
     def stop(self) -> None:
+        self._stop.set()
         if self.follower is not None:
             self.follower.stop()
 
@@ -170,7 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.embedder = embedder
         metrics.model.info({"name": embedder.card.name, "version": embedder.model_version})
         # A gallery of another model version stops start-up here.
-        gallery = open_gallery(settings, embedder.card.embedding_size, embedder.model_version, load=False)
+        gallery = open_gallery(settings, embedder.card.embedding_size, embedder.model_id, load=False)
         loader = GalleryLoader(app, gallery, settings)
         app.state.gallery_loader = loader
         log.info("serving model %s on %s; loading gallery %s", embedder.model_version, embedder.providers,

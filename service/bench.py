@@ -125,7 +125,7 @@ def seed_gallery(gallery_dir: Path, model_dir: Path, count: int) -> None:
     card = load_card(model_dir)
     store = GalleryStore.sqlite(gallery_dir)
     vectors = synthetic_embeddings(count, card.embedding_size)
-    version = f"{card.name}:{card.version}"
+    version = card.model_id
     for start in range(0, count, 50_000):
         rows = [(f"s{i // 4:08d}", f"synthetic-{i}", vectors[i]) for i in range(start, min(count, start + 50_000))]
         store.import_faces(rows, version)

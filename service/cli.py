@@ -24,11 +24,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+PLACEHOLDER = "change-me"
+
+
 def check_exposure(settings: Settings, host: str) -> None:
-    """Fail closed: no keys on a non-loopback address needs LRFACE_ALLOW_ANONYMOUS=true."""
+    """Fail closed: no keys (or the env example's placeholder keys) on a non-loopback address needs
+    LRFACE_ALLOW_ANONYMOUS=true."""
     if is_loopback(host) or settings.allow_anonymous:
         return
-    if not settings.parsed_api_keys():
+    keys = settings.parsed_api_keys()
+    placeholders = [key for key in keys if PLACEHOLDER in key]
+    if placeholders:
+        typer.echo(
+            f"error: refusing to serve on {host} with the placeholder API keys of the env example "
+            f"({', '.join(sorted(placeholders))}): replace them in LRFACE_API_KEYS (docker/lrface.env)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if not keys:
         typer.echo(
             f"error: refusing to serve on {host} without API keys: anyone who can reach it could read and change "
             "the gallery. Set LRFACE_API_KEYS ('key:read,key2:admin'), bind 127.0.0.1, or set "
@@ -102,7 +115,7 @@ def enroll(
             summary = enroll_remote(directory, server, api_key or None, progress)
         else:
             embedder = OnnxEmbedder(settings.model, settings.providers, settings.threads)
-            gallery = open_gallery(settings, embedder.card.embedding_size, embedder.model_version)
+            gallery = open_gallery(settings, embedder.card.embedding_size, embedder.model_id)
             try:
                 target = LocalGallery(gallery, embedder, settings.max_image_pixels)
                 summary = enroll_directory(directory, target, progress)
@@ -128,7 +141,7 @@ def gallery_rebuild_index() -> None:
 
     settings = get_settings()
     card = load_card(settings.model)
-    gallery = open_gallery(settings, card.embedding_size, f"{card.name}:{card.version}")
+    gallery = open_gallery(settings, card.embedding_size, card.model_id)
     typer.echo(f"{gallery.store.describe()}: {len(gallery)} faces indexed ({gallery.index.active_kind})")
     gallery.close()
 

@@ -60,5 +60,5 @@ def reembed_store(store: GalleryStore, embedder: OnnxEmbedder) -> tuple[int, int
             missing += 1
             continue
         updates.append((face_id, embedder.embed([chip_face(png)])[0]))
-    store.replace_embeddings(updates, embedder.model_version)
+    store.replace_embeddings(updates, embedder.model_id)
     return len(updates), missing

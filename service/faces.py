@@ -75,16 +75,20 @@ class PixelBudget:
 
 
 def clip_box(box: Box, width: int, height: int, what: str) -> tuple[Box, bool]:
-    """``box`` clipped to the image, and whether that changed it; 422 for non-finite, empty or
-    wholly outside boxes."""
+    """``box`` clipped to the image, and whether that changed it. A detector's box may reach a little
+    past the edge of the image (a face at the border): it is clipped and the answer says so. A box
+    with more than half its area outside the image, empty or non-finite is refused (422)."""
     if not all(math.isfinite(v) for v in box):
         raise FaceInputError(f"{what}: box {list(box)} must be four finite numbers")
     left, top, right, bottom = box
     if not (right > left and bottom > top):
         raise FaceInputError(f"{what}: box {list(box)} is empty; expected [left, top, right, bottom]")
     clipped = (max(left, 0.0), max(top, 0.0), min(right, float(width)), min(bottom, float(height)))
-    if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
-        raise FaceInputError(f"{what}: box {list(box)} lies outside the {width}x{height} image")
+    inside = max(clipped[2] - clipped[0], 0.0) * max(clipped[3] - clipped[1], 0.0)
+    if inside < 0.5 * (right - left) * (bottom - top):
+        raise FaceInputError(
+            f"{what}: box {list(box)} lies mostly outside the {width}x{height} image; boxes are in the image's pixels"
+        )
     return clipped, clipped != tuple(box)
 
 

@@ -10,11 +10,11 @@ import numpy as np
 from lrface.model_card import ModelCard, Provenance
 
 
-def write_tiny_model(directory: Path, input_size: int = 16, dim: int = 32, version: str = "1") -> Path:
+def write_tiny_model(directory: Path, input_size: int = 16, dim: int = 32, version: str = "1", seed: int = 0) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     weight = rng.normal(size=(3 * input_size * input_size, dim)).astype(np.float32)
     graph = helper.make_graph(
         [

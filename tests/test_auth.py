@@ -85,3 +85,53 @@ def test_admin_key_does_everything_and_probes_need_none(url: str) -> None:
     assert _call(url, "POST", "/gallery/subjects/{subject_id}/faces", admin).status_code == 201
     assert _call(url, "GET", "/gallery/subjects/{subject_id}", admin).status_code == 200
     assert _call(url, "DELETE", "/gallery/subjects/{subject_id}", admin).status_code == 200
+
+
+def test_docs_show_how_to_authenticate(url: str) -> None:
+    spec = httpx.get(url + "/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["APIKeyHeader"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": schemes["APIKeyHeader"]["description"],
+    }
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    for path, method in (("/embed", "post"), ("/gallery/subjects/{subject_id}/faces", "post")):
+        assert {"APIKeyHeader": []} in spec["paths"][path][method]["security"]
+    assert "security" not in spec["paths"]["/healthz"]["get"]  # probes need no key
+
+
+def test_a_key_without_scope_is_read_only() -> None:
+    from lrface.settings import Settings
+
+    assert Settings(api_keys="plain,boss:admin").parsed_api_keys() == {"plain": "read", "boss": "admin"}
+    with pytest.raises(ValueError, match="expected"):
+        Settings(api_keys="k:root").parsed_api_keys()
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "anonymous", "refused"),
+    [
+        ("127.0.0.1", "", False, False),
+        ("::1", "", False, False),
+        ("localhost", "", False, False),
+        ("0.0.0.0", "", False, True),
+        ("10.1.2.3", "", False, True),
+        ("0.0.0.0", "", True, False),
+        ("0.0.0.0", "change-me-admin:admin", False, True),
+        ("0.0.0.0", "s3cret:admin", False, False),
+    ],
+)
+def test_serve_fails_closed(host: str, keys: str, anonymous: bool, refused: bool) -> None:
+    import typer
+
+    from lrface.settings import Settings
+    from service.cli import check_exposure
+
+    settings = Settings(api_keys=keys, allow_anonymous=anonymous)
+    if refused:
+        with pytest.raises(typer.Exit):
+            check_exposure(settings, host)
+    else:
+        check_exposure(settings, host)

@@ -1,6 +1,7 @@
 """Crash safety: enrol through the API in a loop, SIGKILL the server at random moments, restart it,
 and check that every acknowledged enrolment is there, nothing unacknowledged is half there, and the
-FAISS index agrees with the store. Both stores. ``LRFACE_CRASH_ROUNDS`` sets the number of kills."""
+FAISS index agrees with the store: while the server runs (each round, before the kill) and after the
+last restart. Both stores. ``LRFACE_CRASH_ROUNDS`` sets the number of kills."""
 
 from __future__ import annotations
 
@@ -21,12 +22,16 @@ ROUNDS = int(os.environ.get("LRFACE_CRASH_ROUNDS", "3"))
 FACES_PER_REQUEST = 3
 
 
-def _enrol_until_refused(url: str, round_no: int, acked: dict[str, list[int]], attempted: list[str]) -> None:
-    """Enrol new subjects (several faces per request) until the server stops answering."""
+def _enrol_until_refused(
+    url: str, seed: list[int], acked: dict[str, list[int]], attempted: list[str], pause: threading.Event | None = None
+) -> None:
+    """Enrol new subjects (several faces per request) until the server stops answering or ``pause``."""
     with httpx.Client(base_url=url, timeout=10) as client:
         for n in range(100_000):
-            subject = f"r{round_no}-{n}"
-            body = {"images": [{"data": face_png([round_no, n, k])} for k in range(FACES_PER_REQUEST)]}
+            if pause is not None and pause.is_set():
+                return
+            subject = "r" + "-".join(str(v) for v in [*seed, n])
+            body = {"images": [{"data": face_png([*seed, n, k])} for k in range(FACES_PER_REQUEST)]}
             attempted.append(subject)
             try:
                 response = client.post(f"/gallery/subjects/{subject}/faces", json=body)
@@ -46,7 +51,14 @@ def test_sigkill_loses_no_acknowledged_enrolment(store: str, tmp_path: Path, req
     attempted: list[str] = []
     for round_no in range(ROUNDS):
         server = start_server(env)
-        writer = threading.Thread(target=_enrol_until_refused, args=(server.url, round_no, acked, attempted))
+        pause = threading.Event()
+        first = threading.Thread(target=_enrol_until_refused, args=(server.url, [round_no, 0], acked, attempted, pause))
+        first.start()
+        time.sleep(rng.uniform(0.2, 0.6))
+        pause.set()
+        first.join(timeout=30)
+        _check_index_matches_store(server.url)  # while it runs, not only after a restart rebuilt the index
+        writer = threading.Thread(target=_enrol_until_refused, args=(server.url, [round_no, 1], acked, attempted))
         writer.start()
         time.sleep(rng.uniform(0.3, 1.5))
         server.kill()
@@ -58,6 +70,18 @@ def test_sigkill_loses_no_acknowledged_enrolment(store: str, tmp_path: Path, req
     finally:
         server.stop()
     print(f"{store}: {ROUNDS} kills, {len(acked)} acknowledged enrolments of {len(attempted)} attempted")
+
+
+def _check_index_matches_store(url: str) -> None:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        stored, offset = 0, 0
+        while True:
+            page = client.get("/gallery/subjects", params={"offset": offset, "limit": 1000}).json()
+            stored += sum(item["face_count"] for item in page["items"])
+            offset += len(page["items"])
+            if offset >= page["total"]:
+                break
+        assert client.get("/readyz").json()["gallery_faces"] == stored  # index == store
 
 
 def _check_gallery(server: ServerProcess, acked: dict[str, list[int]], attempted: list[str]) -> None:
@@ -76,7 +100,7 @@ def _check_gallery(server: ServerProcess, acked: dict[str, list[int]], attempted
                 assert response.status_code == 404
         assert client.get("/readyz").json()["gallery_faces"] == stored_faces  # index == store
         for subject in list(acked)[:: max(1, len(acked) // 25)]:
-            round_no, n = (int(x) for x in subject[1:].split("-"))
-            probe = {"image": {"data": face_png([round_no, n, 0])}, "top_k": 1}
+            seed = [int(x) for x in subject[1:].split("-")]
+            probe = {"image": {"data": face_png([*seed, 0])}, "top_k": 1}
             match = client.post("/identify", json=probe).json()["matches"][0]
             assert match["subject_id"] == subject and match["score"] > 0.999

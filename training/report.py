@@ -50,7 +50,7 @@ def run_evaluation(
     for directory in model_dirs:
         card = load_card(directory)
         embed = student_embedder(directory)
-        results["models"][f"{card.name}:{card.version}"] = {
+        results["models"][card.model_version] = {
             "model_dir": str(directory),
             "config": card.training.config,
             **evaluate_model(lambda p, e=embed: e(probe_faces(test.chips, p)), test, protocols),  # type: ignore[misc]

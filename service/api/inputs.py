@@ -45,6 +45,10 @@ async def json_body(request: Request, model: type[M]) -> M:
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
         )
     raw = await request.body()
+    return await run_in_threadpool(_parse_json, raw, model)  # a 20 MB body is CPU work: off the event loop
+
+
+def _parse_json(raw: bytes, model: type[M]) -> M:
     try:
         payload = json.loads(raw)
     except RecursionError:
@@ -195,7 +199,7 @@ class RequestContext:
         optional ``box`` fields) or base64 JSON."""
         if not is_multipart(self.request):
             body = await json_body(self.request, model)
-            return self.items_from_json(body.images, "images"), body.detect
+            return await self.run(self.items_from_json, body.images, "images"), body.detect
         form = await form_body(self.request, self.settings.max_faces_per_request + 1)
         detect = parse_bool(form.get("detect"), "detect")  # type: ignore[arg-type]
         return await self.items_from_form(form, "images", [str(b) for b in form.getlist("box")]), detect
@@ -255,7 +259,7 @@ class RequestContext:
         elif embedding is not None:
             return self.check_embedding(embedding, f"{field} embedding")
         elif image is not None:
-            items = self.items_from_json([image], field)
+            items = await self.run(self.items_from_json, [image], field)
         else:
             return None
         return (await self.embed(items, detect))[1][0]

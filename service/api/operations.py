@@ -11,8 +11,17 @@ from service.api.inputs import gallery_of
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz", summary="The process is up")
-def healthz() -> dict[str, str]:
+@router.get(
+    "/healthz",
+    summary="The process is alive (liveness)",
+    description="200 while the process works; 503 once loading the gallery has failed every retry, so an "
+    "orchestrator restarts it. Route traffic on /readyz.",
+    responses={503: {"model": s.Problem}},
+)
+def healthz(request: Request) -> dict[str, str]:
+    loader = getattr(request.app.state, "gallery_loader", None)
+    if loader is not None and loader.gave_up:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, loader.status())
     return {"status": "ok"}
 
 
@@ -32,6 +41,7 @@ def readyz(request: Request) -> s.Ready:
         ready=True,
         model=card.name,
         model_version=state.embedder.model_version,
+        model_sha256=card.onnx_sha256,
         input_size=card.input_size,
         embedding_size=card.embedding_size,
         threshold=card.threshold,

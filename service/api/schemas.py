@@ -134,6 +134,7 @@ class Ready(BaseModel):
     ready: bool
     model: str
     model_version: str
+    model_sha256: str = Field(description="SHA-256 of the served ONNX weights (edge clients can compare theirs).")
     input_size: int
     embedding_size: int
     threshold: float

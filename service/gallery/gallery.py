@@ -1,7 +1,10 @@
 """The gallery as the API sees it: the store is written first (the source of truth), then the index.
 
-Several processes (uvicorn workers, or replicas sharing PostgreSQL) each keep their own FAISS index;
-``sync`` applies what the others committed, read from the store's change log.
+The index follows one order, the store's change log: a write commits (appending to the log in the
+same transaction) and then applies the log up to its own entry with :meth:`Gallery.sync`, the same
+method that applies what other processes (uvicorn workers, or replicas sharing PostgreSQL) commit.
+Faces are added to the index from the store, by id, so a face deleted by a later entry is never
+indexed, whatever the interleaving of enrolments, deletions and syncs.
 """
 
 from __future__ import annotations
@@ -59,23 +62,26 @@ class Gallery:
             )
 
     def sync(self) -> int:
-        """Apply changes committed since ``seq`` (by any process); returns how many were read."""
+        """Apply every change committed since ``seq`` (by any process), in log order; returns how many
+        were read. The only way the index changes after :meth:`load`."""
+        read = 0
         with self._sync_lock:
-            pending = self.store.changes_since(self.seq)
-            if not pending:
-                return 0
-            if any(c.op == "reload" for c in pending):
-                self.load()
-                return len(pending)
-            added = [c.face_id for c in pending if c.op == "add" and c.face_id is not None]
-            with self._lock:
-                added = [i for i in added if i not in self._subject_of]
-            if added:
-                ids, subject_ids, vectors = self.store.faces_by_id(added)  # those deleted since are absent
-                self._add(ids, subject_ids, vectors)
-            self._remove([c.face_id for c in pending if c.op == "remove" and c.face_id is not None])
-            self.seq = pending[-1].seq
-            return len(pending)
+            while True:
+                pending = self.store.changes_since(self.seq)
+                if not pending:
+                    return read
+                read += len(pending)
+                if any(c.op == "reload" for c in pending):
+                    self.load()
+                    continue
+                added = [c.face_id for c in pending if c.op == "add" and c.face_id is not None]
+                with self._lock:
+                    added = [i for i in added if i not in self._subject_of]
+                if added:
+                    ids, subject_ids, vectors = self.store.faces_by_id(added)  # those deleted since are absent
+                    self._add(ids, subject_ids, vectors)
+                self._remove([c.face_id for c in pending if c.op == "remove" and c.face_id is not None])
+                self.seq = pending[-1].seq
 
     def _add(self, ids: np.ndarray, subject_ids: list[str], vectors: np.ndarray) -> None:
         """Index faces not indexed yet (the writer and the change follower may both try)."""
@@ -94,21 +100,20 @@ class Gallery:
 
     def enroll(self, subject_id: str, faces: list[NewFace]) -> list[FaceRecord]:
         records = self.store.add_faces(subject_id, faces, self.model_version)  # committed here
-        new = [(r.face_id, f.embedding) for r, f in zip(records, faces, strict=True) if r.created]
-        if new:
-            self._add(np.asarray([i for i, _ in new]), [subject_id] * len(new), np.stack([v for _, v in new]))
+        if any(r.created for r in records):
+            self.sync()  # searchable before the enrolment is acknowledged
         return records
 
     def delete_subject(self, subject_id: str) -> list[int] | None:
         ids = self.store.delete_subject(subject_id)
         if ids:
-            self._remove(ids)
+            self.sync()
         return ids
 
     def delete_face(self, subject_id: str, face_id: int) -> bool:
         removed = self.store.delete_face(subject_id, face_id)
         if removed:
-            self._remove([face_id])
+            self.sync()
         return removed
 
     def get_subject(self, subject_id: str) -> SubjectRecord | None:
@@ -172,7 +177,7 @@ class ChangeFollower:
 
 def open_gallery(settings: Settings, dim: int, model_version: str, load: bool = True) -> Gallery:
     """Open the store (migrating it), check its model version, and build the index unless ``load=False``."""
-    store = open_store(settings.database_url, settings.gallery_dir)
+    store = open_store(settings.database_url, settings.gallery_dir, settings.db_pool_size, settings.db_max_overflow)
     index = FaceIndex(dim, settings.index, settings.hnsw_threshold, device=settings.faiss_device)
     gallery = Gallery(store, dim, model_version, index)
     try:

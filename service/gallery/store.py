@@ -93,7 +93,7 @@ def _vectors(blobs: Sequence[bytes]) -> np.ndarray:
 
 
 class GalleryStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 4, max_overflow: int = 2) -> None:
         self.url = sa.make_url(postgres_url(url))
         self.dialect = self.url.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
@@ -103,7 +103,9 @@ class GalleryStore:
             sa.event.listen(self.engine, "connect", _sqlite_connect)
             sa.event.listen(self.engine, "begin", _sqlite_begin)
         else:
-            self.engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+            # At most pool_size + max_overflow connections per process: with the defaults, 5 replicas of 2
+            # workers hold at most 60 of PostgreSQL's default max_connections (100).
+            self.engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
         self.revision = schema.upgrade(self.engine)
 
     @classmethod
@@ -322,6 +324,9 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("gallery_write") else "BEGIN")
 
 
-def open_store(database_url: str | None, gallery_dir: Path) -> GalleryStore:
-    """PostgreSQL when ``database_url`` is set, else the SQLite file under ``gallery_dir``."""
-    return GalleryStore(database_url) if database_url else GalleryStore.sqlite(gallery_dir)
+def open_store(database_url: str | None, gallery_dir: Path, pool_size: int = 4, max_overflow: int = 2) -> GalleryStore:
+    """PostgreSQL when ``database_url`` is set (a connection pool of ``pool_size`` + ``max_overflow``),
+    else the SQLite file under ``gallery_dir``."""
+    if database_url:
+        return GalleryStore(database_url, pool_size, max_overflow)
+    return GalleryStore.sqlite(gallery_dir)
