@@ -44,6 +44,18 @@ class Provenance(BaseModel):
     run: str = ""
 
 
+class Routing(BaseModel):
+    """Faces of at least ``min_face_px`` (their side in the image as received) are served by the teacher,
+    an HR embedder, against the gallery's teacher embeddings; smaller ones by the student. Chosen on
+    validation people (``lrface evaluate --teacher --route --update-card``)."""
+
+    teacher: Literal["dlib"] = "dlib"
+    teacher_version: str = Field(description="The teacher's weights (dlib's model file name).")
+    min_face_px: int = Field(ge=1, description="Smallest face side (px) the teacher serves.")
+    threshold: float = Field(description="Same-person cosine threshold for teacher embeddings (validation).")
+    validation: dict[str, Any] = Field(default_factory=dict, description="The curves the choice was made on.")
+
+
 class ModelCard(BaseModel):
     name: str
     version: str
@@ -60,6 +72,9 @@ class ModelCard(BaseModel):
     )
     training: Provenance
     accuracy: dict[str, Any] = Field(default_factory=dict, description="Measured results, with their command.")
+    routing: Routing | None = Field(
+        None, description="Which faces the teacher serves (absent: the student serves all)."
+    )
     onnx_sha256: str = Field(
         "",
         description="SHA-256 of the ONNX file's bytes: the model's identity. Re-released weights under an "

@@ -8,6 +8,7 @@ service, so an image gives the very same tensor wherever it enters the system:
   :data:`CHIP_SIDE` pixels, memory bounded by the chip, never by the box);
 - HR to LR: :func:`hr_to_lr` (any chip -> the model's input side, always through the canonical chip);
 - normalise: :func:`normalise` (uint8 HWC -> float32 CHW);
+- the teacher's view: :func:`hr_chip` (the face at 150 px, as dlib's embedder takes it);
 - all of them: :func:`face_to_input`. The embedding step is :class:`lrface.embedder.OnnxEmbedder`.
 """
 
@@ -197,6 +198,16 @@ def hr_to_lr(chip: np.ndarray, size: int) -> np.ndarray:
     chip of the same face therefore give identical LR faces (``tests/test_preprocessing_parity.py``).
     """
     return resize(box_to_chip(chip), size)
+
+
+HR_CHIP_SIDE = 150  # dlib's aligned chip: what the teacher sees, and what the gallery keeps per face
+
+
+def hr_chip(image: np.ndarray, box: Sequence[float] | None = None) -> np.ndarray:
+    """The face's HR chip for the teacher (and the gallery's copy of each enrolled face): its square
+    at most :data:`HR_CHIP_SIDE` px (:func:`box_to_chip`, memory-bounded), brought to exactly that
+    side (bicubic when enlarging, as the teacher is evaluated on up-sampled faces)."""
+    return resize(box_to_chip(image, box, side=HR_CHIP_SIDE), HR_CHIP_SIDE, "bicubic")
 
 
 def face_to_input(

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     providers: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime providers.")
     faiss_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where FAISS searches.")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: all cores).")
+    use_teacher: bool = Field(
+        True, description="Serve large faces with the teacher where the model card routes them (needs dlib)."
+    )
     gallery_load_attempts: int = Field(
         5, ge=1, description="Tries to load the gallery at start-up before /healthz fails (the process is restarted)."
     )

@@ -19,6 +19,7 @@ from lrface.embedder import OnnxEmbedder
 from lrface.settings import Settings, get_settings
 from service.api import gallery_routes, operations, recognition
 from service.api.openapi import request_body_schemas
+from service.embedders import Embedders
 from service.faces import FaceDecoder, FaceInputError
 from service.gallery.gallery import ChangeFollower, Gallery, open_gallery
 from service.metrics import Metrics
@@ -188,14 +189,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        embedder = OnnxEmbedder(settings.model, settings.providers, settings.threads)
-        app.state.embedder = embedder
+        embedders = Embedders.for_model(
+            OnnxEmbedder(settings.model, settings.providers, settings.threads), settings.use_teacher
+        )
+        embedder = embedders.student
+        app.state.embedders, app.state.embedder = embedders, embedder
         metrics.model.info({"name": embedder.card.name, "version": embedder.model_version})
         # A gallery of another model version stops start-up here.
-        gallery = open_gallery(settings, embedder.card.embedding_size, embedder.model_id, load=False)
+        card = embedder.card
+        gallery = open_gallery(settings, card.embedding_size, card.model_id, False, embedders.teacher_space)
         loader = GalleryLoader(app, gallery, settings)
         app.state.gallery_loader = loader
-        log.info("serving model %s on %s; loading gallery %s", embedder.model_version, embedder.providers,
+        log.info("serving %s on %s; loading gallery %s", embedders.describe(), embedder.providers,
                  gallery.store.describe())  # fmt: skip
         loader.start()
         try:
@@ -217,6 +222,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.decoder = FaceDecoder(settings.max_image_pixels)
     app.state.embedder = None
+    app.state.embedders = None
     app.state.gallery = None
     app.state.gallery_loader = None
     for module in (recognition, gallery_routes, operations):

@@ -106,6 +106,7 @@ def enroll(
     """Enroll one folder per subject. Skips files already enrolled (same content), so it can be rerun
     after an interruption. Exits non-zero when any file was rejected."""
     from lrface.embedder import OnnxEmbedder
+    from service.embedders import Embedders
     from service.enroll import LocalGallery, enroll_directory, enroll_remote
     from service.gallery.gallery import open_gallery
 
@@ -114,10 +115,11 @@ def enroll(
         if server:
             summary = enroll_remote(directory, server, api_key or None, progress)
         else:
-            embedder = OnnxEmbedder(settings.model, settings.providers, settings.threads)
-            gallery = open_gallery(settings, embedder.card.embedding_size, embedder.model_id)
+            embedders = Embedders.for_model(OnnxEmbedder(settings.model, settings.providers, settings.threads))
+            card = embedders.student.card
+            gallery = open_gallery(settings, card.embedding_size, card.model_id, teacher=embedders.teacher_space)
             try:
-                target = LocalGallery(gallery, embedder, settings.max_image_pixels)
+                target = LocalGallery(gallery, embedders, settings.max_image_pixels)
                 summary = enroll_directory(directory, target, progress)
             finally:
                 gallery.close()
@@ -137,11 +139,14 @@ def enroll(
 def gallery_rebuild_index() -> None:
     """Rebuild the FAISS index from the store and report its size (the service does this at start-up)."""
     from lrface.model_card import load_card
+    from lrface.teacher import DlibEmbedder
     from service.gallery.gallery import open_gallery
 
     settings = get_settings()
     card = load_card(settings.model)
-    gallery = open_gallery(settings, card.embedding_size, card.model_id)
+    teacher = DlibEmbedder() if card.routing is not None else None
+    space = (teacher.embedding_size, teacher.model_id) if teacher is not None else None
+    gallery = open_gallery(settings, card.embedding_size, card.model_id, teacher=space)
     typer.echo(f"{gallery.store.describe()}: {len(gallery)} faces indexed ({gallery.index.active_kind})")
     gallery.close()
 
@@ -161,14 +166,16 @@ def gallery_migrate() -> None:
 def gallery_reembed() -> None:
     """Re-embed every stored face chip with the current model (after a model change)."""
     from lrface.embedder import OnnxEmbedder
+    from service.embedders import Embedders
     from service.enrollment import reembed_store
     from service.gallery.store import open_store
 
     settings = get_settings()
-    embedder = OnnxEmbedder(settings.model, settings.providers)
+    embedders = Embedders.for_model(OnnxEmbedder(settings.model, settings.providers))
+    embedder = embedders.student
     store = open_store(settings.database_url, settings.gallery_dir)
     try:
-        done, missing = reembed_store(store, embedder)
+        done, missing = reembed_store(store, embedder, embedders.teacher)
     finally:
         store.close()
     typer.echo(f"re-embedded {done} faces with {embedder.model_version}; {missing} had no stored chip")
@@ -245,6 +252,32 @@ def bench_service_command(
             server.stop()
 
 
+def bench_identify_command(
+    url: str = typer.Option("", help="A running service on loopback; default: start one on a fresh gallery."),
+    protocols: str = typer.Option("lr8,lr12,lr16,lr24,lr32,hr,surveillance16", help="Probe protocols."),
+    api_key: str = typer.Option("", envvar="LRFACE_API_KEY", help="Admin key for --url."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Enrol LFW test people through the HTTP API and identify their other photos, degraded to each
+    size, through the API: rank-1 by size as a user sees it (compare with `lrface evaluate`)."""
+    import tempfile
+
+    from service.identify_bench import bench_identify
+    from service.process import start_server
+
+    settings = get_settings()
+    chosen = [p.strip() for p in protocols.split(",") if p.strip()]
+    if url:
+        print_json(bench_identify(url, settings.lfw_root(), chosen, api_key or None), out)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server({"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": ""}, timeout=600, quiet=True)
+        try:
+            print_json(bench_identify(server.url, settings.lfw_root(), chosen), out)
+        finally:
+            server.stop()
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command()(serve)
     app.command()(health)
@@ -253,3 +286,4 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     bench_app.command("index")(bench_index_command)
     bench_app.command("load")(bench_load_command)
     bench_app.command("service")(bench_service_command)
+    bench_app.command("identify")(bench_identify_command)

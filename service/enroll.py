@@ -17,8 +17,8 @@ import httpx
 from tqdm import tqdm
 
 from lrface.data.lfw import IMAGE_SUFFIXES
-from lrface.embedder import OnnxEmbedder
 from service.api.schemas import SUBJECT_ID_RE
+from service.embedders import Embedders
 from service.enrollment import enroll_images
 from service.faces import FaceDecoder, FaceInputError, ImageItem, content_hash
 from service.gallery.gallery import Gallery
@@ -48,8 +48,8 @@ class EnrollTarget(Protocol):
 class LocalGallery:
     """Enroll into the gallery this process opened."""
 
-    def __init__(self, gallery: Gallery, embedder: OnnxEmbedder, max_pixels: int) -> None:
-        self.gallery, self.embedder, self.decoder = gallery, embedder, FaceDecoder(max_pixels)
+    def __init__(self, gallery: Gallery, embedders: Embedders, max_pixels: int) -> None:
+        self.gallery, self.embedders, self.decoder = gallery, embedders, FaceDecoder(max_pixels)
 
     def known_hashes(self, subject_id: str) -> set[str]:
         if not SUBJECT_ID_RE.match(subject_id):
@@ -59,7 +59,7 @@ class LocalGallery:
 
     def enroll(self, subject_id: str, path: Path, data: bytes) -> str | None:
         try:
-            enroll_images(self.gallery, self.embedder, self.decoder, subject_id, [ImageItem(data, path.name)])
+            enroll_images(self.gallery, self.embedders, self.decoder, subject_id, [ImageItem(data, path.name)])
         except FaceInputError as exc:
             return exc.detail
         return None

@@ -15,18 +15,30 @@ import numpy as np
 from PIL import Image
 
 from lrface.embedder import FaceInput, OnnxEmbedder
-from lrface.preprocessing import box_to_chip, load_image
+from lrface.preprocessing import box_to_chip, hr_chip, load_image
+from lrface.teacher import DlibEmbedder
+from service.embedders import Embedders
 from service.faces import FaceDecoder, ImageItem
 from service.gallery.gallery import Gallery
 from service.gallery.store import FaceRecord, GalleryStore, NewFace
 
 
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def face_chip_png(face: FaceInput) -> bytes:
     """The canonical chip of a face (:func:`lrface.preprocessing.box_to_chip`) as PNG: re-embedding
     it gives the very input the face gave when it was enrolled."""
-    buffer = io.BytesIO()
-    Image.fromarray(box_to_chip(face.image, face.box)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return _png(box_to_chip(face.image, face.box))
+
+
+def hr_chip_png(face: FaceInput) -> bytes:
+    """The face at 150 px (:func:`lrface.preprocessing.hr_chip`) as PNG: the teacher's view, and what
+    any future model can re-embed."""
+    return _png(hr_chip(face.image, face.box))
 
 
 def chip_face(png: bytes) -> FaceInput:
@@ -35,30 +47,43 @@ def chip_face(png: bytes) -> FaceInput:
 
 def enroll_images(
     gallery: Gallery,
-    embedder: OnnxEmbedder,
+    embedders: Embedders,
     decoder: FaceDecoder,
     subject_id: str,
     items: Sequence[ImageItem],
     detect: bool = False,
     max_request_pixels: int | None = None,
 ) -> list[FaceRecord]:
-    """Enroll ``items`` for ``subject_id``; returns one record per item (``created`` False for an
-    image already enrolled with the same box). Raises :class:`service.faces.FaceInputError` for an
-    unusable image before anything is stored: a request is enrolled whole or not at all."""
+    """Enroll ``items`` for ``subject_id``: each face's student embedding, its teacher embedding (where
+    the teacher serves large faces), its canonical chip and its HR chip. Returns one record per item
+    (``created`` False for an image already enrolled with the same box). Raises
+    :class:`service.faces.FaceInputError` for an unusable image before anything is stored: a request
+    is enrolled whole or not at all."""
     faces = decoder.decode_all(items, detect, max_request_pixels)
-    vectors = embedder.embed([f.face for f in faces])
-    new = [NewFace(f.digest, v, face_chip_png(f.face)) for f, v in zip(faces, vectors, strict=True)]
+    vectors = embedders.embed(faces, "student")
+    use_teacher = embedders.teacher is not None and gallery.teacher is not None
+    teacher = embedders.embed(faces, "teacher") if use_teacher else None
+    new = [
+        NewFace(f.digest, v, face_chip_png(f.face), None if teacher is None else teacher[i], hr_chip_png(f.face))
+        for i, (f, v) in enumerate(zip(faces, vectors, strict=True))
+    ]
     return gallery.enroll(subject_id, new)
 
 
-def reembed_store(store: GalleryStore, embedder: OnnxEmbedder) -> tuple[int, int]:
-    """Re-embed every stored chip with ``embedder``; returns (re-embedded, faces without a chip)."""
-    updates = []
+def reembed_store(store: GalleryStore, embedder: OnnxEmbedder, teacher: DlibEmbedder | None = None) -> tuple[int, int]:
+    """Re-embed every stored face with ``embedder`` (from its canonical chip) and ``teacher`` (from its
+    HR chip, or the canonical chip of faces enrolled before HR chips were kept); returns
+    (re-embedded, faces without a chip)."""
+    updates, teacher_updates = [], []
     missing = 0
-    for face_id, png in store.chips():
+    for face_id, png, hr_png in store.chips():
         if png is None:
             missing += 1
             continue
         updates.append((face_id, embedder.embed([chip_face(png)])[0]))
+        if teacher is not None:
+            teacher_updates.append((face_id, teacher.embed([chip_face(hr_png or png)])[0]))
     store.replace_embeddings(updates, embedder.model_id)
+    if teacher is not None:
+        store.replace_embeddings(teacher_updates, teacher.model_id, space="teacher")
     return len(updates), missing

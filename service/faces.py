@@ -44,6 +44,7 @@ class DecodedFace:
     digest: str  # the gallery's content hash: the bytes and how the face was taken from them
     box: Box | None  # the face box used, in the uploaded image's pixels
     box_clipped: bool = False  # the given box reached outside the image and was clipped to it
+    face_px: float = 0.0  # the face's side in the image as received (its box's longer side, or the image's)
 
 
 def content_hash(data: bytes, box: Box | None = None, detect: bool = False) -> str:
@@ -127,8 +128,10 @@ class FaceDecoder:
             boxes: list[Box] = [box] if box is not None else [tuple(map(float, b)) for b in aligner.detect(image)]  # type: ignore[misc]
             if not boxes:
                 raise FaceInputError(f"{item.label}: no face found")
-            return DecodedFace(FaceInput(aligner.align(image, boxes[0]), None), digest, boxes[0], clipped)
-        return DecodedFace(FaceInput(image, box), digest, box, clipped)
+            found = boxes[0]
+            return DecodedFace(FaceInput(aligner.align(image, found), None), digest, found, clipped, _side(found))
+        side = _side(box) if box is not None else float(max(image.shape[:2]))
+        return DecodedFace(FaceInput(image, box), digest, box, clipped, side)
 
     def decode_all(
         self, items: Sequence[ImageItem], detect: bool = False, max_request_pixels: int | None = None
@@ -136,6 +139,10 @@ class FaceDecoder:
         """Every item of one request, under one pixel budget."""
         budget = PixelBudget(max_request_pixels) if max_request_pixels else None
         return [self.decode(item, detect, budget) for item in items]
+
+
+def _side(box: Box) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1]))
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:

@@ -168,7 +168,7 @@ def test_schema_is_migrated_and_legacy_galleries_are_adopted(tmp_path: Path) -> 
         conn.execute("INSERT INTO subjects VALUES ('old', 1.0)")
         conn.execute("INSERT INTO faces VALUES (7, 'old', 'h', 'm:1', ?, NULL, 1.0)", (_unit(9).tobytes(),))
     store = GalleryStore.sqlite(tmp_path)
-    assert store.revision == head_revision() == "0002"
+    assert store.revision == head_revision() == "0003"
     gallery = Gallery(store, 8, "m:1", FaceIndex(8, "flat"))
     gallery.load()
     assert gallery.search(_unit(9), 1)[0].face_id == 7 and gallery.seq == 1
@@ -188,8 +188,8 @@ def test_a_face_deleted_between_its_commit_and_indexing_never_comes_back(store_u
     other = Gallery(GalleryStore(store_url), 8, "m:1")  # a second worker / replica on the same store
     commit = gallery.store.add_faces
 
-    def add_then_interleave(subject_id: str, faces: list[NewFace], version: str) -> list:  # type: ignore[type-arg]
-        records = commit(subject_id, faces, version)
+    def add_then_interleave(subject_id: str, faces: list[NewFace], *versions: str | None) -> list:  # type: ignore[type-arg]
+        records = commit(subject_id, faces, *versions)
         other.delete_subject(subject_id)  # another process deletes the subject ...
         gallery.sync()  # ... and this process's follower applies the log
         return records
@@ -241,3 +241,26 @@ def test_concurrent_enrol_and_delete_never_leave_a_deleted_subject_searchable(st
         assert all(not g.search(v, 5) for v in vectors), "a deleted face is still searchable"
     deleted = sum(1 for c in gallery.store.changes_since(0, limit=10**6) if c.op == "remove")
     print(f"{store_url.split(':')[0]}: {len(vectors)} enrolments, {deleted} faces deleted concurrently, 0 resurrected")
+
+
+def test_a_second_space_follows_the_same_enrolments_and_deletions(store_url: str) -> None:
+    """The teacher's embeddings (large faces are matched there) are written by the same enrolment and
+    kept in step by the same change log; faces enrolled without one are absent from its index."""
+    store = GalleryStore(store_url)
+    teacher = Gallery(store, 4, "t:1", FaceIndex(4, "flat"), space="teacher")
+    gallery = Gallery(store, 8, "m:1", FaceIndex(8, "flat"), teacher=teacher)
+    gallery.load()
+    t_vec = np.array([0.0, 1.0, 0.0, 0.0], np.float32)
+    gallery.enroll("ann", [NewFace("a", _unit(1), teacher_embedding=t_vec, hr_chip_png=b"png")])
+    store.add_faces("old", [NewFace("o", _unit(2))], "m:1")  # enrolled before the teacher served
+    gallery.sync()
+    assert len(gallery) == 2 and len(teacher) == 1
+    assert gallery.in_space("teacher").search(t_vec, 3)[0].subject_id == "ann"
+    assert store.model_versions("teacher") == {"t:1"} and store.chips()[0][2] == b"png"
+    other = Gallery(GalleryStore(store_url), 8, "m:1", teacher=Gallery(store, 4, "t:2", space="teacher"))
+    with pytest.raises(GalleryVersionMismatch, match="teacher embeddings of model"):
+        other.check_versions()
+    gallery.delete_subject("ann")
+    assert len(teacher) == 0 and gallery.in_space("teacher").search(t_vec, 3) == []
+    with pytest.raises(ValueError, match="no teacher"):
+        Gallery(store, 8, "m:1").in_space("teacher")

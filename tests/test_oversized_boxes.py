@@ -29,23 +29,25 @@ def _png(width: int, height: int, seed: int = 0) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, httpx.Client]]:
+    """A fresh server (its peak memory is this module's alone) with a request budget of 3 MP."""
     env = tiny_service_env(tmp_path_factory.mktemp("boxes"), API_KEYS=f"{ADMIN}:admin", MAX_REQUEST_PIXELS="3000000")
     process = start_server(env)
-    yield process
-    process.stop()
+    try:
+        with httpx.Client(base_url=process.url, headers={"X-API-Key": ADMIN}, timeout=120) as client:
+            yield process, client
+    finally:
+        process.stop()
 
 
 @pytest.fixture()
-def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, headers={"X-API-Key": ADMIN}, timeout=120) as c:
-        yield c
+def client(served: tuple[ServerProcess, httpx.Client]) -> httpx.Client:
+    return served[1]
 
 
-def test_concurrent_oversized_boxes_are_refused_with_bounded_memory(
-    client: httpx.Client, server: ServerProcess
-) -> None:
+def test_concurrent_oversized_boxes_are_refused_with_bounded_memory(served: tuple[ServerProcess, httpx.Client]) -> None:
     """Once, a 30,000-px box on a 24-px image made one request allocate 6 GB."""
+    server, client = served
     before = peak_rss_mb(server.pid)
     oversized = {"images": [{"data": face_png(1), "box": [0, 0, 30000, 30000]}]}
     # A box inside a 20,000 x 20 image: its square crop was once 20,000 x 20,000 pixels (1.2 GB).

@@ -57,6 +57,11 @@ def test_other_model_version_stops_start_up(tmp_path: Path) -> None:
         pass
 
 
+def _retrying(tmp_path: Path, attempts: int) -> Settings:
+    model = write_tiny_model(tmp_path / "model")
+    return Settings(model=model, gallery_dir=tmp_path / "g", gallery_load_attempts=attempts, gallery_load_backoff=0.02)
+
+
 def _wait_for(condition: object, seconds: float = 10) -> None:
     for _ in range(int(seconds / 0.02)):
         if condition():  # type: ignore[operator]
@@ -74,13 +79,7 @@ def test_a_failed_gallery_load_is_retried_with_back_off(tmp_path: Path, monkeypa
         real_load(self)
 
     monkeypatch.setattr(Gallery, "load", flaky_load)
-    settings = Settings(
-        model=write_tiny_model(tmp_path / "model"),
-        gallery_dir=tmp_path / "gallery",
-        gallery_load_attempts=5,
-        gallery_load_backoff=0.05,
-    )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(_retrying(tmp_path, attempts=5))) as client:
         _wait_for(lambda: client.get("/readyz").status_code == 200)
         assert client.get("/readyz").status_code == 200 and len(calls) == 3
         assert client.get("/healthz").status_code == 200
@@ -91,13 +90,7 @@ def test_a_gallery_that_never_loads_fails_liveness(tmp_path: Path, monkeypatch: 
         raise ConnectionError("database unreachable")
 
     monkeypatch.setattr(Gallery, "load", broken_load)
-    settings = Settings(
-        model=write_tiny_model(tmp_path / "model"),
-        gallery_dir=tmp_path / "gallery",
-        gallery_load_attempts=3,
-        gallery_load_backoff=0.01,
-    )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(_retrying(tmp_path, attempts=3))) as client:
         _wait_for(lambda: client.get("/healthz").status_code == 503)
         health = client.get("/healthz")
         assert health.status_code == 503 and "failed to load 3 times" in health.json()["detail"]

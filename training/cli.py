@@ -112,13 +112,19 @@ def evaluate(
     ),
     out: Path = typer.Option(Path("reports/latest"), help="Folder for results.json and report.md."),
     update_card: bool = typer.Option(False, help="Write the LFW test accuracies into each model's card.json."),
+    route: bool = typer.Option(
+        False,
+        help="With --teacher: choose on validation people the face size from which the teacher identifies "
+        "better than the first model, and add the routed row.",
+    ),
 ) -> None:
-    """LFW View 1 test (people unseen in training): verification accuracy (10-fold), AUC, TAR@FAR,
-    HR-HR / LR-LR / HR-LR protocols, extended pair set, rank-1/5 identification."""
+    """LFW View 1 test (people unseen in training): 1:N identification with every test person enrolled
+    (rank-1/5 per probe and per person, FNIR at FPIR), verification accuracy (10-fold), AUC, TAR@FAR,
+    HR-HR / LR-LR / HR-LR protocols, extended pair set."""
     from training.report import record_in_cards, run_evaluation
 
     settings = get_settings()
-    results = run_evaluation(settings, models or [], teacher, protocols.split(","), out)
+    results = run_evaluation(settings, models or [], teacher, protocols.split(","), out, route)
     if update_card:
         record_in_cards(results, out)
     typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'} ({len(results['models'])} models)")

@@ -65,9 +65,15 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
     return float((scores[same.astype(bool)] >= t).mean())
 
 
+def supported_far(negatives: int, far: float) -> bool:
+    """A TAR at ``far`` means something only with at least 10 / far impostor pairs (10 false accepts)."""
+    return negatives >= 10 / far
+
+
 def roc_points(scores: np.ndarray, same: np.ndarray, points: int = 40) -> dict[str, list[float]]:
-    """TAR at log-spaced FARs from 1e-3 to 1 (a compact ROC curve for reports and plots)."""
-    fars = np.logspace(-3, 0, points)
+    """TAR at log-spaced FARs from the lowest the impostor count supports up to 1 (compact ROC)."""
+    lowest = max(1e-3, 10 / max(int((~same.astype(bool)).sum()), 1))
+    fars = np.logspace(np.log10(lowest), 0, points)
     return {"far": [float(f) for f in fars], "tar": [tar_at_far(scores, same, float(f)) for f in fars]}
 
 
@@ -78,18 +84,38 @@ def confidence_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float
     return float(centre - half), float(centre + half)
 
 
-def verification_report(scores: np.ndarray, same: np.ndarray) -> dict[str, Any]:
+def people_bootstrap(correct: np.ndarray, owners: np.ndarray, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of a rate over pairs with the people who own them resampled (pairs of one person
+    are not independent)."""
+    people, inverse = np.unique(owners, return_inverse=True)
+    sums = np.bincount(inverse, weights=correct.astype(np.float64), minlength=len(people))
+    counts = np.bincount(inverse, minlength=len(people)).astype(np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(people), size=(rounds, len(people)))
+    rates = sums[draws].sum(1) / counts[draws].sum(1)
+    low, high = np.percentile(rates, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def verification_report(scores: np.ndarray, same: np.ndarray, owners: np.ndarray | None = None) -> dict[str, Any]:
+    """10-fold accuracy with its 95% interval (Wilson; or a bootstrap over the pairs' ``owners``,
+    people, when given), AUC, and TAR at the FARs that the impostor count supports (else None)."""
     acc, std, threshold = kfold_accuracy(scores, same)
-    low, high = confidence_interval(acc, len(scores))
+    if owners is not None:
+        low, high = people_bootstrap((scores >= threshold) == same.astype(bool), owners)
+    else:
+        low, high = confidence_interval(acc, len(scores))
+    negatives = int((~same.astype(bool)).sum())
     return {
         "accuracy": acc,
         "accuracy_std": std,
         "ci95_low": low,
         "ci95_high": high,
+        "ci95_method": "bootstrap over people" if owners is not None else "Wilson over pairs",
         "threshold": threshold,
         "auc": roc_auc(scores, same),
-        "tar_far_1e-2": tar_at_far(scores, same, 1e-2),
-        "tar_far_1e-3": tar_at_far(scores, same, 1e-3),
+        "tar_far_1e-2": tar_at_far(scores, same, 1e-2) if supported_far(negatives, 1e-2) else None,
+        "tar_far_1e-3": tar_at_far(scores, same, 1e-3) if supported_far(negatives, 1e-3) else None,
+        "impostor_pairs": negatives,
         "pairs": float(len(scores)),
         "roc": roc_points(scores, same),
     }

@@ -9,42 +9,88 @@ from typing import Any
 
 import numpy as np
 
-from lrface.model_card import load_card
+from lrface.data.lfw import identity_split
+from lrface.model_card import Routing, load_card
+from lrface.preprocessing import CHIP_SIDE
 from lrface.settings import Settings
+from lrface.teacher import DLIB_VERSION
 from training.evaluate import (
     RESOLUTIONS,
-    TestSet,
     evaluate_model,
     load_test_set,
     probe_faces,
     student_embedder,
     teacher_embedder,
 )
+from training.identification import identification
+from training.metrics import kfold_accuracy
+from training.routing import choose_size_threshold, routed_results
+from training.teacher_cache import TeacherCache
+from training.validation import val_data
+
+TEACHER_ROW = "teacher-dlib (up-sampled LR)"
 
 
-def _cached_teacher_embed(settings: Settings, test: TestSet, teacher: str) -> Any:
-    """Teacher embeddings of degraded test faces, cached per protocol (they cost minutes each)."""
+def _cached_teacher_embed(settings: Settings, chips: np.ndarray, hr_emb: np.ndarray, label: str, teacher: str) -> Any:
+    """Teacher embeddings of degraded faces, cached per protocol (they cost minutes each); ``label``
+    names the set of people ('test', 'val')."""
     folder = settings.cache / "eval" / teacher
     folder.mkdir(parents=True, exist_ok=True)
-    embed = teacher_embedder(teacher)
-    key = str(len(test.files))
+    embed = teacher_embedder(teacher, workers=2)
+    key = f"{label}-{len(chips)}-chip{CHIP_SIDE}"  # probes start from the canonical chip
 
     def by_protocol(protocol: str) -> np.ndarray:
         if protocol == "hr":
-            return test.hr_teacher
+            return hr_emb
         path = folder / f"{protocol}-{key}.npy"
         if path.exists():
             return np.load(path)
-        emb = embed(probe_faces(test.chips, protocol))
+        emb = embed(probe_faces(chips, protocol))
         np.save(path, emb)
         return emb
 
     return by_protocol
 
 
+def choose_routing(settings: Settings, model_dir: Path) -> dict[str, Any]:
+    """Rank-1 of the student and the teacher on validation people at every clean size, the face size
+    from which the teacher takes over (:func:`training.routing.choose_size_threshold`), and the
+    teacher's decision threshold on validation pairs (HR against a probe of that size)."""
+    split = identity_split(settings.lfw_root())
+    cache = TeacherCache(settings.cache, "dlib")
+    val = val_data(split.val, cache)
+    files = sorted(f for fs in split.val.values() for f in fs)
+    labels = np.unique([f.parent.name for f in files], return_inverse=True)[1]
+    hr_teacher = cache.targets(files).emb
+    student = student_embedder(model_dir)
+    teacher = _cached_teacher_embed(settings, val.chips, hr_teacher, "val", "dlib")
+    protocols = ["hr", *[f"lr{r}" for r in RESOLUTIONS]]
+    student_hr = student(probe_faces(val.chips, "hr"))
+    curves: dict[str, dict[str, float]] = {"student": {}, "teacher": {}}
+    for protocol in protocols:
+        s_probe = student_hr if protocol == "hr" else student(probe_faces(val.chips, protocol))
+        curves["student"][protocol] = identification(student_hr, s_probe, labels)["rank1"]
+        curves["teacher"][protocol] = identification(hr_teacher, teacher(protocol), labels)["rank1"]
+    threshold = choose_size_threshold(curves["student"], curves["teacher"])
+    routing: dict[str, Any] = {
+        "min_face_px_for_teacher": threshold,
+        "validation_rank1": curves,
+        "validation_people": int(len(np.unique(labels))),
+        "validation_images": int(len(labels)),
+    }
+    if threshold is not None:
+        probes = teacher("hr" if threshold > max(RESOLUTIONS) else f"lr{threshold}")
+        scores = (hr_teacher[val.pairs[:, 0]] * probes[val.pairs[:, 1]]).sum(1)
+        routing["teacher_threshold"] = kfold_accuracy(scores, val.same)[2]
+        routing["teacher_threshold_pairs"] = f"{len(scores)} validation pairs, HR against {threshold} px"
+    return routing
+
+
 def run_evaluation(
-    settings: Settings, model_dirs: list[Path], teacher: bool, protocols: list[str], out: Path
+    settings: Settings, model_dirs: list[Path], teacher: bool, protocols: list[str], out: Path, route: bool = False
 ) -> dict[str, Any]:
+    """Evaluate ``model_dirs`` (and the teacher) on the test people; with ``route`` (needs the teacher),
+    choose on validation people the face size from which the teacher serves, and add the routed row."""
     test = load_test_set(settings.lfw_root(), settings.cache)
     results: dict[str, Any] = {"command": " ".join(["lrface", *sys.argv[1:]]), "models": {}}
     for directory in model_dirs:
@@ -56,8 +102,15 @@ def run_evaluation(
             **evaluate_model(lambda p, e=embed: e(probe_faces(test.chips, p)), test, protocols),  # type: ignore[misc]
         }
     if teacher:
-        by_protocol = _cached_teacher_embed(settings, test, "dlib")
-        results["models"]["teacher-dlib (up-sampled LR)"] = evaluate_model(by_protocol, test, protocols)
+        by_protocol = _cached_teacher_embed(settings, test.chips, test.hr_teacher, "test", "dlib")
+        results["models"][TEACHER_ROW] = evaluate_model(by_protocol, test, protocols)
+    if route and teacher and model_dirs:
+        routing = choose_routing(settings, model_dirs[0])
+        results["routing"] = routing
+        student_row = results["models"][load_card(model_dirs[0]).model_version]
+        threshold = routing["min_face_px_for_teacher"]
+        name = f"routed: teacher from {threshold} px, else {load_card(model_dirs[0]).model_version}"
+        results["models"][name] = routed_results(student_row, results["models"][TEACHER_ROW], threshold)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_report(results, protocols, out)
@@ -68,6 +121,7 @@ def record_in_cards(results: dict[str, Any], out: Path) -> None:
     """Copy each model's LFW View 1 test accuracies (official pairs) into its model card."""
     from lrface.model_card import load_card
 
+    first = next((e for e in results["models"].values() if "model_dir" in e), None)
     for entry in results["models"].values():
         if "model_dir" not in entry:
             continue
@@ -83,6 +137,14 @@ def record_in_cards(results: dict[str, Any], out: Path) -> None:
                 if key.startswith(("hr-", "lr-"))
             },
         }
+        routing = results.get("routing")
+        if routing and routing.get("min_face_px_for_teacher") and entry is first:
+            card.routing = Routing(
+                teacher_version=DLIB_VERSION,
+                min_face_px=routing["min_face_px_for_teacher"],
+                threshold=routing["teacher_threshold"],
+                validation={k: v for k, v in routing.items() if k != "min_face_px_for_teacher"},
+            )
         card.save(directory)
 
 
@@ -93,30 +155,105 @@ def _acc(entry: dict[str, Any], key: str, pairs: str = "official") -> str:
     return f"{100 * r['accuracy']:.1f} ({100 * r['ci95_low']:.1f}–{100 * r['ci95_high']:.1f})"
 
 
+IDENT_PROTOCOLS = ("lr8", "lr12", "lr16", "lr24", "lr32", "hr", "surveillance16")
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def identification_lines(results: dict[str, Any]) -> list[str]:
+    """The identification tables (the headline): rank-1 by probe size, then per-person and open-set
+    figures at 16 px and on HR probes."""
+    some = next(iter(results["models"].values()))
+    ident = some.get("ident@lr16") or some.get("ident@hr") or {}
+    lines = [
+        "## Identification (1:N)",
+        "",
+        f"One HR image of every test person enrolled ({ident.get('enrolled', '?')} people, singletons "
+        f"included as distractors); every other image is a probe ({ident.get('probes', '?')} probes of "
+        f"{ident.get('probe_people', '?')} people), degraded to the column's size. Rank-1 per probe in %, "
+        "95% interval from a bootstrap over people in brackets at 16 px.",
+        "",
+        "| model | "
+        + " | ".join(p.replace("lr", "").replace("surveillance", "surv. ") for p in IDENT_PROTOCOLS)
+        + " |",
+        "| --- |" + " --- |" * len(IDENT_PROTOCOLS),
+    ]
+    for name, entry in results["models"].items():
+        cells = []
+        for protocol in IDENT_PROTOCOLS:
+            r = entry.get(f"ident@{protocol}")
+            if r is None:
+                cells.append("–")
+            elif protocol == "lr16":
+                low, high = r["rank1_ci95"]
+                cells.append(f"{_pct(r['rank1'])} ({_pct(low)}–{_pct(high)})")
+            else:
+                cells.append(_pct(r["rank1"]))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Rank-1 / rank-5 per probe and averaged per person, and open-set FNIR at FPIR = 1% and 10% "
+        "(NIST FRVT's 1:N measure: each probe searched once with its mate enrolled and once without):",
+        "",
+        "| model | probe | rank-1 | rank-5 | rank-1 per person | rank-5 per person"
+        " | FNIR @ FPIR 1% | FNIR @ FPIR 10% |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, entry in results["models"].items():
+        for protocol in ("lr16", "hr"):
+            r = entry.get(f"ident@{protocol}")
+            if r is None:
+                continue
+            lines.append(
+                f"| {name} | {protocol} | {_pct(r['rank1'])} | {_pct(r['rank5'])} | {_pct(r['rank1_per_person'])} | "
+                f"{_pct(r['rank5_per_person'])} | {_pct(r['fnir_at_fpir_0.01'])} | {_pct(r['fnir_at_fpir_0.1'])} |"
+            )
+    routing = results.get("routing")
+    if routing:
+        curves = routing["validation_rank1"]
+        sizes = list(curves["student"])
+        lines += [
+            "",
+            f"Routing, chosen on {routing['validation_people']} validation people ({routing['validation_images']} "
+            f"images; never test people): the teacher serves faces from **{routing['min_face_px_for_teacher']} px**, "
+            "the student below. Validation rank-1 (%):",
+            "",
+            "| model | " + " | ".join(sizes) + " |",
+            "| --- |" + " --- |" * len(sizes),
+            *[f"| {m} | " + " | ".join(_pct(curves[m][p]) for p in sizes) + " |" for m in ("student", "teacher")],
+        ]
+    return [*lines, ""]
+
+
 def write_report(results: dict[str, Any], protocols: list[str], out: Path) -> None:
     lines = [
         "# lrface evaluation on LFW View 1 test (people unseen in training)",
         "",
         f"Command: `{results['command']}`",
         "",
-        "Verification accuracy in % with the 10-fold LFW threshold protocol on the 1,000 official pairs "
-        "(95% Wilson interval in brackets).",
+        *identification_lines(results),
+        "## Verification (1:1)",
+        "",
+        "Accuracy in % with the 10-fold LFW threshold protocol on the 1,000 official pairs (95% Wilson "
+        "interval in brackets); the extended pairs (at most 20 matched pairs per person, as many "
+        "mismatched) carry a bootstrap interval over people. TAR@FAR only where the impostor pairs "
+        "support it (at least 10 / FAR of them): 1e-2 on the extended set; neither 1e-2 nor 1e-3 on the "
+        "official 500, nor 1e-3 on the extended set.",
         "",
     ]
     lines += [
-        "| model | HR–HR | LR–LR 16 px | HR–LR 16 px | LR–LR 16 px, extended pairs"
-        " | TAR@FAR=1e-3 LR–LR 16 | rank-1 16 px |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| model | HR–HR | LR–LR 16 px | HR–LR 16 px | LR–LR 16 px, extended pairs | TAR@FAR=1e-3 LR–LR 16, extended |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, entry in results["models"].items():
         ext = entry.get("lr-lr@lr16", {}).get("extended")
-        ident = entry.get("ident@lr16")
         lines.append(
             f"| {name} | {_acc(entry, 'hr-hr')} | {_acc(entry, 'lr-lr@lr16')} | {_acc(entry, 'hr-lr@lr16')} | "
-            f"{100 * ext['accuracy']:.1f} ({int(ext['pairs'])} pairs) | "
-            f"{100 * entry['lr-lr@lr16']['official']['tar_far_1e-3']:.1f} | {100 * ident['rank1']:.1f} |"
-            if ext and ident
-            else f"| {name} | {_acc(entry, 'hr-hr')} | – | – | – | – | – |"
+            f"{_acc(entry, 'lr-lr@lr16', 'extended')} [{int(ext['pairs'])} pairs] | {_pct(ext['tar_far_1e-2'])} |"
+            if ext
+            else f"| {name} | {_acc(entry, 'hr-hr')} | – | – | – | – |"
         )
     lines += [
         "",

@@ -109,19 +109,21 @@ def identity_split(root: Path, val_fraction: float = 0.1, seed: int = 0) -> Spli
 
 
 def make_pairs(
-    identities: dict[str, list[Path]], n_pairs: int | None = None, seed: int = 0
+    identities: dict[str, list[Path]], n_pairs: int | None = None, seed: int = 0, max_per_person: int | None = None
 ) -> list[tuple[Path, Path, bool]]:
-    """Matched pairs (every pair of images of one person, or ``n_pairs`` of them) and as many mismatched.
+    """Matched pairs (every pair of images of one person, at most ``max_per_person`` of each, or
+    ``n_pairs`` in all) and as many mismatched.
 
     Used for validation pairs and for the extended test pair set, always from one split's people.
+    The cap keeps a few people with hundreds of photos from owning most matched pairs.
     """
     rng = random.Random(seed)
-    matched = [
-        (files[i], files[j], True)
-        for files in identities.values()
-        for i in range(len(files))
-        for j in range(i + 1, len(files))
-    ]
+    matched = []
+    for files in identities.values():
+        own = [(files[i], files[j], True) for i in range(len(files)) for j in range(i + 1, len(files))]
+        if max_per_person is not None and len(own) > max_per_person:
+            own = rng.sample(own, max_per_person)
+        matched += own
     rng.shuffle(matched)
     if n_pairs is not None:
         matched = matched[:n_pairs]

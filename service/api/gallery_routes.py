@@ -30,7 +30,7 @@ async def enroll(subject_id: str, request: Request) -> s.EnrollResponse:
     subject_id_of(subject_id)
     items, detect = await ctx.image_list(s.EnrollRequest)
     records = await ctx.run(
-        enroll_images, ctx.gallery, ctx.embedder, ctx.decoder, subject_id, items, detect,
+        enroll_images, ctx.gallery, ctx.embedders, ctx.decoder, subject_id, items, detect,
         ctx.settings.max_request_pixels,
     )  # fmt: skip
     return s.EnrollResponse(

@@ -8,6 +8,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -21,6 +22,7 @@ from lrface.embedder import OnnxEmbedder
 from lrface.settings import Settings
 from service.api import schemas as s
 from service.api.schemas import Box, ImageIn
+from service.embedders import Embedders, Space
 from service.faces import DecodedFace, FaceDecoder, ImageItem
 from service.gallery.gallery import Gallery
 
@@ -140,12 +142,21 @@ def subject_id_of(subject_id: str) -> str:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
 
 
+@dataclass
+class Probe:
+    """A face to compare: decoded (embedded once its space is chosen), or an edge embedding."""
+
+    face: DecodedFace | None
+    vector: np.ndarray | None = None
+
+
 class RequestContext:
     """What a route needs from the app's state and its request, typed."""
 
     def __init__(self, request: Request) -> None:
         state = request.app.state
-        self.embedder: OnnxEmbedder = state.embedder
+        self.embedders: Embedders = state.embedders
+        self.embedder: OnnxEmbedder = state.embedders.student
         self.decoder: FaceDecoder = state.decoder
         self.settings: Settings = state.settings
         self.request = request
@@ -204,13 +215,21 @@ class RequestContext:
         detect = parse_bool(form.get("detect"), "detect")  # type: ignore[arg-type]
         return await self.items_from_form(form, "images", [str(b) for b in form.getlist("box")]), detect
 
-    def _decode_and_embed(self, items: list[ImageItem], detect: bool) -> tuple[list[DecodedFace], np.ndarray]:
+    def _decode_and_embed(
+        self, items: list[ImageItem], detect: bool, space: Space | None
+    ) -> tuple[list[DecodedFace], np.ndarray, Space]:
         faces = self.decoder.decode_all(items, detect, self.settings.max_request_pixels)
-        return faces, self.embedder.embed([f.face for f in faces])
+        if space is None:  # routed: the teacher only when every face is large enough for it
+            spaces = {self.embedders.space_for(f) for f in faces}
+            space = "teacher" if spaces == {"teacher"} else "student"
+        return faces, self.embedders.embed(faces, space), space
 
-    async def embed(self, items: list[ImageItem], detect: bool) -> tuple[list[DecodedFace], np.ndarray]:
-        """Decode (under the request's pixel budget) and embed, in the thread pool."""
-        return await self.run(self._decode_and_embed, items, detect)
+    async def embed(
+        self, items: list[ImageItem], detect: bool, space: Space | None = "student"
+    ) -> tuple[list[DecodedFace], np.ndarray, Space]:
+        """Decode (under the request's pixel budget) and embed in ``space`` (None: routed by face
+        size), in the thread pool."""
+        return await self.run(self._decode_and_embed, items, detect, space)
 
     async def read(self, model: type[M], form_fields: tuple[str, ...], max_files: int) -> tuple[M, Any]:
         """The request as ``(body model, multipart form or None)``: JSON bodies validate whole, multipart
@@ -238,7 +257,7 @@ class RequestContext:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{what} must be finite and non-zero")
         return (vector / norm).astype(np.float32)
 
-    async def optional_vector(
+    async def optional_probe(
         self,
         form: Any,
         field: str,
@@ -246,8 +265,9 @@ class RequestContext:
         embedding: s.EmbeddingIn | None,
         detect: bool,
         box: str | None = None,
-    ) -> np.ndarray | None:
-        """The unit embedding of one face given as a file, a base64 image or an edge embedding, or None."""
+    ) -> Probe | None:
+        """One face given as a file, a base64 image (decoded, not embedded yet) or an edge embedding
+        (the student's space), or None when absent."""
         if form is not None:
             if form.get(field) is None:
                 return None
@@ -257,9 +277,26 @@ class RequestContext:
                 status.HTTP_422_UNPROCESSABLE_ENTITY, f"give {field} as an image or an embedding, not both"
             )
         elif embedding is not None:
-            return self.check_embedding(embedding, f"{field} embedding")
+            return Probe(None, self.check_embedding(embedding, f"{field} embedding"))
         elif image is not None:
             items = await self.run(self.items_from_json, [image], field)
         else:
             return None
-        return (await self.embed(items, detect))[1][0]
+        decoded = await self.run(self.decoder.decode_all, items, detect, self.settings.max_request_pixels)
+        return Probe(decoded[0], None)
+
+    def _embed_probes(self, probes: list[Probe], gallery: Gallery | None) -> tuple[list[np.ndarray], Space]:
+        faces = [p.face for p in probes if p.face is not None]
+        routed = {self.embedders.space_for(f) for f in faces}
+        # Against a gallery, the teacher only when it holds every face (a gallery enrolled before the
+        # teacher served has none until `lrface gallery reembed`: its faces stay with the student).
+        complete = gallery is None or (gallery.teacher is not None and len(gallery.teacher) == len(gallery))
+        space: Space = "teacher" if len(faces) == len(probes) and routed == {"teacher"} and complete else "student"
+        vectors = iter(self.embedders.embed(faces, space)) if faces else iter(())
+        return [p.vector if p.vector is not None else next(vectors) for p in probes], space
+
+    async def embed_probes(self, probes: list[Probe], gallery: Gallery | None = None) -> tuple[list[np.ndarray], Space]:
+        """Unit embeddings of ``probes`` in one space: the teacher's when every probe is a face large
+        enough for it (see the model card's routing) and ``gallery`` (when given) holds every face in
+        the teacher's space, else the student's."""
+        return await self.run(self._embed_probes, probes, gallery)

@@ -50,6 +50,9 @@ def readyz(request: Request) -> s.Ready:
         gallery_faces=len(gallery),
         gallery_seq=gallery.seq,
         index_kind=gallery.index.active_kind,
+        embedders=state.embedders.describe(),
+        teacher_from_px=state.embedders.routing.min_face_px if state.embedders.teacher is not None else None,
+        teacher_faces=len(gallery.teacher) if gallery.teacher is not None else None,
         index_device=gallery.index.device,
     )
 

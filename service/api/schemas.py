@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -39,11 +39,22 @@ class FaceEmbedding(BaseModel):
     embedding: list[float]
     box: Box | None = Field(description="The face box used, in input-image pixels (None: the whole image).")
     box_clipped: bool = Field(False, description="The given box reached outside the image and was clipped to it.")
+    face_px: float = Field(0.0, description="The face's side in the image as sent (its box's, or the image's).")
+
+
+EmbedderName = Annotated[
+    Literal["student", "teacher"],
+    Field(
+        description="Which model embedded the face: 'student' (small faces) or 'teacher' (faces of at least the "
+        "card's routing.min_face_px); scores of one are not comparable with the other's."
+    ),
+]
 
 
 class EmbedResponse(BaseModel):
     model: str
     model_version: str
+    embedder: EmbedderName = "student"
     embeddings: list[FaceEmbedding]
 
 
@@ -65,6 +76,8 @@ class IdentifyResponse(BaseModel):
     decision: str | None = Field(description="The top subject when its score reaches the threshold, else null.")
     threshold: float
     model_version: str
+    embedder: EmbedderName = "student"
+    face_px: float | None = Field(None, description="The probe face's side in the image as sent (None: embedding).")
 
 
 class VerifyRequest(BaseModel):
@@ -86,6 +99,7 @@ class VerifyResponse(BaseModel):
     mean_score: float | None = Field(None, description="Mean over the subject's faces (subject mode only).")
     faces_compared: int = 1
     model_version: str
+    embedder: EmbedderName = "student"
 
 
 class EnrollRequest(BaseModel):
@@ -144,6 +158,9 @@ class Ready(BaseModel):
     gallery_seq: int = Field(description="Gallery change-log position this process's index reflects.")
     index_kind: str
     index_device: str
+    embedders: str = Field(description="Which model serves which faces.")
+    teacher_from_px: int | None = Field(None, description="Faces of at least this side go to the teacher.")
+    teacher_faces: int | None = Field(None, description="Faces in the teacher's index (None: no teacher).")
 
 
 class Problem(BaseModel):

@@ -34,8 +34,21 @@ class Match:
 
 
 class Gallery:
-    def __init__(self, store: GalleryStore, dim: int, model_version: str, index: FaceIndex | None = None) -> None:
-        self.store, self.dim, self.model_version = store, dim, model_version
+    """The student's index over the store, and (where the model card routes large faces to the
+    teacher) ``teacher``: a second gallery over the same store in the teacher's embedding space,
+    written by the same enrolments and kept in step by the same change log."""
+
+    def __init__(
+        self,
+        store: GalleryStore,
+        dim: int,
+        model_version: str,
+        index: FaceIndex | None = None,
+        space: str = "student",
+        teacher: Gallery | None = None,
+    ) -> None:
+        self.store, self.dim, self.model_version, self.space = store, dim, model_version, space
+        self.teacher = teacher
         self.index = index or FaceIndex(dim)
         self.seq = 0  # change-log position the index reflects
         self._subject_of: dict[int, str] = {}
@@ -45,25 +58,32 @@ class Gallery:
     def load(self) -> None:
         """Check model versions and build the index from the store (start-up, or `rebuild-index`)."""
         self.check_versions()
-        snap = self.store.snapshot()
+        snap = self.store.snapshot(self.space)
         vectors = snap.vectors if len(snap.face_ids) else np.zeros((0, self.dim), np.float32)
         with self._lock:
             self.index.rebuild(snap.face_ids, vectors)
             self._subject_of = dict(zip(snap.face_ids.tolist(), snap.subject_ids, strict=True))
             self.seq = snap.seq
+        if self.teacher is not None:
+            self.teacher.load()
 
     def check_versions(self) -> None:
-        versions = self.store.model_versions()
+        versions = self.store.model_versions(self.space)
         foreign = versions - {self.model_version}
         if foreign:
             raise GalleryVersionMismatch(
-                f"gallery {self.store.describe()} holds embeddings of model {sorted(foreign)} but the service runs "
-                f"{self.model_version}; run `lrface gallery reembed` (re-embeds from stored face chips) first"
+                f"gallery {self.store.describe()} holds {self.space} embeddings of model {sorted(foreign)} but the "
+                f"service runs {self.model_version}; run `lrface gallery reembed` (re-embeds from stored face "
+                "chips) first"
             )
+        if self.teacher is not None:
+            self.teacher.check_versions()
 
     def sync(self) -> int:
         """Apply every change committed since ``seq`` (by any process), in log order; returns how many
         were read. The only way the index changes after :meth:`load`."""
+        if self.teacher is not None:
+            self.teacher.sync()  # the same log, applied to the teacher's index
         read = 0
         with self._sync_lock:
             while True:
@@ -78,7 +98,7 @@ class Gallery:
                 with self._lock:
                     added = [i for i in added if i not in self._subject_of]
                 if added:
-                    ids, subject_ids, vectors = self.store.faces_by_id(added)  # those deleted since are absent
+                    ids, subject_ids, vectors = self.store.faces_by_id(added, self.space)  # deleted ones are absent
                     self._add(ids, subject_ids, vectors)
                 self._remove([c.face_id for c in pending if c.op == "remove" and c.face_id is not None])
                 self.seq = pending[-1].seq
@@ -99,7 +119,8 @@ class Gallery:
                 del self._subject_of[i]
 
     def enroll(self, subject_id: str, faces: list[NewFace]) -> list[FaceRecord]:
-        records = self.store.add_faces(subject_id, faces, self.model_version)  # committed here
+        teacher_version = self.teacher.model_version if self.teacher is not None else None
+        records = self.store.add_faces(subject_id, faces, self.model_version, teacher_version)  # committed here
         if any(r.created for r in records):
             self.sync()  # searchable before the enrolment is acknowledged
         return records
@@ -119,6 +140,14 @@ class Gallery:
     def get_subject(self, subject_id: str) -> SubjectRecord | None:
         return self.store.get_subject(subject_id)
 
+    def in_space(self, space: str) -> Gallery:
+        """This gallery ('student') or its teacher gallery ('teacher')."""
+        if space == self.space:
+            return self
+        if space == "teacher" and self.teacher is not None:
+            return self.teacher
+        raise ValueError(f"this gallery has no {space} embeddings")
+
     def search(self, query: np.ndarray, top_k: int) -> list[Match]:
         """Best-scoring subjects (each by its best face), highest first."""
         with self._lock:
@@ -132,7 +161,7 @@ class Gallery:
 
     def subject_scores(self, subject_id: str, query: np.ndarray) -> tuple[float, float, int] | None:
         """(best, mean, face count) of ``query`` against every face of one subject."""
-        ids, _, vectors = self.store.embeddings(subject_id)
+        ids, _, vectors = self.store.embeddings(subject_id, self.space)
         if not len(ids):
             return None
         scores = vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
@@ -175,11 +204,20 @@ class ChangeFollower:
                 self._failing = False
 
 
-def open_gallery(settings: Settings, dim: int, model_version: str, load: bool = True) -> Gallery:
-    """Open the store (migrating it), check its model version, and build the index unless ``load=False``."""
+def open_gallery(
+    settings: Settings, dim: int, model_version: str, load: bool = True, teacher: tuple[int, str] | None = None
+) -> Gallery:
+    """Open the store (migrating it), check its model versions, and build the index (and the teacher's,
+    given ``teacher=(dim, model id)``) unless ``load=False``."""
     store = open_store(settings.database_url, settings.gallery_dir, settings.db_pool_size, settings.db_max_overflow)
-    index = FaceIndex(dim, settings.index, settings.hnsw_threshold, device=settings.faiss_device)
-    gallery = Gallery(store, dim, model_version, index)
+
+    def index(size: int) -> FaceIndex:
+        return FaceIndex(size, settings.index, settings.hnsw_threshold, device=settings.faiss_device)
+
+    teacher_gallery = (
+        Gallery(store, teacher[0], teacher[1], index(teacher[0]), space="teacher") if teacher is not None else None
+    )
+    gallery = Gallery(store, dim, model_version, index(dim), teacher=teacher_gallery)
     try:
         gallery.check_versions()
         if load:

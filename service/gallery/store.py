@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.gallery import schema
-from service.gallery.tables import changes, faces, subjects
+from service.gallery.tables import SPACES, changes, faces, subjects
 
 WRITE_LOCK = 0x6C72_6661_6366  # pg_advisory_xact_lock key every writer holds until it commits
 
@@ -36,6 +36,8 @@ class NewFace:
     content_hash: str
     embedding: np.ndarray
     chip_png: bytes | None = None
+    teacher_embedding: np.ndarray | None = None  # the teacher's, where the service routes large faces to it
+    hr_chip_png: bytes | None = None  # the face at 150 px, for re-embedding by any future model
 
 
 @dataclass
@@ -147,7 +149,9 @@ class GalleryStore:
 
     # -- writes -------------------------------------------------------------------------------------
 
-    def add_faces(self, subject_id: str, new_faces: list[NewFace], model_version: str) -> list[FaceRecord]:
+    def add_faces(
+        self, subject_id: str, new_faces: list[NewFace], model_version: str, teacher_version: str | None = None
+    ) -> list[FaceRecord]:
         """Add faces to a subject (created when new) in one transaction; repeats are reported, not added."""
         now = time.time()
         records: list[FaceRecord] = []
@@ -171,6 +175,9 @@ class GalleryStore:
                         embedding=_blob(face.embedding),
                         chip=face.chip_png,
                         created_at=now,
+                        teacher_embedding=None if face.teacher_embedding is None else _blob(face.teacher_embedding),
+                        teacher_version=None if face.teacher_embedding is None else teacher_version,
+                        hr_chip=face.hr_chip_png,
                     )
                     .returning(faces.c.face_id)
                 ).scalar_one()
@@ -225,12 +232,15 @@ class GalleryStore:
             self._log(conn, "remove", [(face_id, subject_id)] if removed else [], time.time())
         return bool(removed)
 
-    def replace_embeddings(self, updates: list[tuple[int, np.ndarray]], model_version: str) -> None:
+    def replace_embeddings(
+        self, updates: list[tuple[int, np.ndarray]], model_version: str, space: str = "student"
+    ) -> None:
+        vector, model = SPACES[space]
         with self._write() as conn:
             if updates:
                 conn.execute(
                     faces.update().where(faces.c.face_id == sa.bindparam("fid")),
-                    [{"fid": fid, "embedding": _blob(v), "model_version": model_version} for fid, v in updates],
+                    [{"fid": fid, vector.name: _blob(v), model.name: model_version} for fid, v in updates],
                 )
             self._log(conn, "reload", [(None, None)], time.time())
 
@@ -264,29 +274,37 @@ class GalleryStore:
             ).all()
         return [(r[0], int(r[1]), r[2]) for r in rows], int(total)
 
-    def embeddings(self, subject_id: str | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """``(face_ids, subject_ids, (N, D) embeddings)`` of every face, or of one subject's faces."""
+    def embeddings(
+        self, subject_id: str | None = None, space: str = "student"
+    ) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """``(face_ids, subject_ids, (N, D) embeddings)`` of every face, or of one subject's faces, in
+        ``space`` ('student', or 'teacher': only the faces that have one)."""
         with self._read() as conn:
-            return self._embeddings(conn, None if subject_id is None else faces.c.subject_id == subject_id)
+            return self._embeddings(conn, None if subject_id is None else faces.c.subject_id == subject_id, space)
 
     @staticmethod
-    def _embeddings(conn: sa.Connection, where: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
-        query = sa.select(faces.c.face_id, faces.c.subject_id, faces.c.embedding).order_by(faces.c.face_id)
+    def _embeddings(
+        conn: sa.Connection, where: Any, space: str = "student"
+    ) -> tuple[np.ndarray, list[str], np.ndarray]:
+        vector = SPACES[space][0]
+        query = (
+            sa.select(faces.c.face_id, faces.c.subject_id, vector).where(vector.is_not(None)).order_by(faces.c.face_id)
+        )
         rows = conn.execute(query if where is None else query.where(where)).all()
         if not rows:
             return np.zeros(0, dtype=np.int64), [], np.zeros((0, 0), dtype=np.float32)
         ids = np.asarray([r[0] for r in rows], dtype=np.int64)
         return ids, [r[1] for r in rows], _vectors([r[2] for r in rows])
 
-    def faces_by_id(self, face_ids: Sequence[int]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    def faces_by_id(self, face_ids: Sequence[int], space: str = "student") -> tuple[np.ndarray, list[str], np.ndarray]:
         """Like ``embeddings`` for the given face ids (those still present)."""
         with self._read() as conn:
-            return self._embeddings(conn, faces.c.face_id.in_([int(i) for i in face_ids]))
+            return self._embeddings(conn, faces.c.face_id.in_([int(i) for i in face_ids]), space)
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, space: str = "student") -> Snapshot:
         with self._read(consistent=True) as conn:
             seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one()
-            ids, subject_ids, vectors = self._embeddings(conn, None)
+            ids, subject_ids, vectors = self._embeddings(conn, None, space)
         return Snapshot(ids, subject_ids, vectors, int(seq))
 
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
@@ -299,16 +317,17 @@ class GalleryStore:
             ).all()
         return [Change(int(r[0]), r[1], None if r[2] is None else int(r[2]), r[3]) for r in rows]
 
-    def chips(self) -> list[tuple[int, bytes | None]]:
+    def chips(self) -> list[tuple[int, bytes | None, bytes | None]]:
+        """``(face_id, canonical chip PNG, HR chip PNG)`` of every face (None where not kept)."""
         with self._read() as conn:
-            return [
-                (int(r[0]), r[1])
-                for r in conn.execute(sa.select(faces.c.face_id, faces.c.chip).order_by(faces.c.face_id))
-            ]
+            query = sa.select(faces.c.face_id, faces.c.chip, faces.c.hr_chip).order_by(faces.c.face_id)
+            return [(int(r[0]), r[1], r[2]) for r in conn.execute(query)]
 
-    def model_versions(self) -> set[str]:
+    def model_versions(self, space: str = "student") -> set[str]:
+        """The models whose embeddings the gallery holds in ``space``."""
+        model = SPACES[space][1]
         with self._read() as conn:
-            return set(conn.execute(sa.select(faces.c.model_version).distinct()).scalars())
+            return set(conn.execute(sa.select(model).where(model.is_not(None)).distinct()).scalars())
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

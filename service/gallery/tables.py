@@ -27,7 +27,17 @@ faces = sa.Table(
     sa.Column("embedding", sa.LargeBinary, nullable=False),
     sa.Column("chip", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Revision 0003: the teacher's embedding (large faces are matched in its space) and the HR chip.
+    sa.Column("teacher_embedding", sa.LargeBinary, nullable=True),
+    sa.Column("teacher_version", sa.Text, nullable=True),
+    sa.Column("hr_chip", sa.LargeBinary, nullable=True),
 )
+
+# The embedding spaces a face can be searched in: (embedding column, model column).
+SPACES = {
+    "student": (faces.c.embedding, faces.c.model_version),
+    "teacher": (faces.c.teacher_embedding, faces.c.teacher_version),
+}
 
 # The change log replicas follow: one row per added or removed face, or one 'reload' row after a bulk
 # rewrite. ``seq`` grows in commit order (writers serialise), so "everything after seq N" is exact.

@@ -1,0 +1,75 @@
+"""The embedders the service runs and which face goes to which: the student for small faces, the
+teacher (an HR embedder, :class:`lrface.teacher.DlibEmbedder`) for faces of at least the card's
+``routing.min_face_px``, measured in the image as received. Without a routing in the card, or
+without dlib installed, the student serves every face."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from lrface.alignment import AlignerUnavailable
+from lrface.embedder import OnnxEmbedder
+from lrface.model_card import Routing
+from lrface.teacher import DlibEmbedder
+from service.faces import DecodedFace
+
+log = logging.getLogger("lrface.embedders")
+Space = Literal["student", "teacher"]
+
+
+@dataclass
+class Embedders:
+    student: OnnxEmbedder
+    teacher: DlibEmbedder | None = None
+    routing: Routing | None = None
+
+    @classmethod
+    def for_model(cls, student: OnnxEmbedder, use_teacher: bool = True) -> Embedders:
+        """The student, plus the teacher where the card routes faces to it and dlib is installed."""
+        routing = student.card.routing
+        if routing is None or not use_teacher:
+            return cls(student)
+        try:
+            teacher = DlibEmbedder()
+        except AlignerUnavailable as exc:
+            log.warning("the model card routes faces from %d px to the teacher, but %s; the student serves all",
+                        routing.min_face_px, exc)  # fmt: skip
+            return cls(student)
+        if teacher.version != routing.teacher_version:
+            log.warning("the card's teacher is %s, this dlib has %s: the student serves all faces",
+                        routing.teacher_version, teacher.version)  # fmt: skip
+            return cls(student)
+        return cls(student, teacher, routing)
+
+    def space_for(self, face: DecodedFace) -> Space:
+        if self.teacher is not None and self.routing is not None and face.face_px >= self.routing.min_face_px:
+            return "teacher"
+        return "student"
+
+    def threshold(self, space: Space) -> float:
+        if space == "teacher" and self.routing is not None:
+            return self.routing.threshold
+        return self.student.card.threshold
+
+    def embed(self, faces: list[DecodedFace], space: Space) -> np.ndarray:
+        if space == "teacher":
+            assert self.teacher is not None
+            return self.teacher.embed([f.face for f in faces])
+        return self.student.embed([f.face for f in faces])
+
+    @property
+    def teacher_space(self) -> tuple[int, str] | None:
+        """``(dim, model id)`` of the teacher's gallery space, when the teacher serves."""
+        return (self.teacher.embedding_size, self.teacher.model_id) if self.teacher is not None else None
+
+    def describe(self) -> str:
+        if self.routing is None or self.teacher is None:
+            return f"student {self.student.model_version} for every face"
+        return (
+            f"student {self.student.model_version} below {self.routing.min_face_px} px, "
+            f"teacher {self.teacher.model_id} from there"
+        )

@@ -1,0 +1,118 @@
+"""Each face goes to the model that serves it best: with a routing in the model card, faces of at
+least ``min_face_px`` are matched by the teacher (dlib's ResNet, no torch) against the gallery's
+teacher embeddings, smaller ones by the student. Real photos, a real server."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from lrface.alignment import aligner_available
+from lrface.model_card import Routing, load_card
+from lrface.teacher import DLIB_VERSION
+from tests.faces import lfw_faces
+from tests.model_fixtures import write_tiny_model
+from tests.server import running_server
+
+pytestmark = pytest.mark.skipif(not aligner_available(), reason="dlib (the align extra) not installed")
+PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair")
+
+
+def _routed_model(directory: Path, min_face_px: int = 40) -> Path:
+    write_tiny_model(directory)
+    card = load_card(directory)
+    card.routing = Routing(teacher_version=DLIB_VERSION, min_face_px=min_face_px, threshold=0.5)
+    card.save(directory)
+    return directory
+
+
+def _small_chip(photo: Path, side: int = 16) -> bytes:
+    face = Image.open(photo).convert("RGB").crop((75, 75, 175, 175)).resize((side, side), Image.Resampling.BOX)
+    buffer = io.BytesIO()
+    face.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_large_faces_go_to_the_teacher_small_ones_to_the_student(tmp_path: Path) -> None:
+    photos = {name: lfw_faces(name, 3) for name in PEOPLE}
+    env = {"LRFACE_MODEL": str(_routed_model(tmp_path / "model")), "LRFACE_GALLERY_DIR": str(tmp_path / "g")}
+    with running_server(env) as url, httpx.Client(base_url=url, timeout=60) as client:
+        ready = client.get("/readyz").json()
+        assert ready["teacher_from_px"] == 40 and "teacher" in ready["embedders"]
+        for name in PEOPLE:
+            first = photos[name][0]
+            files = {"images": (first.name, first.read_bytes())}
+            assert (
+                client.post(f"/gallery/subjects/{name}/faces", files=files, data={"detect": "true"}).status_code == 201
+            )
+        assert client.get("/readyz").json()["teacher_faces"] == 3
+        for name in PEOPLE:  # another photo of each: the teacher identifies it (the tiny student could not)
+            probe = photos[name][1]
+            found = client.post("/identify", files={"image": (probe.name, probe.read_bytes())},
+                                data={"detect": "true"}).json()  # fmt: skip
+            assert found["embedder"] == "teacher" and found["face_px"] >= 40
+            assert found["decision"] == name and found["threshold"] == 0.5
+        small = client.post("/identify", files={"image": ("s.png", _small_chip(photos["Colin_Powell"][1]))}).json()
+        assert small["embedder"] == "student" and small["face_px"] == 16
+        assert small["threshold"] == load_card(Path(env["LRFACE_MODEL"])).threshold
+        a, b = photos["Tony_Blair"][1:3]
+        pair = {"image_a": (a.name, a.read_bytes()), "image_b": (b.name, b.read_bytes())}
+        verdict = client.post("/verify", files=pair, data={"detect": "true"}).json()
+        assert verdict["embedder"] == "teacher" and verdict["same_person"]
+        pair = {"image_a": (a.name, a.read_bytes()), "image_b": ("s.png", _small_chip(b))}
+        mixed = client.post("/verify", files=pair).json()
+        assert mixed["embedder"] == "student"  # one small face: both in the student's space
+        embedded = client.post("/embed", files={"images": ("s.png", _small_chip(a))}).json()
+        assert embedded["embedder"] == "student" and np.asarray(embedded["embeddings"][0]["embedding"]).shape == (32,)
+
+
+def test_without_dlib_or_routing_the_student_serves_every_face(tmp_path: Path) -> None:
+    env = {
+        "LRFACE_MODEL": str(_routed_model(tmp_path / "model")),
+        "LRFACE_GALLERY_DIR": str(tmp_path / "g"),
+        "LRFACE_USE_TEACHER": "false",
+    }
+    photo = lfw_faces("Colin_Powell", 1)[0]
+    with running_server(env) as url:
+        assert httpx.get(url + "/readyz").json()["teacher_faces"] is None
+        body = {"image": {"data": base64.b64encode(photo.read_bytes()).decode()}}
+        assert httpx.post(url + "/identify", json=body).json()["embedder"] == "student"
+
+
+def test_a_gallery_enrolled_before_the_teacher_stays_with_the_student_until_reembedded(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.server import ROOT
+
+    photos = lfw_faces("Colin_Powell", 2)
+    plain = {"LRFACE_MODEL": str(write_tiny_model(tmp_path / "plain")), "LRFACE_GALLERY_DIR": str(tmp_path / "g")}
+    with running_server(plain) as url:
+        files = {"images": (photos[0].name, photos[0].read_bytes())}
+        assert (
+            httpx.post(url + "/gallery/subjects/powell/faces", files=files, data={"detect": "true"}).status_code == 201
+        )
+    # The same student weights, now with a routing in the card (its hash and so the gallery's model id
+    # are unchanged): large faces could go to the teacher, but the teacher's index is still empty.
+    routed = {**plain, "LRFACE_MODEL": str(_routed_model(tmp_path / "plain"))}
+    probe = {"image": (photos[1].name, photos[1].read_bytes())}
+    with running_server(routed) as url:
+        assert httpx.get(url + "/readyz").json()["teacher_faces"] == 0
+        found = httpx.post(url + "/identify", files=probe, data={"detect": "true"}).json()
+        assert found["embedder"] == "student"  # not an empty teacher index
+    reembed = subprocess.run(
+        [sys.executable, "-m", "lrface_cli", "gallery", "reembed"],
+        env={**os.environ, **routed}, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert reembed.returncode == 0, reembed.stderr
+    with running_server(routed) as url:
+        assert httpx.get(url + "/readyz").json()["teacher_faces"] == 1
+        found = httpx.post(url + "/identify", files=probe, data={"detect": "true"}).json()
+        assert found["embedder"] == "teacher" and found["decision"] == "powell"
