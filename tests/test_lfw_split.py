@@ -45,3 +45,19 @@ def test_user_dataset_layout_and_pairs(tmp_path: Path) -> None:
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="LRFACE_DATA"):
         list_identities(tmp_path / "nope")
+
+
+def test_extra_training_people_never_enter_validation_or_test(tmp_path: Path) -> None:
+    from lrface.data.lfw import Split
+    from training.data_prep import training_identities
+
+    extra = tmp_path / "celeba-299"
+    for person, count in (("101", 2), ("202", 3)):
+        (extra / "images" / person).mkdir(parents=True)
+        for i in range(count):
+            (extra / "images" / person / f"{i}.jpg").write_bytes(b"x")
+    lfw_file = tmp_path / "a.jpg"
+    split = Split(train={"Ann": [lfw_file]}, val={"Bob": [lfw_file]}, test={"Cy": [lfw_file]})
+    people = training_identities(split, [extra])
+    assert sorted(people) == ["Ann", "celeba-299/101", "celeba-299/202"]
+    assert len(people["celeba-299/202"]) == 3 and split.val == {"Bob": [lfw_file]}

@@ -31,14 +31,17 @@ def run_ablation(settings: Settings, names: list[str], max_minutes: float, teach
 
     runs = settings.cache / "runs"
     started = time.monotonic()
-    data = None
+    prepared: dict[tuple[str, ...], tuple] = {}  # type: ignore[type-arg]  # one per set of extra data
     for name in names:
         cfg = with_run_paths(TrainConfig.load(CONFIG_DIR / f"{name}.json"), runs)
         left = max_minutes - (time.monotonic() - started) / 60
         if left <= 0:
             return f"time limit reached before {name}"
-        if data is None:
-            data = prepare(settings.lfw_root(), settings.cache, cfg.teacher, cfg.val_fraction, cfg.seed)
+        key = tuple(cfg.extra_train_data)
+        if key not in prepared:
+            extra = [settings.data / folder for folder in key]
+            prepared[key] = prepare(settings.lfw_root(), settings.cache, cfg.teacher, cfg.val_fraction, cfg.seed, extra)
+        data = prepared[key]
         row = train_loop(cfg, runs / name, data[1], data[2], left)
         if row.get("stopped_early"):
             return f"{name} stopped at the time limit"

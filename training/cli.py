@@ -18,13 +18,14 @@ def teacher_cache(
     teacher: str = typer.Option("dlib", help="Teacher name: dlib, facenet or onnx."),
     workers: int = typer.Option(2, min=1, help="Processes computing chips and embeddings."),
     limit: int = typer.Option(0, min=0, help="Only the first N images (0: all), for a quick check."),
+    data: str = typer.Option("lfw", help="Data folder under LRFACE_DATA holding images/<identity>/*."),
 ) -> None:
-    """Align every face under LRFACE_DATA/lfw and cache the teacher's embeddings in LRFACE_CACHE."""
+    """Align every face under LRFACE_DATA/<data> and cache the teacher's embeddings in LRFACE_CACHE."""
     from lrface.data.lfw import list_identities
     from training.teacher_cache import TeacherCache
 
     settings = get_settings()
-    files = [f for fs in list_identities(settings.lfw_root()).values() for f in fs]
+    files = [f for fs in list_identities(settings.data / data).values() for f in fs]
     if limit:
         files = files[:limit]
     cache = TeacherCache(settings.cache, teacher)
@@ -59,7 +60,8 @@ def train(
     runs = settings.cache / "runs"
     cfg = with_run_paths(cfg, runs)
     run_dir = runs / (run_name or cfg.name)
-    _, train_data, val = prepare(settings.lfw_root(), settings.cache, cfg.teacher, cfg.val_fraction, cfg.seed)
+    extra = [settings.data / name for name in cfg.extra_train_data]
+    _, train_data, val = prepare(settings.lfw_root(), settings.cache, cfg.teacher, cfg.val_fraction, cfg.seed, extra)
     try:
         row = train_loop(cfg, run_dir, train_data, val, max_minutes or None, progress)
     except ConfigMismatch as exc:

@@ -67,6 +67,11 @@ class TrainConfig(BaseModel):
         "embeddings sit in a narrow cone (random pairs have cosine 0.84), which makes 1 - cosine blind to identity.",
     )
     assistant_run: str | None = Field(None, description="Run folder of a trained assistant (frozen).")
+    extra_train_data: list[str] = Field(
+        default_factory=list,
+        description="Data folders under LRFACE_DATA (images/<identity>/*) whose people join training only, "
+        "e.g. 'celeba-299' (LFW-disjoint by construction).",
+    )
     init_from: str | None = Field(None, description="Checkpoint to initialise the model from.")
     val_fraction: float = 0.1
     seed: int = 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrface.data.lfw import Split, identity_split
+from lrface.data.lfw import Split, identity_split, list_identities
 from training.dataset import FaceArrays
 from training.teacher_cache import TeacherCache
 from training.validation import ValData, val_data
@@ -20,9 +20,24 @@ def arrays_for(identities: dict[str, list[Path]], cache: TeacherCache, workers: 
     return FaceArrays(targets.chips, labels, targets.emb, targets.emb_flip)
 
 
+def training_identities(split: Split, extra_roots: list[Path]) -> dict[str, list[Path]]:
+    """LFW's training people plus every person of the extra data folders (``<root>/images/<id>/*``),
+    named ``<folder>/<id>``; extra people never enter validation or test."""
+    people = dict(split.train)
+    for root in extra_roots:
+        people.update({f"{root.name}/{name}": files for name, files in list_identities(root).items()})
+    return people
+
+
 def prepare(
-    lfw_root: Path, cache_root: Path, teacher: str, val_fraction: float, seed: int
+    lfw_root: Path,
+    cache_root: Path,
+    teacher: str,
+    val_fraction: float,
+    seed: int,
+    extra_roots: list[Path] | None = None,
 ) -> tuple[Split, FaceArrays, ValData]:
     split = identity_split(lfw_root, val_fraction, seed)
     cache = TeacherCache(cache_root, teacher)
-    return split, arrays_for(split.train, cache), val_data(split.val, cache, seed)
+    train = training_identities(split, extra_roots or [])
+    return split, arrays_for(train, cache), val_data(split.val, cache, seed)
