@@ -256,6 +256,7 @@ def bench_identify_command(
     url: str = typer.Option("", help="A running service on loopback; default: start one on a fresh gallery."),
     protocols: str = typer.Option("lr8,lr12,lr16,lr24,lr32,hr,surveillance16", help="Probe protocols."),
     api_key: str = typer.Option("", envvar="LRFACE_API_KEY", help="Admin key for --url."),
+    people: int = typer.Option(0, min=0, help="Only the first N test people (0: all 963), for a quick check."),
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
     """Enrol LFW test people through the HTTP API and identify their other photos, degraded to each
@@ -268,12 +269,12 @@ def bench_identify_command(
     settings = get_settings()
     chosen = [p.strip() for p in protocols.split(",") if p.strip()]
     if url:
-        print_json(bench_identify(url, settings.lfw_root(), chosen, api_key or None), out)
+        print_json(bench_identify(url, settings.lfw_root(), chosen, api_key or None, people=people or None), out)
         return
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server({"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": ""}, timeout=600, quiet=True)
         try:
-            print_json(bench_identify(server.url, settings.lfw_root(), chosen), out)
+            print_json(bench_identify(server.url, settings.lfw_root(), chosen, people=people or None), out)
         finally:
             server.stop()
 
