@@ -46,13 +46,18 @@ def test_image_install_serves_without_torch(tmp_path: Path) -> None:
         "LRFACE_HOST": "0.0.0.0",
         "LRFACE_WORKERS": "2",
         "LRFACE_PORT": str(port := free_port()),
+        "LRFACE_API_KEYS": "image-test-admin:admin",  # on 0.0.0.0 the service refuses to run without keys
     }
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LRFACE_") and k not in ("PATH", "VIRTUAL_ENV")}
     server = start_server({**clean, **env}, command=_instruction(DOCKERFILES["cpu"], "CMD"), port=port)
     try:
         ready = httpx.get(server.url + "/readyz").json()
         assert ready["model"] == "lrface-student" and ready["gallery_store"].startswith("sqlite:")
+        assert ready["teacher_from_px"] == 24  # dlib (the align extra) serves large faces, without torch
         health = _instruction(DOCKERFILES["cpu"], "HEALTHCHECK")[1:]
         assert subprocess.run(health, env={**clean, **env}, capture_output=True).returncode == 0
     finally:
         server.stop()
+    train = subprocess.run([str(venv / "bin" / "lrface"), "train", "x.json"], env={**clean, **env}, capture_output=True,
+                           text=True)  # fmt: skip
+    assert train.returncode == 2 and "the `train` extra (torch)" in train.stderr
