@@ -14,6 +14,10 @@ from training.config import TrainConfig
 from training.models import get_model
 from training.teachers import get_teacher
 
+LFW_LICENCE = "LFW: research use (University of Massachusetts, Amherst)"
+# The licences of extra training data folders (TrainConfig.extra_train_data), for the model card.
+EXTRA_DATA_LICENCES = {"celeba-299": "CelebA: non-commercial research purposes only (Liu et al., ICCV 2015)"}
+
 
 def load_run_model(run_dir: Path, which: str = "best.pt") -> tuple[torch.nn.Module, TrainConfig]:
     config = TrainConfig.load(run_dir / "config.json")
@@ -55,6 +59,7 @@ def release(
     data: str,
     finish: Callable[[ModelCard, Path], None] | None = None,
     tolerance: float = 1e-4,
+    data_licence: str = LFW_LICENCE,
 ) -> ModelCard:
     """Export a run and publish ``model.onnx`` + ``card.json`` (+ whatever ``finish`` adds) into
     ``out_dir``. Everything is written in a staging folder first: the ONNX/torch parity check on
@@ -73,7 +78,7 @@ def release(
             threshold=0.0,
             training=Provenance(
                 data=data,
-                data_licence="LFW: research use (University of Massachusetts, Amherst)",
+                data_licence=data_licence,
                 teacher=config.teacher,
                 teacher_version=getattr(teacher, "version", ""),
                 teacher_licence=getattr(teacher, "licence", ""),

@@ -9,7 +9,7 @@ from lrface.data.lfw import identity_split
 from lrface.model_card import ModelCard
 from lrface.settings import Settings
 from training.evaluate import student_embedder
-from training.export import release
+from training.export import EXTRA_DATA_LICENCES, LFW_LICENCE, release
 from training.metrics import kfold_accuracy, threshold_at_far
 from training.teacher_cache import TeacherCache
 from training.validation import ValData, val_data
@@ -36,7 +36,14 @@ def release_run(settings: Settings, run_dir: Path, out: Path, name: str, version
         name,
         version,
         data=f"LFW deep-funneled, identity-disjoint train split ({len(split.train)} people; "
-        f"people of pairsDevTest.txt excluded), seed {config.seed}",
+        f"people of pairsDevTest.txt excluded), seed {config.seed}"
+        + "".join(f"; plus every person of {name} (LFW-disjoint)" for name in config.extra_train_data),
+        data_licence="; ".join(
+            [
+                LFW_LICENCE,
+                *(EXTRA_DATA_LICENCES.get(name, f"{name}: see its README") for name in config.extra_train_data),
+            ]
+        ),
         finish=finish,
     )
 
