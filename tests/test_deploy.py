@@ -94,7 +94,9 @@ def test_compose_cluster_and_enroll_profiles(tmp_path: Path) -> None:
     assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["postgres"]["volumes"][0]["target"] == "/var/lib/postgresql/data"
     assert services["balancer"]["depends_on"]["replica"]["condition"] == "service_healthy"
-    assert "replica:8000" in (DOCKER / "nginx.conf").read_text()
+    nginx = (DOCKER / "nginx.conf").read_text()
+    assert "server replica:8000 resolve max_fails=1" in nginx and "http_503 non_idempotent" in nginx
+    assert replica["healthcheck"]["test"] == ["CMD", "lrface", "health", "--ready"]  # traffic only once ready
     assert services["enroll"]["depends_on"]["lrface"]["condition"] == "service_healthy"
 
 
