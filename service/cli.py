@@ -138,15 +138,14 @@ def enroll(
 @gallery_app.command("rebuild-index")
 def gallery_rebuild_index() -> None:
     """Rebuild the FAISS index from the store and report its size (the service does this at start-up)."""
-    from lrface.model_card import load_card
-    from lrface.teacher import DlibEmbedder
+    from lrface.embedder import OnnxEmbedder
+    from service.embedders import Embedders
     from service.gallery.gallery import open_gallery
 
     settings = get_settings()
-    card = load_card(settings.model)
-    teacher = DlibEmbedder() if card.routing is not None else None
-    space = (teacher.embedding_size, teacher.model_id) if teacher is not None else None
-    gallery = open_gallery(settings, card.embedding_size, card.model_id, teacher=space)
+    embedders = Embedders.for_model(OnnxEmbedder(settings.model, "cpu"), settings.use_teacher)
+    card = embedders.student.card
+    gallery = open_gallery(settings, card.embedding_size, card.model_id, teacher=embedders.teacher_space)
     typer.echo(f"{gallery.store.describe()}: {len(gallery)} faces indexed ({gallery.index.active_kind})")
     gallery.close()
 
@@ -175,10 +174,16 @@ def gallery_reembed() -> None:
     embedder = embedders.student
     store = open_store(settings.database_url, settings.gallery_dir)
     try:
-        done, missing = reembed_store(store, embedder, embedders.teacher)
+        done, missing, no_hr = reembed_store(store, embedder, embedders.teacher)
     finally:
         store.close()
     typer.echo(f"re-embedded {done} faces with {embedder.model_version}; {missing} had no stored chip")
+    if embedders.teacher is not None and no_hr:
+        typer.echo(
+            f"{no_hr} faces have no HR chip (enrolled before HR chips were kept): no teacher embedding, so the "
+            "student serves every face against this gallery until they are enrolled again",
+            err=True,
+        )
     if missing:
         raise typer.Exit(1)
 

@@ -70,20 +70,25 @@ def enroll_images(
     return gallery.enroll(subject_id, new)
 
 
-def reembed_store(store: GalleryStore, embedder: OnnxEmbedder, teacher: DlibEmbedder | None = None) -> tuple[int, int]:
+def reembed_store(
+    store: GalleryStore, embedder: OnnxEmbedder, teacher: DlibEmbedder | None = None
+) -> tuple[int, int, int]:
     """Re-embed every stored face with ``embedder`` (from its canonical chip) and ``teacher`` (from its
-    HR chip, or the canonical chip of faces enrolled before HR chips were kept); returns
-    (re-embedded, faces without a chip)."""
+    HR chip). A face enrolled before HR chips were kept gets no teacher embedding (its 64-px chip,
+    up-sampled, would serve large probes worse than the student does): while any face lacks one, the
+    student serves every face against the gallery. Returns (re-embedded, faces without a chip, faces
+    without an HR chip)."""
     updates, teacher_updates = [], []
-    missing = 0
+    missing = no_hr = 0
     for face_id, png, hr_png in store.chips():
         if png is None:
             missing += 1
             continue
         updates.append((face_id, embedder.embed([chip_face(png)])[0]))
-        if teacher is not None:
-            teacher_updates.append((face_id, teacher.embed([chip_face(hr_png or png)])[0]))
+        if teacher is not None and hr_png is not None:
+            teacher_updates.append((face_id, teacher.embed([chip_face(hr_png)])[0]))
+        no_hr += hr_png is None
     store.replace_embeddings(updates, embedder.model_id)
     if teacher is not None:
         store.replace_embeddings(teacher_updates, teacher.model_id, space="teacher")
-    return len(updates), missing
+    return len(updates), missing, no_hr

@@ -133,6 +133,13 @@ def test_enroll_identify_verify_delete(admin: httpx.Client, reader: httpx.Client
         ("post", "/embed", {"files": {"images": ("x.png", b"")}}, 422, "empty file"),
         ("post", "/embed", {"json": {"images": [{"data": "@@@"}]}}, 400, "not valid base64"),
         ("post", "/embed", {"json": {"images": []}}, 422, "images"),
+        (
+            "post",
+            "/embed",
+            {"files": [("images", ("x.png", _png(9))), ("detect", ("d.txt", b"true"))]},
+            422,
+            "detect must be a form field, not a file",
+        ),
         ("post", "/embed", {"content": b"{", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
         (
             "post",

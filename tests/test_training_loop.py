@@ -110,6 +110,19 @@ def test_resuming_with_another_config_is_refused(tmp_path: Path) -> None:
     train(_config(epochs=2, workers=0), tmp_path / "run", data, progress=False)  # more epochs: resumes
 
 
+def test_a_run_resumed_during_warm_up_follows_the_same_schedule(tmp_path: Path) -> None:
+    data = synthetic_arrays(identities=4, per_identity=4)
+    cfg = _config(epochs=4, warmup_epochs=2, workers=0)
+    train(cfg, tmp_path / "whole", data, progress=False)
+    train(cfg, tmp_path / "resumed", data, max_minutes=0.0, progress=False)  # stops after epoch 1
+    train(cfg, tmp_path / "resumed", data, progress=False)
+
+    def lrs(run: str) -> list[float]:
+        return [json.loads(line)["lr"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    assert len(lrs("resumed")) == 4 and np.allclose(lrs("whole"), lrs("resumed"))
+
+
 def test_warmup_and_cosine_schedule(tmp_path: Path) -> None:
     from training.loop import lr_schedule
 

@@ -203,7 +203,6 @@ def train(
         persistent_workers=False,
     )
     steps_per_epoch = max(1, len(loader))
-    scheduler = lr_schedule(optimizer, config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
 
     start_epoch, best = 0, -math.inf
     if last.exists():
@@ -213,9 +212,12 @@ def train(
         if head is not None:
             head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # the schedule is replayed from the base rate, not the saved one
+            group["lr"] = group.get("initial_lr", config.lr)
         start_epoch, best = state["epoch"] + 1, state["best"]
         torch.set_rng_state(state["torch_rng"])
-        fast_forward(scheduler, start_epoch * steps_per_epoch)
+    scheduler = lr_schedule(optimizer, config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
+    fast_forward(scheduler, start_epoch * steps_per_epoch)
 
     ddp_model: nn.Module = model
     if world > 1:
@@ -260,6 +262,7 @@ def train(
                 loss=f"{sums['loss'] / (step_in_epoch + 1):.4f}", fps=f"{seen / (time.monotonic() - epoch_start):.0f}"
             )
         row = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}}
+        row["lr"] = optimizer.param_groups[0]["lr"]  # for the next step: the schedule, as it stands
         row["faces_per_s"] = seen * world / (time.monotonic() - epoch_start)
         if rank == 0:
             if val is not None:

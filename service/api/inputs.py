@@ -89,9 +89,11 @@ def parse_box(text: str | None) -> Box | None:
     return (parts[0], parts[1], parts[2], parts[3])
 
 
-def parse_bool(text: str | None, name: str) -> bool:
+def parse_bool(text: object, name: str) -> bool:
     if text is None or text == "":
         return False
+    if not isinstance(text, str):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{name} must be a form field, not a file")
     if text.lower() in ("1", "true", "yes", "on"):
         return True
     if text.lower() in ("0", "false", "no", "off"):
@@ -212,7 +214,7 @@ class RequestContext:
             body = await json_body(self.request, model)
             return await self.run(self.items_from_json, body.images, "images"), body.detect
         form = await form_body(self.request, self.settings.max_faces_per_request + 1)
-        detect = parse_bool(form.get("detect"), "detect")  # type: ignore[arg-type]
+        detect = parse_bool(form.get("detect"), "detect")
         return await self.items_from_form(form, "images", [str(b) for b in form.getlist("box")]), detect
 
     def _decode_and_embed(

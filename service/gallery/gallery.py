@@ -65,7 +65,8 @@ class Gallery:
             self._subject_of = dict(zip(snap.face_ids.tolist(), snap.subject_ids, strict=True))
             self.seq = snap.seq
         if self.teacher is not None:
-            self.teacher.load()
+            with self.teacher._sync_lock:  # never beside a sync of the teacher's index
+                self.teacher.load()
 
     def check_versions(self) -> None:
         versions = self.store.model_versions(self.space)
