@@ -127,23 +127,27 @@ class GalleryLoader:
     def start(self) -> None:
         self._thread.start()
 
-    def _load(self) -> None:
+    def _load_with_retries(self) -> bool:
+        """Load the gallery, retrying with exponential back-off; False when it gave up or was stopped."""
         wait = self.settings.gallery_load_backoff
         while not self._stop.is_set():
             self.attempts += 1
             try:
                 self.gallery.load()
-                break
+                return True
             except Exception as exc:  # noqa: BLE001 - reported by /readyz and /healthz, logged with its traceback
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.exception("gallery failed to load (attempt %d of %d)", self.attempts,
                               self.settings.gallery_load_attempts)  # fmt: skip
                 if self.attempts >= self.settings.gallery_load_attempts:
                     self.gave_up = True
-                    return
+                    return False
                 self._stop.wait(wait)
                 wait = min(wait * 2, 60.0)
-        else:
+        return False
+
+    def _load(self) -> None:
+        if not self._load_with_retries():
             return
         self.error = None
         if self.settings.sync_interval > 0:

@@ -217,21 +217,14 @@ class RequestContext:
         detect = parse_bool(form.get("detect"), "detect")
         return await self.items_from_form(form, "images", [str(b) for b in form.getlist("box")]), detect
 
-    def _decode_and_embed(
-        self, items: list[ImageItem], detect: bool, space: Space | None
-    ) -> tuple[list[DecodedFace], np.ndarray, Space]:
+    def _decode_and_embed(self, items: list[ImageItem], detect: bool) -> tuple[list[DecodedFace], np.ndarray]:
         faces = self.decoder.decode_all(items, detect, self.settings.max_request_pixels)
-        if space is None:  # routed: the teacher only when every face is large enough for it
-            spaces = {self.embedders.space_for(f) for f in faces}
-            space = "teacher" if spaces == {"teacher"} else "student"
-        return faces, self.embedders.embed(faces, space), space
+        return faces, self.embedders.embed(faces, "student")
 
-    async def embed(
-        self, items: list[ImageItem], detect: bool, space: Space | None = "student"
-    ) -> tuple[list[DecodedFace], np.ndarray, Space]:
-        """Decode (under the request's pixel budget) and embed in ``space`` (None: routed by face
-        size), in the thread pool."""
-        return await self.run(self._decode_and_embed, items, detect, space)
+    async def embed_students(self, items: list[ImageItem], detect: bool) -> tuple[list[DecodedFace], np.ndarray]:
+        """Decode (under the request's pixel budget) and embed with the student (the space edge clients
+        compute), in the thread pool."""
+        return await self.run(self._decode_and_embed, items, detect)
 
     async def read(self, model: type[M], form_fields: tuple[str, ...], max_files: int) -> tuple[M, Any]:
         """The request as ``(body model, multipart form or None)``: JSON bodies validate whole, multipart

@@ -27,7 +27,7 @@ router = APIRouter(tags=["recognition"], dependencies=[Depends(require("read"))]
 async def embed(request: Request) -> s.EmbedResponse:
     ctx = RequestContext(request)
     items, detect = await ctx.image_list(s.EmbedRequest)
-    faces, vectors, _ = await ctx.embed(items, detect, "student")
+    faces, vectors = await ctx.embed_students(items, detect)
     return s.EmbedResponse(
         model=ctx.embedder.card.name,
         model_version=ctx.embedder.model_version,
