@@ -120,6 +120,27 @@ def square_box(box: Sequence[float] | None, width: int, height: int, scale: floa
     return x0, y0, x0 + side_px, y0 + side_px
 
 
+# The framing rule, measured: on 486 LFW and CelebA photos the square of dlib's aligned chip (what the
+# teacher and the student were trained on) was 0.94x the MTCNN box's longer side (IQR 0.90-0.98), its
+# centre 0.07x lower than the box's (IQR 0.05-0.08) and level with it across (median 0.00).
+FRAME_SCALE = 0.94
+FRAME_DROP = 0.07
+
+
+def frame_face(box: Sequence[float]) -> tuple[float, float, float, float]:
+    """The one framing rule from a face box (the detector's, or a client's own) to the square the
+    models see: :data:`FRAME_SCALE` times the box's longer side, centred :data:`FRAME_DROP` of it
+    below the box's centre, so a detector's loose box frames the face as the aligned training chips
+    do. Feed the result to :func:`box_to_chip` / :func:`hr_chip`."""
+    left, top, right, bottom = (float(v) for v in box)
+    if not (right > left and bottom > top):
+        raise ValueError(f"face box {tuple(box)} is empty; expected [left, top, right, bottom]")
+    side = max(right - left, bottom - top)
+    half = FRAME_SCALE * side / 2.0
+    cx, cy = (left + right) / 2.0, (top + bottom) / 2.0 + FRAME_DROP * side
+    return cx - half, cy - half, cx + half, cy + half
+
+
 def crop_square(image: np.ndarray, box: Sequence[float] | None = None, scale: float = 1.0) -> np.ndarray:
     """Crop the square around ``box`` at full resolution; parts outside the image repeat its edge
     pixels. Allocates the whole square: callers with untrusted boxes use :func:`box_to_chip`."""

@@ -56,9 +56,11 @@ class Embedders:
         return self.student.card.threshold
 
     def embed(self, faces: list[DecodedFace], space: Space) -> np.ndarray:
+        """Unit embeddings of ``faces`` in ``space``: the student's framed square, or the teacher's
+        view (dlib's aligned chip for a detected face, see :meth:`DecodedFace.teacher_face`)."""
         if space == "teacher":
             assert self.teacher is not None
-            return self.teacher.embed([f.face for f in faces])
+            return self.teacher.embed([f.teacher_face() for f in faces])
         return self.student.embed([f.face for f in faces])
 
     @property

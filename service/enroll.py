@@ -20,7 +20,7 @@ from lrface.data.lfw import IMAGE_SUFFIXES
 from service.api.schemas import SUBJECT_ID_RE
 from service.embedders import Embedders
 from service.enrollment import enroll_images
-from service.faces import FaceDecoder, FaceInputError, ImageItem, content_hash
+from service.faces import DetectMode, FaceDecoder, FaceInputError, ImageItem, content_hash
 from service.gallery.gallery import Gallery
 
 
@@ -48,8 +48,10 @@ class EnrollTarget(Protocol):
 class LocalGallery:
     """Enroll into the gallery this process opened."""
 
-    def __init__(self, gallery: Gallery, embedders: Embedders, max_pixels: int) -> None:
-        self.gallery, self.embedders, self.decoder = gallery, embedders, FaceDecoder(max_pixels)
+    def __init__(
+        self, gallery: Gallery, embedders: Embedders, decoder: FaceDecoder, detect: DetectMode = "auto"
+    ) -> None:
+        self.gallery, self.embedders, self.decoder, self.detect = gallery, embedders, decoder, detect
 
     def known_hashes(self, subject_id: str) -> set[str]:
         if not SUBJECT_ID_RE.match(subject_id):
@@ -59,7 +61,8 @@ class LocalGallery:
 
     def enroll(self, subject_id: str, path: Path, data: bytes) -> str | None:
         try:
-            enroll_images(self.gallery, self.embedders, self.decoder, subject_id, [ImageItem(data, path.name)])
+            items = [ImageItem(data, path.name)]
+            enroll_images(self.gallery, self.embedders, self.decoder, subject_id, items, self.detect)
         except FaceInputError as exc:
             return exc.detail
         return None
@@ -68,8 +71,8 @@ class LocalGallery:
 class RemoteService:
     """Enroll through a running service's enroll route."""
 
-    def __init__(self, client: httpx.Client, server: str) -> None:
-        self.client, self.server = client, server
+    def __init__(self, client: httpx.Client, server: str, detect: DetectMode = "auto") -> None:
+        self.client, self.server, self.detect = client, server, detect
 
     def known_hashes(self, subject_id: str) -> set[str]:
         response = self._authorised(self.client.get(f"/gallery/subjects/{subject_id}"))
@@ -83,7 +86,11 @@ class RemoteService:
 
     def enroll(self, subject_id: str, path: Path, data: bytes) -> str | None:
         reply = self._authorised(
-            self.client.post(f"/gallery/subjects/{subject_id}/faces", files={"images": (path.name, data)})
+            self.client.post(
+                f"/gallery/subjects/{subject_id}/faces",
+                files={"images": (path.name, data)},
+                data={"detect": self.detect},
+            )
         )
         if reply.status_code >= 400:
             return str(reply.json().get("detail", reply.text[:200]))
@@ -101,7 +108,16 @@ def subject_files(root: Path) -> Iterator[tuple[str, list[Path]]]:
         yield folder.name, files
 
 
-def enroll_directory(root: Path, target: EnrollTarget, progress: bool = True) -> EnrollSummary:
+def enrolled_as(data: bytes, detect: DetectMode) -> set[str]:
+    """The content hashes a file may have been enrolled under with ``detect``: whole (a chip), or its
+    detected face (see :func:`service.faces.content_hash`)."""
+    whole, detected = content_hash(data), content_hash(data, None, True)
+    return {"false": {whole}, "true": {detected}, "auto": {whole, detected}}[detect]
+
+
+def enroll_directory(
+    root: Path, target: EnrollTarget, progress: bool = True, detect: DetectMode = "auto"
+) -> EnrollSummary:
     """Enroll every ``root/<subject_id>/<image>`` not enrolled yet; a summary of what happened."""
     summary = EnrollSummary()
     total = sum(len(files) for _, files in subject_files(root))
@@ -116,20 +132,22 @@ def enroll_directory(root: Path, target: EnrollTarget, progress: bool = True) ->
             for path in files:
                 bar.update(1)
                 data = path.read_bytes()
-                digest = content_hash(data)
-                if digest in known:
+                digests = enrolled_as(data, detect)
+                if digests & known:
                     summary.skipped += 1
                     continue
                 reason = target.enroll(subject_id, path, data)
                 if reason is not None:
                     summary.rejected.append((path, reason))
                     continue
-                known.add(digest)
+                known |= digests
                 summary.enrolled += 1
     return summary
 
 
-def enroll_remote(root: Path, server: str, api_key: str | None, progress: bool = True) -> EnrollSummary:
+def enroll_remote(
+    root: Path, server: str, api_key: str | None, progress: bool = True, detect: DetectMode = "auto"
+) -> EnrollSummary:
     headers = {"X-API-Key": api_key} if api_key else {}
     with httpx.Client(base_url=server, headers=headers, timeout=60) as client:
-        return enroll_directory(root, RemoteService(client, server), progress)
+        return enroll_directory(root, RemoteService(client, server, detect), progress, detect)

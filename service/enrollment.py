@@ -18,7 +18,7 @@ from lrface.embedder import FaceInput, OnnxEmbedder
 from lrface.preprocessing import box_to_chip, hr_chip, load_image
 from lrface.teacher import DlibEmbedder
 from service.embedders import Embedders
-from service.faces import FaceDecoder, ImageItem
+from service.faces import DecodedFace, DetectMode, FaceDecoder, ImageItem, largest_face
 from service.gallery.gallery import Gallery
 from service.gallery.store import FaceRecord, GalleryStore, NewFace
 
@@ -51,23 +51,27 @@ def enroll_images(
     decoder: FaceDecoder,
     subject_id: str,
     items: Sequence[ImageItem],
-    detect: bool = False,
+    detect: DetectMode = "auto",
     max_request_pixels: int | None = None,
-) -> list[FaceRecord]:
-    """Enroll ``items`` for ``subject_id``: each face's student embedding, its teacher embedding (where
-    the teacher serves large faces), its canonical chip and its HR chip. Returns one record per item
-    (``created`` False for an image already enrolled with the same box). Raises
-    :class:`service.faces.FaceInputError` for an unusable image before anything is stored: a request
-    is enrolled whole or not at all."""
-    faces = decoder.decode_all(items, detect, max_request_pixels)
+) -> list[tuple[FaceRecord, DecodedFace]]:
+    """Enroll ``items`` for ``subject_id``, one face per image: a chip or a box as it is, a searched
+    photo's largest face (refused when none is found or a second face is about as large, see
+    :func:`service.faces.largest_face`). Each face keeps its student embedding, its teacher embedding
+    (where the teacher serves large faces), its canonical chip and its HR chip (the teacher's view: the
+    dlib-aligned chip of a detected face). Returns one ``(record, face)`` per item (``created`` False
+    for an image already enrolled the same way). Raises :class:`service.faces.FaceInputError` for an
+    unusable image before anything is stored: a request is enrolled whole or not at all."""
+    found = decoder.decode_all(items, detect, max_request_pixels)
+    faces = [largest_face([f for f in found if f.image == i], item.label) for i, item in enumerate(items)]
     vectors = embedders.embed(faces, "student")
     use_teacher = embedders.teacher is not None and gallery.teacher is not None
     teacher = embedders.embed(faces, "teacher") if use_teacher else None
     new = [
-        NewFace(f.digest, v, face_chip_png(f.face), None if teacher is None else teacher[i], hr_chip_png(f.face))
+        NewFace(f.digest, v, face_chip_png(f.face), None if teacher is None else teacher[i],
+                hr_chip_png(f.teacher_face()))
         for i, (f, v) in enumerate(zip(faces, vectors, strict=True))
-    ]
-    return gallery.enroll(subject_id, new)
+    ]  # fmt: skip
+    return list(zip(gallery.enroll(subject_id, new), faces, strict=True))
 
 
 def reembed_store(

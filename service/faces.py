@@ -1,5 +1,17 @@
-"""From uploaded bytes to a face the embedder takes: decode (with the per-image and per-request
-pixel limits), check and clip the face box, or find the face with dlib's detector (``detect``).
+"""From uploaded bytes to the faces the embedders take: decode (with the per-image and per-request
+pixel limits), then take the face as the client asked (``detect``):
+
+- ``false``: the whole image (or the client's ``box``) is one face;
+- ``true``: search the image with the MTCNN detector (:mod:`lrface.detection`) and take every face
+  found, the largest first (none found: no faces);
+- ``auto`` (the default): an image that is itself a face chip is taken whole, any other is searched.
+  A chip is an image whose shorter side is at most :data:`CHIP_MAX_SIDE` px, or one whose largest
+  detected face, framed as the models see it, spans at least :data:`CHIP_FILL` of its shorter side.
+
+A client ``box`` always names the face (no search). Every face box, the detector's or the client's,
+goes to the models through :func:`lrface.preprocessing.frame_face`. The teacher sees a detected face
+as dlib's 5-point aligned chip (how its training chips were made), aligned only when it is needed.
+
 No FastAPI here: errors are :class:`FaceInputError` with the HTTP status a client should get, and
 the API turns them into JSON ``detail`` answers, the CLI into a line naming the file."""
 
@@ -9,16 +21,41 @@ import hashlib
 import io
 import math
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 from PIL import Image
 
-from lrface.alignment import AlignerUnavailable, DlibAligner
+from lrface.alignment import AlignerUnavailable, DlibAligner, aligner_available
 from lrface.embedder import FaceInput
-from lrface.preprocessing import ImageDecodeError, load_image
+from lrface.preprocessing import CHIP_SIDE, ImageDecodeError, frame_face, load_image
+
+if TYPE_CHECKING:
+    from lrface.detection import Detection, MtcnnDetector
+    from lrface.settings import Settings
 
 Box = tuple[float, float, float, float]
+DetectMode = Literal["auto", "true", "false"]
+InputKind = Literal["chip", "detected", "box"]
+# An image at most this side (the canonical chip's: every face is brought to at most 64 px, and the
+# gallery stores its faces so) is a face chip under detect=auto: the service's faces are 8-32 px, a
+# frame that small has no room for a face beside anything else, and a detector may miss the face of a
+# degraded 16-px chip, which must not turn a valid chip into "no face".
+CHIP_MAX_SIDE = CHIP_SIDE
+# Under detect=auto, an image whose largest face (framed as the models see it) spans at least this
+# share of its shorter side is a chip already framed around that face, and is taken whole. Measured on
+# 300 random LFW photos (MTCNN, frame_face): their own largest face spans 0.33-0.80 of the photo
+# (median 0.47, 99th percentile 0.63); in the 294 dlib-aligned 150-px chips made from them, 0.79-1.73
+# (median 1.11, 1st percentile 0.88).
+CHIP_FILL = 0.7
+# Enrolment refuses a photo whose second face is at least this share of the largest one's side: two
+# people at about the same distance from the camera, and no way to know which one is the subject. On
+# 300 random LFW photos 43 held two or more faces: the second's side was 0.21-1.08 of the largest's
+# (median 0.81); 22 were at 0.8 or more (refused), the smaller ones background faces (enrolled).
+COMPARABLE_FACE = 0.8
 
 
 class FaceInputError(ValueError):
@@ -40,17 +77,34 @@ class ImageItem:
 
 @dataclass
 class DecodedFace:
-    face: FaceInput
+    """One face ready for the embedders: the student's input (the image and the framed square the
+    model sees), how it was taken, and where it is in the image the client sent."""
+
+    face: FaceInput  # the student's input: the image and the framed face square (None: the whole image)
     digest: str  # the gallery's content hash: the bytes and how the face was taken from them
-    box: Box | None  # the face box used, in the uploaded image's pixels
-    box_clipped: bool = False  # the given box reached outside the image and was clipped to it
-    face_px: float = 0.0  # the face's side in the image as received (its box's longer side, or the image's)
+    box: Box | None  # the face box in the uploaded image's pixels (None: the whole image)
+    box_clipped: bool = False  # the client's box reached outside the image and was clipped to it
+    face_px: float = 0.0  # the side of the square the models see, in the image's pixels (a chip: its side)
+    input: InputKind = "chip"
+    detection_score: float | None = None
+    image: int = 0  # index of the image in the request
+    label: str = ""  # the image's name in messages
+    teacher_input: FaceInput | Callable[[], FaceInput] | None = field(default=None, repr=False)
+
+    def teacher_face(self) -> FaceInput:
+        """The teacher's input: dlib's aligned chip for a detected face (aligned on first use), else
+        the student's framed square (the teacher brings it to 150 px)."""
+        if self.teacher_input is None:
+            return self.face
+        if not isinstance(self.teacher_input, FaceInput):
+            self.teacher_input = self.teacher_input()
+        return self.teacher_input
 
 
 def content_hash(data: bytes, box: Box | None = None, detect: bool = False) -> str:
-    """What makes an enrollment idempotent: the same bytes with the same box (and detection
-    setting) is the same face; another box in the same photo is another face. A plain image keeps
-    the plain SHA-256 of its bytes (what galleries made before boxes counted hold)."""
+    """What makes an enrollment idempotent: the same bytes with the same box (or the detector's largest
+    face) is the same face; another box in the same photo is another face. A whole image keeps the
+    plain SHA-256 of its bytes (what galleries made before boxes counted hold)."""
     digest = hashlib.sha256(data)
     if box is not None or detect:
         digest.update(f"|box={list(box) if box is not None else None}|detect={detect}".encode())
@@ -76,9 +130,9 @@ class PixelBudget:
 
 
 def clip_box(box: Box, width: int, height: int, what: str) -> tuple[Box, bool]:
-    """``box`` clipped to the image, and whether that changed it. A detector's box may reach a little
-    past the edge of the image (a face at the border): it is clipped and the answer says so. A box
-    with more than half its area outside the image, empty or non-finite is refused (422)."""
+    """``box`` clipped to the image, and whether that changed it. A box may reach a little past the
+    edge of the image (a face at the border): it is clipped and the answer says so. A box with more
+    than half its area outside the image, empty or non-finite is refused (422)."""
     if not all(math.isfinite(v) for v in box):
         raise FaceInputError(f"{what}: box {list(box)} must be four finite numbers")
     left, top, right, bottom = box
@@ -93,24 +147,82 @@ def clip_box(box: Box, width: int, height: int, what: str) -> tuple[Box, bool]:
     return clipped, clipped != tuple(box)
 
 
-class FaceDecoder:
-    """Bytes -> :class:`DecodedFace` with the service's pixel limits and optional dlib detection."""
+@dataclass(frozen=True)
+class DetectionConfig:
+    """How the service searches images for faces (``LRFACE_DETECTOR`` and ``LRFACE_DETECT_*``)."""
 
-    def __init__(self, max_pixels: int) -> None:
+    enabled: bool = True
+    model_dir: Path | None = None  # None: the bundled models/mtcnn
+    min_face_px: float = 12.0
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    max_faces: int = 32
+    max_pixels: int = 2_100_000  # larger images are shrunk for the search (memory and time bounded)
+    threads: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DetectionConfig:
+        return cls(
+            enabled=settings.detector != "off",
+            model_dir=settings.detector_model,
+            min_face_px=settings.detect_min_face_px,
+            thresholds=settings.detect_thresholds,
+            max_faces=settings.max_faces_per_frame,
+            max_pixels=settings.detect_max_pixels,
+            threads=settings.threads,
+        )
+
+
+class FaceDecoder:
+    """Bytes -> :class:`DecodedFace` with the service's pixel limits and face detection."""
+
+    def __init__(self, max_pixels: int, detection: DetectionConfig | None = None) -> None:
         self.max_pixels = max_pixels
+        self.detection = detection or DetectionConfig()
+        self._detector: MtcnnDetector | None = None
         self._aligner: DlibAligner | None = None
+        self._aligner_checked = False
         self._lock = threading.Lock()
 
-    def aligner(self) -> DlibAligner:
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FaceDecoder:
+        return cls(settings.max_image_pixels, DetectionConfig.from_settings(settings))
+
+    def detector(self) -> MtcnnDetector:
+        """The MTCNN detector, loaded on first use (once per process)."""
         with self._lock:
-            if self._aligner is None:
+            if self._detector is None:
+                from lrface.detection import BUNDLED_DETECTOR_DIR, MtcnnDetector
+
+                config = self.detection
                 try:
-                    self._aligner = DlibAligner()
-                except AlignerUnavailable as exc:
-                    raise FaceInputError(f"detect=true is unavailable: {exc}", 501) from None
+                    self._detector = MtcnnDetector(
+                        config.model_dir or BUNDLED_DETECTOR_DIR,
+                        min_face_px=config.min_face_px,
+                        thresholds=config.thresholds,
+                        max_faces=config.max_faces,
+                        threads=config.threads,
+                    )
+                except Exception as exc:  # noqa: BLE001 - a missing or broken detector model
+                    raise FaceInputError(f"face detection is unavailable on this service: {exc}", 501) from None
+            return self._detector
+
+    def aligner(self) -> DlibAligner | None:
+        """dlib's 5-point aligner (the teacher's chips), or None without the ``align`` extra."""
+        with self._lock:
+            if not self._aligner_checked:
+                self._aligner_checked = True
+                if aligner_available():
+                    try:
+                        self._aligner = DlibAligner()
+                    except AlignerUnavailable:
+                        self._aligner = None
             return self._aligner
 
-    def decode(self, item: ImageItem, detect: bool = False, budget: PixelBudget | None = None) -> DecodedFace:
+    def decode(
+        self, item: ImageItem, detect: DetectMode = "auto", budget: PixelBudget | None = None, index: int = 0
+    ) -> list[DecodedFace]:
+        """The faces of one image, the largest first: one for a chip or a box, any number (even none)
+        for a searched image."""
         if budget is not None:
             size = _header_size(item.data)
             if size is not None:
@@ -119,29 +231,92 @@ class FaceDecoder:
             image = load_image(item.data, self.max_pixels)
         except ImageDecodeError as exc:
             raise FaceInputError(f"{item.label}: {exc}") from None
-        digest = content_hash(item.data, item.box, detect)
-        box, clipped = item.box, False
-        if box is not None:
-            box, clipped = clip_box(box, image.shape[1], image.shape[0], item.label)
-        if detect:
-            aligner = self.aligner()
-            boxes: list[Box] = [box] if box is not None else [tuple(map(float, b)) for b in aligner.detect(image)]  # type: ignore[misc]
-            if not boxes:
-                raise FaceInputError(f"{item.label}: no face found")
-            found = boxes[0]
-            return DecodedFace(FaceInput(aligner.align(image, found), None), digest, found, clipped, _side(found))
-        side = _side(box) if box is not None else float(max(image.shape[:2]))
-        return DecodedFace(FaceInput(image, box), digest, box, clipped, side)
+        base = DecodedFace(FaceInput(image, None), "", None, image=index, label=item.label)
+        if item.box is not None:
+            box, clipped = clip_box(item.box, image.shape[1], image.shape[0], item.label)
+            framed = frame_face(box)
+            return [
+                replace(base, face=FaceInput(image, framed), digest=content_hash(item.data, item.box), box=box,
+                        box_clipped=clipped, face_px=_side(framed), input="box")
+            ]  # fmt: skip
+        chip = replace(base, digest=content_hash(item.data), face_px=float(max(image.shape[:2])))
+        small = min(image.shape[:2]) <= CHIP_MAX_SIDE
+        if detect == "false" or (detect == "auto" and (small or not self.detection.enabled)):
+            return [chip]
+        if not self.detection.enabled:
+            raise FaceInputError("detect=true: face detection is off on this service (LRFACE_DETECTOR=off)", 501)
+        found = self.search(image)
+        if detect == "auto" and found and _side(frame_face(found[0].box)) >= CHIP_FILL * min(image.shape[:2]):
+            return [chip]
+        digest = content_hash(item.data, None, True)
+        return [self._detected(base, image, digest, d) for d in found]
+
+    def search(self, image: np.ndarray) -> list[Detection]:
+        """Faces in ``image``, the largest first, in its pixels; an image of more than the configured
+        pixels is searched shrunk (the smallest face found grows with it)."""
+        height, width = image.shape[:2]
+        scale = min(1.0, math.sqrt(self.detection.max_pixels / (height * width)))
+        if scale >= 1.0:
+            return list(self.detector().detect(image))
+        small = (max(1, round(width * scale)), max(1, round(height * scale)))
+        shrunk = np.asarray(Image.fromarray(image).resize(small, Image.Resampling.BILINEAR, reducing_gap=2.0))
+        fx, fy = width / small[0], height / small[1]
+        return [
+            replace(
+                d,
+                box=(d.box[0] * fx, d.box[1] * fy, d.box[2] * fx, d.box[3] * fy),
+                landmarks=tuple((x * fx, y * fy) for x, y in d.landmarks),
+            )
+            for d in self.detector().detect(shrunk)
+        ]
+
+    def _detected(self, base: DecodedFace, image: np.ndarray, digest: str, found: Detection) -> DecodedFace:
+        height, width = image.shape[:2]
+        left, top, right, bottom = found.box
+        shown = (max(left, 0.0), max(top, 0.0), min(right, float(width)), min(bottom, float(height)))
+        framed = frame_face(found.box)
+        aligner = self.aligner()
+
+        def aligned() -> FaceInput:  # dlib's chip, as the teacher's training chips were made
+            assert aligner is not None
+            return FaceInput(aligner.align(image, found.box), None)
+
+        return replace(
+            base,
+            face=FaceInput(image, framed),
+            digest=digest,
+            box=tuple(round(v, 1) for v in shown),  # type: ignore[arg-type]
+            face_px=_side(framed),
+            input="detected",
+            detection_score=round(float(found.score), 4),
+            teacher_input=aligned if aligner is not None else None,
+        )
 
     def decode_all(
-        self, items: Sequence[ImageItem], detect: bool = False, max_request_pixels: int | None = None
+        self, items: Sequence[ImageItem], detect: DetectMode = "auto", max_request_pixels: int | None = None
     ) -> list[DecodedFace]:
-        """Every item of one request, under one pixel budget."""
+        """The faces of every item of one request (each tagged with its item's index), under one
+        pixel budget."""
         budget = PixelBudget(max_request_pixels) if max_request_pixels else None
-        return [self.decode(item, detect, budget) for item in items]
+        return [face for i, item in enumerate(items) for face in self.decode(item, detect, budget, i)]
 
 
-def _side(box: Box) -> float:
+def largest_face(faces: Sequence[DecodedFace], label: str) -> DecodedFace:
+    """The one face of an image for enrolment: refused (422, naming the image) when none was found
+    or when a second face is comparable in size (at least :data:`COMPARABLE_FACE` of the largest's
+    side): then it is not clear who the subject is."""
+    if not faces:
+        raise FaceInputError(f"{label}: no face found (an image that is itself the face: send detect=false)")
+    if len(faces) > 1 and faces[1].face_px >= COMPARABLE_FACE * faces[0].face_px:
+        raise FaceInputError(
+            f"{label}: {len(faces)} faces found, the two largest of similar size ({faces[0].face_px:.0f} and "
+            f"{faces[1].face_px:.0f} px, boxes {list(faces[0].box or ())} and {list(faces[1].box or ())}); "
+            f"enrol a photo of the subject alone, crop it, or give the face's box"
+        )
+    return faces[0]
+
+
+def _side(box: Sequence[float]) -> float:
     return float(max(box[2] - box[0], box[3] - box[1]))
 
 

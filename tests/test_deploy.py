@@ -164,6 +164,7 @@ def test_dockerfile_structure(flavour: str) -> None:
     assert not any("torch" in dep for dep in extras[flavour] + extras["align"])
     env = " ".join(r for k, r in steps if k == "ENV")
     assert "LRFACE_MODEL=/opt/lrface/models/lrface-student" in env and "LRFACE_GALLERY_DIR=/data/gallery" in env
+    assert "LRFACE_DETECTOR_MODEL=/opt/lrface/models/mtcnn" in env  # detect=auto needs the detector's weights
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     for _, rest in (s for s in steps if s[0] == "COPY" and "--from" not in s[1]):
         for source in rest.split()[:-1]:

@@ -1,38 +1,171 @@
-"""detect=true: dlib's detector and 5-point alignment (the training aligner) on a real photo."""
+"""Faces in photos and frames through the API (detect=auto by default): the MTCNN detector finds every
+face of a frame, enrolment takes a photo's only face, fused tracks, and parameters the service does
+not understand are refused. The released model and a real server; LFW photos."""
 
 from __future__ import annotations
 
 import base64
+import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
-from lrface.alignment import aligner_available
+from lrface.settings import BUNDLED_MODEL_DIR
 from tests.faces import lfw_faces
-from tests.model_fixtures import write_tiny_model
 from tests.server import running_server
 
-pytestmark = pytest.mark.skipif(not aligner_available(), reason="dlib aligner not installed")
+PEOPLE = ("Colin_Powell", "George_W_Bush", "Tony_Blair", "Donald_Rumsfeld")
 
 
-def test_detect_finds_the_face_box(tmp_path: Path) -> None:
-    photo = lfw_faces("Colin_Powell", 1)[0].read_bytes()
-    env = {"LRFACE_MODEL": str(write_tiny_model(tmp_path / "m")), "LRFACE_GALLERY_DIR": str(tmp_path / "g")}
-    with running_server(env) as url:
-        body = {"images": [{"data": base64.b64encode(photo).decode()}], "detect": True}
-        response = httpx.post(url + "/embed", json=body, timeout=30).json()
-        left, top, right, bottom = response["embeddings"][0]["box"]
-        assert 40 < left < right < 210 and 40 < top < bottom < 210  # the face sits mid-image in LFW
-        blank = httpx.post(url + "/embed", files={"images": ("b.png", _blank_png())}, data={"detect": "true"})
-        assert blank.status_code == 422 and "no face found" in blank.json()["detail"]
-
-
-def _blank_png() -> bytes:
-    import io
-
-    from PIL import Image
-
+def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (120, 120), (128, 128, 128)).save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _photo(path: Path, side: int | None = None) -> Image.Image:
+    image = Image.open(path).convert("RGB")
+    return image.resize((side, side), Image.Resampling.BOX) if side else image
+
+
+def _lr_crop(path: Path, side: int = 16) -> bytes:
+    """The face of an LFW photo (its centre square) shrunk to a ``side``-px chip, as a camera far away gives it."""
+    return _png(_photo(path).crop((70, 70, 180, 180)).resize((side, side), Image.Resampling.BOX))
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, list[Path]]:
+    return {name: lfw_faces(name, 5) for name in PEOPLE}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, photos: dict[str, list[Path]]) -> Iterator[httpx.Client]:
+    """The released model (student + teacher from the card's routing), one photo of each person
+    enrolled the README's way: a plain multipart upload, no options."""
+    env = {"LRFACE_MODEL": str(BUNDLED_MODEL_DIR), "LRFACE_GALLERY_DIR": str(tmp_path_factory.mktemp("gallery"))}
+    with running_server(env) as url, httpx.Client(base_url=url, timeout=120) as http:
+        for name in PEOPLE:
+            first = photos[name][0]
+            r = http.post(f"/gallery/subjects/{name}/faces", files={"images": (first.name, first.read_bytes())})
+            assert r.status_code == 201, r.text
+            face = r.json()["faces"][0]
+            assert face["input"] == "detected" and face["detection_score"] > 0.9 and face["box"] is not None
+        yield http
+
+
+def test_a_photo_sent_the_readme_way_is_found_and_identified(client: httpx.Client, photos: dict) -> None:
+    probe = photos["Colin_Powell"][1]
+    found = client.post("/identify", files={"image": (probe.name, probe.read_bytes())}).json()
+    assert found["input"] == "detected" and found["outcome"] == "match"
+    assert found["decision"] == "Colin_Powell" and found["matches"][0]["score"] < 0.999  # another photo
+    face = found["faces"][0]
+    assert face["decision"] == "Colin_Powell" and face["outcome"] == "match" and face["matches"] == found["matches"]
+    left, top, right, bottom = face["box"]
+    assert 40 < left < right < 210 and 30 < top < bottom < 220  # LFW centres its face
+    assert face["face_px"] == found["face_px"] >= 24 and face["embedder"] == found["embedder"] == "teacher"
+
+
+def test_options_in_the_query_string_are_refused(client: httpx.Client, photos: dict) -> None:
+    probe = photos["Colin_Powell"][1].read_bytes()
+    r = client.post("/identify?detect=true", files={"image": ("p.jpg", probe)})
+    assert r.status_code == 422 and "detect" in r.json()["detail"] and "form field" in r.json()["detail"]
+    assert client.post("/embed?fuse=1", json={"images": [{"data": _b64(probe)}]}).status_code == 422
+    assert client.get("/gallery/subjects?limit=5&offest=3").status_code == 422  # a typo is not ignored
+    assert client.get("/gallery/subjects?limit=5&offset=3").status_code == 200
+
+
+def test_unknown_fields_are_refused(client: httpx.Client, photos: dict) -> None:
+    probe = photos["Colin_Powell"][1].read_bytes()
+    r = client.post("/identify", json={"image": {"data": _b64(probe)}, "detcet": "true"})
+    assert r.status_code == 422 and "unknown field 'detcet'" in r.json()["detail"] and "detect" in r.json()["detail"]
+    r = client.post("/embed", json={"images": [{"data": _b64(probe), "bbox": [1, 2, 3, 4]}]})
+    assert r.status_code == 422 and "images.0.bbox" in r.json()["detail"] and "box" in r.json()["detail"]
+    r = client.post("/identify", files={"image": ("p.jpg", probe)}, data={"topk": "3"})
+    assert r.status_code == 422 and "topk" in r.json()["detail"] and "top_k" in r.json()["detail"]
+    r = client.post("/gallery/subjects/x/faces", files={"image": ("p.jpg", probe)})  # 'images' on this route
+    assert r.status_code == 422 and "image" in r.json()["detail"]
+    r = client.post("/embed", files={"images": ("p.jpg", probe)}, data={"detect": "maybe"})
+    assert r.status_code == 422 and "auto, true or false" in r.json()["detail"]
+
+
+def test_every_face_of_a_frame_is_found_near_where_it_was_pasted(client: httpx.Client, photos: dict) -> None:
+    """Two LFW photos pasted into a 640x360 frame at 64 and 84 px: their faces are about 30 and 40 px."""
+    frame = Image.new("RGB", (640, 360), (118, 124, 120))
+    pasted = {"Tony_Blair": (120, 150, 84), "George_W_Bush": (430, 90, 64)}  # left, top, side
+    for name, (x, y, side) in pasted.items():
+        frame.paste(_photo(photos[name][2], side), (x, y))
+    body = client.post("/identify", files={"image": ("frame.png", _png(frame))}, data={"include_input": "true"}).json()
+    assert body["input"] == "detected" and len(body["faces"]) == 2, body
+    for face, (name, (x, y, side)) in zip(body["faces"], pasted.items(), strict=True):  # largest first
+        left, top, right, bottom = face["box"]
+        centre = ((left + right) / 2, (top + bottom) / 2)
+        assert abs(centre[0] - (x + side / 2)) < 0.2 * side and abs(centre[1] - (y + side / 2)) < 0.2 * side
+        assert 24 <= max(right - left, bottom - top) <= 48 and face["detection_score"] > 0.9
+        assert face["input"] == "detected" and face["outcome"] in ("match", "unknown")
+        assert face["matches"][0]["subject_id"] == name and face["threshold"] is not None
+        assert face["input_png"].startswith("data:image/png;base64,")
+        seen = Image.open(io.BytesIO(base64.b64decode(face["input_png"].partition(",")[2])))
+        assert seen.size == ((150, 150) if face["embedder"] == "teacher" else (16, 16))
+    assert body["face_px"] == body["faces"][0]["face_px"] and body["matches"] == body["faces"][0]["matches"]
+    embedded = client.post("/embed", json={"images": [{"data": _b64(_png(frame))}]}).json()
+    assert [f["image"] for f in embedded["faces"]] == [0, 0] and embedded["images_without_face"] == []
+    assert embedded["embeddings"] == embedded["faces"]
+
+
+def test_a_blank_image_has_no_face(client: httpx.Client) -> None:
+    blank = _png(Image.new("RGB", (640, 480), (128, 128, 128)))
+    found = client.post("/identify", files={"image": ("blank.png", blank)})
+    assert found.status_code == 200
+    assert found.json()["outcome"] == "no_face" and found.json()["faces"] == [] and found.json()["decision"] is None
+    embedded = client.post("/embed", json={"images": [{"data": _b64(blank)}], "detect": "true"}).json()
+    assert embedded["faces"] == [] and embedded["images_without_face"] == [0]
+    whole = client.post("/embed", json={"images": [{"data": _b64(blank)}], "detect": False}).json()
+    assert whole["faces"][0]["input"] == "chip" and whole["faces"][0]["box"] is None  # the old way, on request
+    r = client.post("/gallery/subjects/nobody/faces", files={"images": ("blank.png", blank)})
+    assert r.status_code == 422 and "blank.png: no face found" in r.json()["detail"]
+    r = client.post("/verify", files={"image_a": ("blank.png", blank)}, data={"subject_id": "Colin_Powell"})
+    assert r.status_code == 422 and "no face found" in r.json()["detail"]
+
+
+def test_enrolling_a_photo_of_two_people_is_refused(client: httpx.Client, photos: dict) -> None:
+    pair = Image.new("RGB", (500, 250))
+    pair.paste(_photo(photos["Tony_Blair"][3]), (0, 0))
+    pair.paste(_photo(photos["Donald_Rumsfeld"][3]), (250, 0))
+    r = client.post("/gallery/subjects/someone/faces", files={"images": ("pair.png", _png(pair))})
+    assert r.status_code == 422, r.text
+    assert "pair.png" in r.json()["detail"] and "similar size" in r.json()["detail"]
+    assert client.get("/gallery/subjects/someone").status_code == 404
+    found = client.post("/identify", files={"image": ("pair.png", _png(pair))}).json()  # identify takes both
+    assert sorted(f["decision"] for f in found["faces"]) == ["Donald_Rumsfeld", "Tony_Blair"]
+
+
+def test_a_face_chip_is_taken_whole(client: httpx.Client, photos: dict) -> None:
+    chip = _lr_crop(photos["George_W_Bush"][1])
+    found = client.post("/identify", files={"image": ("c.png", chip)}).json()
+    assert found["input"] == "chip" and found["face_px"] == 16 and found["faces"][0]["box"] is None
+    assert found["embedder"] == "student" and found["outcome"] in ("match", "unknown")
+
+
+def test_a_fused_track_of_small_crops(client: httpx.Client, photos: dict) -> None:
+    """Three 16-px crops of other photos of one person, identified as one track."""
+    crops = [_lr_crop(p) for p in photos["George_W_Bush"][1:4]]
+    files = [("image", (f"t{i}.png", c)) for i, c in enumerate(crops)]
+    fused = client.post("/identify", files=files, data={"fuse": "true"}).json()
+    assert fused["fused"] == 3 and fused["embedder"] == "student" and fused["face_px"] == 16
+    assert fused["matches"][0]["subject_id"] == "George_W_Bush", fused["matches"]
+    assert [f["image"] for f in fused["faces"]] == [0, 1, 2] and all(f["matches"] is None for f in fused["faces"])
+    as_json = client.post("/identify", json={"images": [{"data": _b64(c)} for c in crops], "fuse": True}).json()
+    assert as_json["matches"] == fused["matches"]
+    singles = [client.post("/identify", files={"image": ("c.png", c)}).json()["matches"] for c in crops]
+    mean = np.mean([[m["score"] for m in single if m["subject_id"] == "George_W_Bush"][0] for single in singles])
+    assert fused["matches"][0]["score"] > mean  # averaging unit embeddings, re-normalised, raises the mate's score
+    r = client.post("/identify", files=files)
+    assert r.status_code == 422 and "fuse=true" in r.json()["detail"]

@@ -70,3 +70,23 @@ def test_remote_enroll_through_api(folder: Path, tmp_path: Path) -> None:
 def test_missing_folder_names_it(tmp_path: Path) -> None:
     result = _enroll([str(tmp_path / "nope")], {})
     assert result.returncode != 0 and "nope" in result.stderr
+
+
+def test_a_photo_of_two_people_is_rejected_by_name_unless_detect_is_off(folder: Path, tmp_path: Path) -> None:
+    """`lrface enroll` finds the face of each photo (detect auto); a photo with two faces of similar size
+    is rejected, naming the file, and nothing of it is stored. `--detect false` takes images whole."""
+    from PIL import Image
+
+    pair = Image.new("RGB", (500, 250))
+    for i, f in enumerate([*lfw_faces("Tony_Blair", 1), *lfw_faces("Donald_Rumsfeld", 1)]):
+        pair.paste(Image.open(f).convert("RGB"), (250 * i, 0))
+    pair.save(folder / "powell" / "with_friend.png")
+    env = {"LRFACE_MODEL": str(write_tiny_model(tmp_path / "m")), "LRFACE_GALLERY_DIR": str(tmp_path / "g")}
+    first = _enroll([str(folder)], env)
+    assert first.returncode == 1 and "enrolled 5, skipped 0" in first.stdout and "rejected 1" in first.stdout
+    assert "with_friend.png" in first.stderr and "similar size" in first.stderr
+    whole = _enroll([str(folder), "--detect", "false"], env)
+    assert whole.returncode == 0, whole.stderr
+    assert "enrolled 6, skipped 0" in whole.stdout  # whole images are other faces than the detected ones
+    bad = _enroll([str(folder), "--detect", "maybe"], env)
+    assert bad.returncode == 2 and "--detect must be auto, true or false" in bad.stderr

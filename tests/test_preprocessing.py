@@ -12,6 +12,7 @@ from lrface.preprocessing import (
     ImageDecodeError,
     crop_square,
     face_to_input,
+    frame_face,
     load_image,
     normalise,
     resize,
@@ -104,6 +105,15 @@ def test_square_box_centres_and_uses_longer_side() -> None:
     assert square_box(None, 40, 30) == (0, -5, 40, 35)
     with pytest.raises(ValueError, match="empty"):
         square_box((5, 5, 5, 10), 10, 10)
+
+
+def test_frame_face_squares_a_detector_box_onto_the_aligned_chips_framing() -> None:
+    # An MTCNN-like box, 75 wide and 100 tall: the square is 0.94 x 100 on a side, centred 7 px lower.
+    left, top, right, bottom = frame_face((100, 50, 175, 150))
+    assert right - left == pytest.approx(94.0) and bottom - top == pytest.approx(94.0)
+    assert (left + right) / 2 == pytest.approx(137.5) and (top + bottom) / 2 == pytest.approx(107.0)
+    with pytest.raises(ValueError, match="empty"):
+        frame_face((5, 5, 5, 10))
 
 
 def test_crop_square_pads_with_edge_pixels() -> None:

@@ -96,6 +96,10 @@ def test_enroll_identify_verify_delete(admin: httpx.Client, reader: httpx.Client
         "face_id": face_id,
         "content_hash": r.json()["faces"][0]["content_hash"],
         "created": False,
+        "input": "chip",  # a 24-px image is a face chip under detect=auto: taken whole
+        "box": None,
+        "face_px": 24.0,
+        "detection_score": None,
     }
     assert admin.post("/gallery/subjects/bob/faces", json={"images": [{"data": _b64(bob)}]}).status_code == 201
 
@@ -163,6 +167,11 @@ def test_enroll_identify_verify_delete(admin: httpx.Client, reader: httpx.Client
             "box [5.0, 5.0, 1.0, 1.0] is empty",
         ),
         ("post", "/identify", {"json": {"top_k": 0, "image": {"data": "QQ=="}}}, 422, "top_k"),
+        ("post", "/verify", {"json": {"image_a": {"data": "QQ=="}, "subject": "x"}}, 422, "unknown field 'subject'"),
+        ("post", "/embed", {"files": {"images": ("x.png", _png(9))}, "data": {"detection": "1"}}, 422, "detection"),
+        ("post", "/embed?detect=false", {"json": {"images": [{"data": _b64(_png(9))}]}}, 422, "query parameter"),
+        ("delete", "/gallery/subjects/x?force=1", {}, 422, "unknown query parameter(s) force"),
+        ("post", "/identify", {"json": {"images": [{"data": "QQ=="}] * 2}}, 422, "fuse=true"),
         ("post", "/identify", {"json": {"top_k": 3}}, 422, "give a query image or embedding"),
         (
             "post",

@@ -8,41 +8,63 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 
 from service.api import schemas as s
 from service.api.auth import require
-from service.api.inputs import RequestContext, gallery_of, subject_id_of
-from service.api.openapi import FILES, both_bodies
+from service.api.inputs import RequestContext, gallery_of, no_query, subject_id_of
+from service.api.openapi import BOX, FILES, both_bodies
 from service.enrollment import enroll_images
 
 router = APIRouter(prefix="/gallery/subjects", tags=["gallery"])
+ENROLL_FIELDS = ("images", "box", "detect")
 
 
 @router.post(
     "/{subject_id}/faces",
     response_model=s.EnrollResponse,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(require("admin"))],
+    dependencies=[Depends(require("admin")), Depends(no_query())],
     summary="Enroll one or more faces of a subject (created when new)",
-    description="Acknowledged only after the store has committed. Re-sending an image already enrolled for "
-    "the subject (with the same box and `detect`) adds nothing and reports `created: false`.",
-    openapi_extra=both_bodies(s.EnrollRequest, {"images": FILES, "detect": {"type": "boolean"}}),
+    description="One face per image: a face chip or a `box` as it is; a photo (under `detect` auto or true) is "
+    "searched and its face enrolled, refused (422, naming the image) when no face is found or when a second "
+    "face is at least 0.8x the largest one's side (who is the subject?): crop the photo or give the box. "
+    "Acknowledged only after the store has committed. Re-sending an image already enrolled for the subject "
+    "(taken the same way) adds nothing and reports `created: false`.",
+    openapi_extra=both_bodies(
+        s.EnrollRequest,
+        {
+            "images": FILES,
+            "box": {"type": "array", "items": BOX},
+            "detect": {"type": "string", "enum": ["auto", "true", "false"], "default": "auto"},
+        },
+    ),
 )
 async def enroll(subject_id: str, request: Request) -> s.EnrollResponse:
     ctx = RequestContext(request)
     subject_id_of(subject_id)
-    items, detect = await ctx.image_list(s.EnrollRequest)
-    records = await ctx.run(
+    items, detect, _ = await ctx.image_list(s.EnrollRequest, ENROLL_FIELDS)
+    enrolled = await ctx.run(
         enroll_images, ctx.gallery, ctx.embedders, ctx.decoder, subject_id, items, detect,
         ctx.settings.max_request_pixels,
     )  # fmt: skip
     return s.EnrollResponse(
         subject_id=subject_id,
-        faces=[s.EnrolledFace(face_id=r.face_id, content_hash=r.content_hash, created=r.created) for r in records],
+        faces=[
+            s.EnrolledFace(
+                face_id=r.face_id,
+                content_hash=r.content_hash,
+                created=r.created,
+                input=f.input,
+                box=f.box,
+                face_px=f.face_px,
+                detection_score=f.detection_score,
+            )  # fmt: skip
+            for r, f in enrolled
+        ],
     )
 
 
 @router.get(
     "",
     response_model=s.SubjectPage,
-    dependencies=[Depends(require("read"))],
+    dependencies=[Depends(require("read")), Depends(no_query("offset", "limit"))],
     summary="List enrolled subjects, paged",
 )
 def list_subjects(
@@ -56,7 +78,7 @@ def list_subjects(
 @router.get(
     "/{subject_id}",
     response_model=s.SubjectOut,
-    dependencies=[Depends(require("read"))],
+    dependencies=[Depends(require("read")), Depends(no_query())],
     responses={404: {"model": s.Problem}},
 )
 def get_subject(subject_id: str, request: Request) -> s.SubjectOut:
@@ -74,7 +96,7 @@ def get_subject(subject_id: str, request: Request) -> s.SubjectOut:
 
 @router.delete(
     "/{subject_id}",
-    dependencies=[Depends(require("admin"))],
+    dependencies=[Depends(require("admin")), Depends(no_query())],
     responses={404: {"model": s.Problem}},
 )
 def delete_subject(subject_id: str, request: Request) -> dict[str, Any]:
@@ -86,7 +108,7 @@ def delete_subject(subject_id: str, request: Request) -> dict[str, Any]:
 
 @router.delete(
     "/{subject_id}/faces/{face_id}",
-    dependencies=[Depends(require("admin"))],
+    dependencies=[Depends(require("admin")), Depends(no_query())],
     responses={404: {"model": s.Problem}},
 )
 def delete_face(subject_id: str, request: Request, face_id: int = Path(ge=1, le=2**63 - 1)) -> dict[str, Any]:

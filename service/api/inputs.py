@@ -6,24 +6,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import numpy as np
 from fastapi import HTTPException, Request, status
+from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lrface.embedder import OnnxEmbedder
+from lrface.preprocessing import box_to_chip, hr_chip, hr_to_lr
 from lrface.settings import Settings
 from service.api import schemas as s
 from service.api.schemas import Box, ImageIn
 from service.embedders import Embedders, Space
-from service.faces import DecodedFace, FaceDecoder, ImageItem
+from service.faces import DecodedFace, DetectMode, FaceDecoder, ImageItem
 from service.gallery.gallery import Gallery
 
 M = TypeVar("M", bound=BaseModel)
@@ -60,8 +63,71 @@ def _parse_json(raw: bytes, model: type[M]) -> M:
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:10])
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, errors) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, validation_detail(exc, model)) from None
+
+
+def validation_detail(exc: ValidationError, model: type[BaseModel]) -> str:
+    """One line per error (at most ten); an unknown field is named with the fields its place takes."""
+    lines = []
+    for error in exc.errors()[:10]:
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(_fields_at(model, error["loc"][:-1]))
+            lines.append(f"unknown field '{where}' (not used: refused rather than ignored); allowed there: {allowed}")
+        else:
+            lines.append(f"{where}: {error['msg']}")
+    return "; ".join(lines)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the (nested) model at ``loc`` of a body of ``model``."""
+    current: type[BaseModel] = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part)
+        models = (
+            [t for t in _types_in(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)]
+            if field
+            else []
+        )
+        if not models:
+            return []
+        current = models[0]
+    return list(current.model_fields)
+
+
+def _types_in(annotation: Any) -> list[Any]:
+    args = get_args(annotation)
+    return [annotation] if not args else [t for a in args for t in _types_in(a)]
+
+
+def no_query(*allowed: str) -> Callable[[Request], None]:
+    """A route dependency: query-string parameters other than ``allowed`` are refused (422) with
+    where they belong, never silently ignored (``POST /identify?detect=true`` did nothing once)."""
+
+    def check(request: Request) -> None:
+        unknown = sorted({k for k in request.query_params if k not in allowed})
+        if unknown:
+            names = ", ".join(unknown)
+            where = f"only {', '.join(allowed)} go in the query string; " if allowed else ""
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                f"unknown query parameter(s) {names}: {where}this route reads its options from the request body "
+                "(a JSON field or a multipart form field of the same name, e.g. -F detect=true)",
+            )
+
+    return check
+
+
+def check_form_fields(form: FormData, allowed: Sequence[str]) -> None:
+    """Multipart fields other than ``allowed`` are refused (422), never ignored."""
+    unknown = sorted({k for k in form if k not in allowed})
+    if unknown:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"unknown multipart field(s) {', '.join(unknown)}; this route takes: {', '.join(allowed)}",
+        )
 
 
 async def form_body(request: Request, max_files: int) -> FormData:
@@ -101,6 +167,20 @@ def parse_bool(text: object, name: str) -> bool:
     raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{name} must be true or false")
 
 
+def parse_detect(text: object) -> DetectMode:
+    """A multipart ``detect``: auto (absent), true or false (1/0, yes/no, on/off too)."""
+    if text is None or text == "":
+        return "auto"
+    if not isinstance(text, str):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "detect must be a form field, not a file")
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return "true" if parse_bool(text.strip(), "detect") else "false"
+    except HTTPException:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "detect must be auto, true or false") from None
+
+
 def decode_b64(image: ImageIn, what: str, max_bytes: int) -> bytes:
     data = image.data
     if data.startswith("data:"):
@@ -120,11 +200,13 @@ async def upload_bytes(upload: Any, what: str) -> bytes:
 
 
 def form_model(model: type[M], fields: dict[str, Any]) -> M:
+    for name, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{name} must be a form field, not a file")
     try:
         return model.model_validate({k: v for k, v in fields.items() if v not in (None, "")})
     except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, errors) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, validation_detail(exc, model)) from None
 
 
 def gallery_of(request: Request) -> Gallery:
@@ -150,6 +232,10 @@ class Probe:
 
     face: DecodedFace | None
     vector: np.ndarray | None = None
+
+    @property
+    def kind(self) -> s.ProbeKind:
+        return self.face.input if self.face is not None else "embedding"
 
 
 class RequestContext:
@@ -207,31 +293,35 @@ class RequestContext:
                 status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"{count} faces in one request; the limit is {limit}"
             )
 
-    async def image_list(self, model: type[s.EmbedRequest] | type[s.EnrollRequest]) -> tuple[list[ImageItem], bool]:
-        """The ``images`` of an embed or enroll request and its ``detect``: multipart files (with
-        optional ``box`` fields) or base64 JSON."""
+    async def image_list(
+        self, model: type[s.EmbedRequest] | type[s.EnrollRequest], form_fields: Sequence[str]
+    ) -> tuple[list[ImageItem], DetectMode, bool]:
+        """The ``images`` of an embed or enroll request, its ``detect`` and ``include_input``:
+        multipart files (with optional ``box`` fields, one per file) or base64 JSON."""
         if not is_multipart(self.request):
             body = await json_body(self.request, model)
-            return await self.run(self.items_from_json, body.images, "images"), body.detect
+            items = await self.run(self.items_from_json, body.images, "images")
+            return items, body.detect, bool(getattr(body, "include_input", False))
         form = await form_body(self.request, self.settings.max_faces_per_request + 1)
-        detect = parse_bool(form.get("detect"), "detect")
-        return await self.items_from_form(form, "images", [str(b) for b in form.getlist("box")]), detect
+        check_form_fields(form, form_fields)
+        detect = parse_detect(form.get("detect"))
+        include = parse_bool(form.get("include_input"), "include_input")
+        return await self.items_from_form(form, "images", [str(b) for b in form.getlist("box")]), detect, include
 
-    def _decode_and_embed(self, items: list[ImageItem], detect: bool) -> tuple[list[DecodedFace], np.ndarray]:
-        faces = self.decoder.decode_all(items, detect, self.settings.max_request_pixels)
-        return faces, self.embedders.embed(faces, "student")
+    def decode(self, items: list[ImageItem], detect: DetectMode) -> list[DecodedFace]:
+        """Every face of ``items`` (under the request's pixel budget); call through :meth:`run`."""
+        return self.decoder.decode_all(items, detect, self.settings.max_request_pixels)
 
-    async def embed_students(self, items: list[ImageItem], detect: bool) -> tuple[list[DecodedFace], np.ndarray]:
-        """Decode (under the request's pixel budget) and embed with the student (the space edge clients
-        compute), in the thread pool."""
-        return await self.run(self._decode_and_embed, items, detect)
-
-    async def read(self, model: type[M], form_fields: tuple[str, ...], max_files: int) -> tuple[M, Any]:
+    async def read(
+        self, model: type[M], form_fields: tuple[str, ...], file_fields: tuple[str, ...], max_files: int
+    ) -> tuple[M, Any]:
         """The request as ``(body model, multipart form or None)``: JSON bodies validate whole, multipart
-        forms contribute ``form_fields`` (files are read later by field name)."""
+        forms contribute ``form_fields`` (files are read later by field name); any other multipart field
+        is refused."""
         if not is_multipart(self.request):
             return await json_body(self.request, model), None
         form = await form_body(self.request, max_files)
+        check_form_fields(form, (*file_fields, *form_fields))
         return form_model(model, {k: form.get(k) for k in form_fields}), form
 
     def check_embedding(self, emb: s.EmbeddingIn, what: str) -> np.ndarray:
@@ -258,15 +348,18 @@ class RequestContext:
         field: str,
         image: s.ImageIn | None,
         embedding: s.EmbeddingIn | None,
-        detect: bool,
+        detect: DetectMode,
         box: str | None = None,
     ) -> Probe | None:
-        """One face given as a file, a base64 image (decoded, not embedded yet) or an edge embedding
-        (the student's space), or None when absent."""
+        """One face given as a file, a base64 image (decoded, not embedded yet; a searched image gives
+        its largest face, none found is a 422) or an edge embedding (the student's space), or None
+        when absent."""
         if form is not None:
             if form.get(field) is None:
                 return None
             items = await self.items_from_form(form, field, [box] if box else None)
+            if len(items) > 1:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"give one file as {field}")
         elif image is not None and embedding is not None:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_ENTITY, f"give {field} as an image or an embedding, not both"
@@ -277,15 +370,23 @@ class RequestContext:
             items = await self.run(self.items_from_json, [image], field)
         else:
             return None
-        decoded = await self.run(self.decoder.decode_all, items, detect, self.settings.max_request_pixels)
+        decoded = await self.run(self.decode, items, detect)
+        if not decoded:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                f"{items[0].label}: no face found (an image that is itself the face: send detect=false)",
+            )
         return Probe(decoded[0], None)
+
+    def teacher_complete(self, gallery: Gallery | None) -> bool:
+        """Whether the teacher may serve against ``gallery``: it holds every face in the teacher's space
+        (a gallery enrolled before the teacher served has none until `lrface gallery reembed`)."""
+        return gallery is None or (gallery.teacher is not None and len(gallery.teacher) == len(gallery))
 
     def _embed_probes(self, probes: list[Probe], gallery: Gallery | None) -> tuple[list[np.ndarray], Space]:
         faces = [p.face for p in probes if p.face is not None]
         routed = {self.embedders.space_for(f) for f in faces}
-        # Against a gallery, the teacher only when it holds every face (a gallery enrolled before the
-        # teacher served has none until `lrface gallery reembed`: its faces stay with the student).
-        complete = gallery is None or (gallery.teacher is not None and len(gallery.teacher) == len(gallery))
+        complete = self.teacher_complete(gallery)
         space: Space = "teacher" if len(faces) == len(probes) and routed == {"teacher"} and complete else "student"
         vectors = iter(self.embedders.embed(faces, space)) if faces else iter(())
         return [p.vector if p.vector is not None else next(vectors) for p in probes], space
@@ -295,3 +396,27 @@ class RequestContext:
         enough for it (see the model card's routing) and ``gallery`` (when given) holds every face in
         the teacher's space, else the student's."""
         return await self.run(self._embed_probes, probes, gallery)
+
+    def embed_each(self, faces: list[DecodedFace], gallery: Gallery | None) -> tuple[list[np.ndarray], list[Space]]:
+        """Each face in its own routed space (the teacher's for a large face where ``gallery`` allows
+        it), embedded space by space; call through :meth:`run`."""
+        complete = self.teacher_complete(gallery)
+        spaces: list[Space] = [self.embedders.space_for(f) if complete else "student" for f in faces]
+        vectors: list[np.ndarray] = [np.zeros(0, np.float32)] * len(faces)
+        for space in set(spaces):
+            chosen = [i for i, sp in enumerate(spaces) if sp == space]
+            for i, vector in zip(chosen, self.embedders.embed([faces[i] for i in chosen], space), strict=True):
+                vectors[i] = vector
+        return vectors, spaces
+
+    def input_png(self, face: DecodedFace, space: Space) -> str:
+        """The model's input as the model saw it, as a PNG data URL: the student's LR face
+        (:func:`lrface.preprocessing.hr_to_lr` of the canonical chip) or the teacher's 150-px chip."""
+        if space == "teacher":
+            seen = face.teacher_face()
+            pixels = hr_chip(seen.image, seen.box)
+        else:
+            pixels = hr_to_lr(box_to_chip(face.face.image, face.face.box), self.embedder.card.input_size)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -4,86 +4,235 @@ the gallery, run in the thread pool."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from service.api import schemas as s
 from service.api.auth import require
-from service.api.inputs import RequestContext
+from service.api.inputs import Probe, RequestContext, no_query
 from service.api.openapi import BOX, FILE, FILES, both_bodies
+from service.embedders import Space
+from service.faces import DecodedFace, ImageItem
+from service.gallery.gallery import Gallery
 
-router = APIRouter(tags=["recognition"], dependencies=[Depends(require("read"))])
+router = APIRouter(tags=["recognition"], dependencies=[Depends(require("read")), Depends(no_query())])
+
+EMBED_FIELDS = ("images", "box", "detect", "include_input")
+IDENTIFY_FORM = ("top_k", "threshold", "detect", "fuse", "include_input")
+VERIFY_FORM = ("subject_id", "threshold", "detect")
+DETECT_FORM = {"type": "string", "enum": ["auto", "true", "false"], "default": "auto"}
+FACES_DOC = (
+    " Each image is taken as `detect` says (default `auto`: a face chip is the face, a photo or frame is "
+    "searched with the MTCNN detector and gives every face found, the largest first); a `box` is the face. "
+    "Each face says how it was taken (`input`), where it is (`box`, `face_px`, `detection_score`) and which "
+    "model served it (`embedder`); `include_input=true` adds the model's input as it saw it (`input_png`)."
+)
+
+
+def _found(face: DecodedFace, space: Space, png: str | None) -> dict[str, Any]:
+    return {
+        "image": face.image,
+        "input": face.input,
+        "box": face.box,
+        "box_clipped": face.box_clipped,
+        "detection_score": face.detection_score,
+        "face_px": face.face_px,
+        "embedder": space,
+        "input_png": png,
+    }
 
 
 @router.post(
     "/embed",
     response_model=s.EmbedResponse,
-    summary="Embed one or more faces",
-    description="Each face (a pre-cropped chip of any size, or a photo with `detect=true`) is brought to the "
-    "model's low-resolution input by the shared preprocessing and embedded (unit length).",
+    summary="Embed the faces of one or more images",
+    description="Every face is brought to the student's low-resolution input by the shared preprocessing and "
+    "embedded (unit length, the space edge clients compute)." + FACES_DOC + " Images searched without a face "
+    "found are listed in `images_without_face`.",
     openapi_extra=both_bodies(
-        s.EmbedRequest, {"images": FILES, "box": {"type": "array", "items": BOX}, "detect": {"type": "boolean"}}
-    ),
+        s.EmbedRequest,
+        {
+            "images": FILES,
+            "box": {"type": "array", "items": BOX},
+            "detect": DETECT_FORM,
+            "include_input": {"type": "boolean"},
+        },
+    ),  # fmt: skip
 )
 async def embed(request: Request) -> s.EmbedResponse:
     ctx = RequestContext(request)
-    items, detect = await ctx.image_list(s.EmbedRequest)
-    faces, vectors = await ctx.embed_students(items, detect)
+    items, detect, include = await ctx.image_list(s.EmbedRequest, EMBED_FIELDS)
+
+    def work() -> list[s.FaceEmbedding]:
+        faces = ctx.decode(items, detect)
+        vectors = ctx.embedders.embed(faces, "student")
+        pngs = [ctx.input_png(f, "student") if include else None for f in faces]
+        return [
+            s.FaceEmbedding(embedding=v.tolist(), **_found(f, "student", png))
+            for v, f, png in zip(vectors, faces, pngs, strict=True)
+        ]
+
+    out = await ctx.run(work)
+    with_face = {f.image for f in out}
     return s.EmbedResponse(
         model=ctx.embedder.card.name,
         model_version=ctx.embedder.model_version,
         embedder="student",
-        embeddings=[
-            s.FaceEmbedding(embedding=v.tolist(), box=f.box, box_clipped=f.box_clipped, face_px=f.face_px)
-            for v, f in zip(vectors, faces, strict=True)
-        ],
+        faces=out,
+        embeddings=out,
+        images_without_face=[i for i in range(len(items)) if i not in with_face],
     )
 
 
 @router.post(
     "/identify",
     response_model=s.IdentifyResponse,
-    summary="Find who a face belongs to",
-    description="Ranked subjects (each scored by its best enrolled face) and a decision at the calibrated "
-    "threshold (or `threshold`). Send an image, or an `embedding` computed at the edge. A face of at least the "
-    "model card's `routing.min_face_px` (in the image as sent) is matched by the teacher against the gallery's "
-    "teacher embeddings, a smaller one by the student: `embedder` says which.",
+    summary="Find who the faces of an image belong to",
+    description="Each face found is identified on its own (`faces`): ranked subjects (each scored by its best "
+    "enrolled face), a `decision` at the calibrated threshold (or `threshold`) and an `outcome` ('match', or "
+    "'unknown' when no enrolled subject reaches it). The top-level `matches`, `decision`, `threshold`, "
+    "`embedder`, `face_px` and `input` are the largest face's; the top-level `outcome` is 'no_face' when none "
+    "was found. A face of at least the model card's `routing.min_face_px` (in the image as sent) is matched by "
+    "the teacher against the gallery's teacher embeddings, a smaller one by the student." + FACES_DOC + " Send "
+    "one image, an `embedding` computed at the edge, or several images of one person with `fuse=true` "
+    "(multipart: several `image` files; JSON: `images`): each image's largest face is embedded, the embeddings "
+    "averaged and searched once (the teacher only when every face is large enough); `fused` says how many.",
     openapi_extra=both_bodies(
         s.IdentifyRequest,
         {
-            "image": FILE,
+            "image": {"oneOf": [FILE, FILES]},
             "top_k": {"type": "integer", "default": 5},
             "threshold": {"type": "number"},
-            "box": BOX,
-            "detect": {"type": "boolean"},
+            "box": {"oneOf": [BOX, {"type": "array", "items": BOX}]},
+            "detect": DETECT_FORM,
+            "fuse": {"type": "boolean", "default": False},
+            "include_input": {"type": "boolean", "default": False},
         },
     ),
 )
 async def identify(request: Request) -> s.IdentifyResponse:
     ctx = RequestContext(request)
-    body, form = await ctx.read(s.IdentifyRequest, ("top_k", "threshold", "detect"), 2)
-    box = str(form.get("box")) if form is not None and form.get("box") else None
-    probe = await ctx.optional_probe(form, "image", body.image, body.embedding, body.detect, box)
-    if probe is None:
+    max_files = ctx.settings.max_faces_per_request + 2
+    body, form = await ctx.read(s.IdentifyRequest, IDENTIFY_FORM, ("image", "box"), max_files)
+    threshold = body.threshold
+    items: list[ImageItem] = []
+    if form is not None:
+        if form.get("image") is not None:
+            items = await ctx.items_from_form(form, "image", [str(b) for b in form.getlist("box")])
+    elif body.embedding is not None:
+        if body.image is not None or body.images is not None or body.fuse:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY, "give an image (or images) or an embedding, not both"
+            )
+        probe = Probe(None, ctx.check_embedding(body.embedding, "embedding"))
+        gallery = ctx.gallery
+        (query,), space = await ctx.embed_probes([probe], gallery)
+        found = await ctx.run(gallery.in_space(space).search, query, body.top_k)
+        matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
+        chosen = threshold if threshold is not None else ctx.embedders.threshold(space)
+        decision = _decide(matches, chosen)
+        return s.IdentifyResponse(
+            matches=matches, decision=decision, outcome="match" if decision else "unknown", threshold=chosen,
+            model_version=ctx.embedder.model_version, embedder=space, face_px=None, input="embedding",
+        )  # fmt: skip
+    elif body.image is not None and body.images is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "give image or images, not both")
+    else:
+        images = [body.image] if body.image is not None else body.images or []
+        items = await ctx.run(ctx.items_from_json, images, "image" if body.image is not None else "images")
+    if not items:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "give a query image or embedding")
+    if len(items) > 1 and not body.fuse:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"{len(items)} images: several images are taken as one track of one person only with fuse=true; "
+            "otherwise send one image per request",
+        )
     gallery = ctx.gallery
-    (query,), space = await ctx.embed_probes([probe], gallery)
-    matches = await ctx.run(gallery.in_space(space).search, query, body.top_k)
-    threshold = body.threshold if body.threshold is not None else ctx.embedders.threshold(space)
-    decision = matches[0].subject_id if matches and matches[0].score >= threshold else None
+    faces = await ctx.run(ctx.decode, items, body.detect)
+    if body.fuse:
+        track = [next(f for f in faces if f.image == i) for i in range(len(items)) if any(f.image == i for f in faces)]
+        return await ctx.run(_identify_track, ctx, track, gallery, body.top_k, threshold, body.include_input)
+    return await ctx.run(_identify_faces, ctx, faces, gallery, body.top_k, threshold, body.include_input)
+
+
+def _decide(matches: list[s.MatchOut], threshold: float) -> str | None:
+    return matches[0].subject_id if matches and matches[0].score >= threshold else None
+
+
+def _no_face(ctx: RequestContext, threshold: float | None) -> s.IdentifyResponse:
     return s.IdentifyResponse(
-        matches=[s.MatchOut(subject_id=m.subject_id, score=m.score) for m in matches],
-        decision=decision,
-        threshold=threshold,
-        model_version=ctx.embedder.model_version,
-        embedder=space,
-        face_px=probe.face.face_px if probe.face is not None else None,
-    )
+        matches=[], decision=None, outcome="no_face",
+        threshold=threshold if threshold is not None else ctx.embedders.threshold("student"),
+        model_version=ctx.embedder.model_version, embedder="student", face_px=None, input=None, faces=[],
+    )  # fmt: skip
+
+
+def _identify_faces(
+    ctx: RequestContext, faces: list[DecodedFace], gallery: Gallery, top_k: int, threshold: float | None,
+    include: bool,
+) -> s.IdentifyResponse:  # fmt: skip
+    """Every face of the image identified on its own (each in its routed space); the top level is the
+    largest face's."""
+    if not faces:
+        return _no_face(ctx, threshold)
+    vectors, spaces = ctx.embed_each(faces, gallery)
+    out = []
+    for face, vector, space in zip(faces, vectors, spaces, strict=True):
+        found = gallery.in_space(space).search(vector, top_k)
+        matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
+        chosen = threshold if threshold is not None else ctx.embedders.threshold(space)
+        decision = _decide(matches, chosen)
+        png = ctx.input_png(face, space) if include else None
+        out.append(
+            s.IdentifiedFace(
+                **_found(face, space, png),
+                matches=matches,
+                threshold=chosen,
+                decision=decision,
+                outcome="match" if decision else "unknown",
+            )  # fmt: skip
+        )
+    top = out[0]
+    assert top.matches is not None and top.threshold is not None and top.outcome is not None
+    return s.IdentifyResponse(
+        matches=top.matches, decision=top.decision, outcome=top.outcome, threshold=top.threshold,
+        model_version=ctx.embedder.model_version, embedder=top.embedder, face_px=top.face_px, input=top.input,
+        faces=out,
+    )  # fmt: skip
+
+
+def _identify_track(
+    ctx: RequestContext, track: list[DecodedFace], gallery: Gallery, top_k: int, threshold: float | None,
+    include: bool,
+) -> s.IdentifyResponse:  # fmt: skip
+    """One person's faces (one per image) fused: unit embeddings averaged, re-normalised, searched once,
+    all in one space (the teacher's only when every face is large enough for it)."""
+    if not track:
+        return _no_face(ctx, threshold)
+    vectors, space = ctx._embed_probes([Probe(f) for f in track], gallery)
+    mean = np.mean(np.stack(vectors), axis=0)
+    query = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+    matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in gallery.in_space(space).search(query, top_k)]
+    chosen = threshold if threshold is not None else ctx.embedders.threshold(space)
+    decision = _decide(matches, chosen)
+    largest = max(track, key=lambda f: f.face_px)
+    return s.IdentifyResponse(
+        matches=matches, decision=decision, outcome="match" if decision else "unknown", threshold=chosen,
+        model_version=ctx.embedder.model_version, embedder=space, face_px=min(f.face_px for f in track),
+        input=largest.input, fused=len(track),
+        faces=[s.IdentifiedFace(**_found(f, space, ctx.input_png(f, space) if include else None)) for f in track],
+    )  # fmt: skip
 
 
 @router.post(
     "/verify",
     response_model=s.VerifyResponse,
     summary="Are two faces the same person? Or: is this face an enrolled subject?",
+    description="Each image gives one face: a chip or box as it is, a searched photo its largest face (422 when "
+    "none is found); `input_a` / `input_b` say how each was taken.",
     openapi_extra=both_bodies(
         s.VerifyRequest,
         {
@@ -91,13 +240,13 @@ async def identify(request: Request) -> s.IdentifyResponse:
             "image_b": FILE,
             "subject_id": {"type": "string"},
             "threshold": {"type": "number"},
-            "detect": {"type": "boolean"},
+            "detect": DETECT_FORM,
         },
     ),
 )
 async def verify(request: Request) -> s.VerifyResponse:
     ctx = RequestContext(request)
-    body, form = await ctx.read(s.VerifyRequest, ("subject_id", "threshold", "detect"), 3)
+    body, form = await ctx.read(s.VerifyRequest, VERIFY_FORM, ("image_a", "image_b"), 3)
     probe_a = await ctx.optional_probe(form, "image_a", body.image_a, body.embedding_a, body.detect)
     probe_b = await ctx.optional_probe(form, "image_b", body.image_b, body.embedding_b, body.detect)
     if probe_a is None:
@@ -126,4 +275,6 @@ async def verify(request: Request) -> s.VerifyResponse:
         faces_compared=count,
         model_version=version,
         embedder=space,
+        input_a=probe_a.kind,
+        input_b=probe_b.kind if probe_b is not None else None,
     )

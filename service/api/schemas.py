@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 SUBJECT_ID_RE = re.compile(SUBJECT_ID_PATTERN)
@@ -14,32 +14,68 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 Box = tuple[Finite, Finite, Finite, Finite]
 
 
-class ImageIn(BaseModel):
+class Strict(BaseModel):
+    """A request body: fields it does not know are refused (422), never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _detect_mode(value: object) -> object:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        return {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(
+            lowered, lowered
+        )
+    return value
+
+
+Detect = Annotated[
+    Literal["auto", "true", "false"],
+    BeforeValidator(_detect_mode),
+    Field(
+        description="How faces are taken from each image. 'auto' (default): an image that is a face chip (shorter "
+        "side at most 64 px, or one face filling it) is the face; any other (a photo, a frame) is searched and "
+        "yields its faces. 'true': always search (no face found: the answer says so). 'false': the whole image "
+        "(or its box) is the face. JSON booleans are accepted. A `box` always names the face."
+    ),
+]
+IncludeInput = Annotated[
+    bool,
+    Field(description="Add to each face the model's input as the model saw it (`input_png`, a PNG data URL)."),
+]
+InputKind = Annotated[
+    Literal["chip", "detected", "box"],
+    Field(
+        description="How the face was taken: 'chip' (the whole image), 'detected' (found by the detector), 'box' "
+        "(the client's box)."
+    ),
+]
+
+
+class ImageIn(Strict):
     """One image as base64 (standard alphabet; a data: URL prefix is accepted)."""
 
     data: str = Field(
         description="Base64-encoded image bytes (JPEG, PNG, WebP, BMP, PGM, TIFF).", examples=["iVBORw0KGgo..."]
     )
-    box: Box | None = Field(None, description="Face box [left, top, right, bottom] in pixels; whole image when absent.")
+    box: Box | None = Field(
+        None, description="Face box [left, top, right, bottom] in pixels: this is the face (no search)."
+    )
 
 
-class EmbeddingIn(BaseModel):
+class EmbeddingIn(Strict):
     """An embedding computed by an edge client running the same ONNX model."""
 
     values: list[Finite] = Field(description="The embedding (unit length not required).", max_length=4096)
     model_version: str = Field(description="'name:version' of the model that computed it (see /readyz).")
 
 
-class EmbedRequest(BaseModel):
-    images: list[ImageIn] = Field(min_length=1, description="One or more faces.")
-    detect: bool = Field(False, description="Find and align the largest face first (needs the dlib extra).")
-
-
-class FaceEmbedding(BaseModel):
-    embedding: list[float]
-    box: Box | None = Field(description="The face box used, in input-image pixels (None: the whole image).")
-    box_clipped: bool = Field(False, description="The given box reached outside the image and was clipped to it.")
-    face_px: float = Field(0.0, description="The face's side in the image as sent (its box's, or the image's).")
+class EmbedRequest(Strict):
+    images: list[ImageIn] = Field(min_length=1, description="Face chips, photos or frames.")
+    detect: Detect = "auto"
+    include_input: IncludeInput = False
 
 
 EmbedderName = Annotated[
@@ -51,19 +87,60 @@ EmbedderName = Annotated[
 ]
 
 
+class FaceFound(BaseModel):
+    """One face of a request: where it is and how it was taken."""
+
+    image: int = Field(0, description="Index of the image it was found in (the request's order).")
+    input: InputKind = "chip"
+    box: Box | None = Field(
+        description="The face box in the image's pixels: the detector's (clipped to the image), the client's, or "
+        "None for a whole-image chip."
+    )
+    box_clipped: bool = Field(False, description="The client's box reached outside the image and was clipped to it.")
+    detection_score: float | None = Field(None, description="The detector's face probability (None: not detected).")
+    face_px: float = Field(
+        0.0,
+        description="Side of the square the models see, in the image's pixels (a chip: its longer side); the "
+        "routing to the teacher compares it with the card's routing.min_face_px.",
+    )
+    embedder: EmbedderName = "student"
+    input_png: str | None = Field(
+        None, description="With include_input: the model's input as it saw it (data:image/png;base64,...)."
+    )
+
+
+class FaceEmbedding(FaceFound):
+    embedding: list[float]
+
+
 class EmbedResponse(BaseModel):
     model: str
     model_version: str
     embedder: EmbedderName = "student"
-    embeddings: list[FaceEmbedding]
+    faces: list[FaceEmbedding] = Field(description="Every face, image by image, the largest first within an image.")
+    embeddings: list[FaceEmbedding] = Field(
+        description="The same list as `faces` (the name used before detection; kept for existing clients)."
+    )
+    images_without_face: list[int] = Field(
+        default_factory=list, description="Indexes of the images searched in which no face was found."
+    )
 
 
-class IdentifyRequest(BaseModel):
+class IdentifyRequest(Strict):
     image: ImageIn | None = None
+    images: list[ImageIn] | None = Field(
+        None, min_length=1, description="Several images of one person (a track): give fuse=true."
+    )
     embedding: EmbeddingIn | None = None
     top_k: int = Field(5, ge=1, le=100)
     threshold: Finite | None = Field(None, ge=-1.0, le=1.0, description="Overrides the model card's threshold.")
-    detect: bool = False
+    detect: Detect = "auto"
+    fuse: bool = Field(
+        False,
+        description="The images are one track of one person: each image's face (its largest) is embedded, the "
+        "embeddings averaged and searched once.",
+    )
+    include_input: IncludeInput = False
 
 
 class MatchOut(BaseModel):
@@ -71,16 +148,41 @@ class MatchOut(BaseModel):
     score: float = Field(description="Cosine similarity of the best face of this subject.")
 
 
+Outcome = Literal["match", "unknown"]
+
+
+class IdentifiedFace(FaceFound):
+    matches: list[MatchOut] | None = Field(None, description="This face's ranked subjects (None in a fused track).")
+    threshold: float | None = None
+    decision: str | None = Field(None, description="The top subject when its score reaches the threshold, else null.")
+    outcome: Outcome | None = Field(
+        None, description="'match' (a decision) or 'unknown' (no enrolled subject reaches the threshold)."
+    )
+
+
 class IdentifyResponse(BaseModel):
-    matches: list[MatchOut]
+    matches: list[MatchOut] = Field(description="The largest face's ranked subjects (the fused track's).")
     decision: str | None = Field(description="The top subject when its score reaches the threshold, else null.")
+    outcome: Literal["match", "unknown", "no_face"] = Field(
+        description="'match': a decision; 'unknown': a face, but no enrolled subject reaches the threshold; "
+        "'no_face': no face was found in the image."
+    )
     threshold: float
     model_version: str
     embedder: EmbedderName = "student"
-    face_px: float | None = Field(None, description="The probe face's side in the image as sent (None: embedding).")
+    face_px: float | None = Field(
+        None, description="The largest face's side (a fused track: its smallest face's); None: an embedding."
+    )
+    input: Literal["chip", "detected", "box", "embedding"] | None = Field(
+        None, description="How the largest face was taken; None when there is none."
+    )
+    fused: int | None = Field(None, description="Faces averaged into the searched embedding (fuse=true).")
+    faces: list[IdentifiedFace] = Field(
+        default_factory=list, description="Every face found, largest first, each identified on its own."
+    )
 
 
-class VerifyRequest(BaseModel):
+class VerifyRequest(Strict):
     """Two faces (images or embeddings), or one face and an enrolled ``subject_id``."""
 
     image_a: ImageIn | None = None
@@ -89,7 +191,10 @@ class VerifyRequest(BaseModel):
     embedding_b: EmbeddingIn | None = None
     subject_id: str | None = Field(None, pattern=SUBJECT_ID_PATTERN)
     threshold: Finite | None = Field(None, ge=-1.0, le=1.0)
-    detect: bool = False
+    detect: Detect = "auto"
+
+
+ProbeKind = Literal["chip", "detected", "box", "embedding"]
 
 
 class VerifyResponse(BaseModel):
@@ -100,17 +205,25 @@ class VerifyResponse(BaseModel):
     faces_compared: int = 1
     model_version: str
     embedder: EmbedderName = "student"
+    input_a: ProbeKind = Field("chip", description="How the first face was taken (a searched image: its largest).")
+    input_b: ProbeKind | None = Field(None, description="How the second face was taken (None: a subject).")
 
 
-class EnrollRequest(BaseModel):
-    images: list[ImageIn] = Field(min_length=1)
-    detect: bool = False
+class EnrollRequest(Strict):
+    images: list[ImageIn] = Field(
+        min_length=1, description="One face per image: a chip, a box, or a photo's only (or clearly largest) face."
+    )
+    detect: Detect = "auto"
 
 
 class EnrolledFace(BaseModel):
     face_id: int
     content_hash: str
     created: bool = Field(description="False when this exact image was already enrolled for the subject.")
+    input: InputKind = "chip"
+    box: Box | None = Field(None, description="The face enrolled, in the image's pixels (None: the whole image).")
+    face_px: float = 0.0
+    detection_score: float | None = None
 
 
 class EnrollResponse(BaseModel):

@@ -1,0 +1,175 @@
+"""The frame benchmark (``lrface bench frames``): LFW test people enrolled through the HTTP API (one
+photo each, sent whole: the service finds the face), then synthetic 1280x720 frames
+(:mod:`service.frame_synthesis`) with their other photos pasted at 12-64 px sent to ``/identify``
+(``detect=true``), as a camera's frames would be. Reported by face size: detection recall, rank-1 of
+the pasted faces the service found, and, for the same faces, rank-1 of their landmark-aligned chips
+at that size (sent as chips): the cost of a detector's crop. Also false detections per frame,
+frames/s over HTTP (one client, then two), and per-stage times of the detector in this process.
+
+A face's size is the side of the square the models see (``face_px`` in the service's answers: the
+framing rule's square around the detector's box), so "16 px" means what it means in the evaluation.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from lrface.alignment import DlibAligner
+from lrface.data.lfw import identity_split
+from lrface.degradation import DegradationConfig, degrade
+from lrface.detection import MtcnnDetector
+from lrface.preprocessing import FRAME_SCALE, load_image_file
+from service.frame_synthesis import Frame, SourceFace, match_detections, synthetic_frames
+
+SIZES = (12, 16, 20, 24, 32, 48, 64)
+
+
+def _encode(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def _percent(hits: int, total: int) -> float | None:
+    return round(100 * hits / total, 1) if total else None
+
+
+def bench_frames(
+    url: str,
+    lfw_root: Path,
+    frames: int = 150,
+    seed: int = 0,
+    api_key: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    split = identity_split(lfw_root)
+    names = sorted(split.test)
+    detector = MtcnnDetector(min_face_px=20)  # the subject's box in each HR source photo
+    headers = {"X-API-Key": api_key} if api_key else {}
+    results: dict[str, Any] = {"people_enrolled": len(names), "frames": frames, "frame_size": "1280x720"}
+    with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
+        started = time.perf_counter()
+        for i, name in enumerate(tqdm(names, desc="enrolling", disable=not progress)):
+            photo = split.test[name][0]
+            files = {"images": (photo.name, photo.read_bytes(), "image/jpeg")}
+            client.post(f"/gallery/subjects/p{i:04d}/faces", files=files).raise_for_status()
+        results["enrol_s"] = round(time.perf_counter() - started, 1)
+        sources, aligned = _sources(split.test, names, detector, seed)
+        scenes = synthetic_frames(
+            [s for s, _ in sources], frames, [s / FRAME_SCALE for s in SIZES], seed=seed
+        )  # box sides: their framed squares are SIZES
+        sent = [_encode(f.pixels, "JPEG") for f in scenes]
+        answers, latencies = [], []
+        for data in tqdm(sent, desc="frames", disable=not progress):
+            t0 = time.perf_counter()
+            answer = client.post("/identify", files={"image": ("frame.jpg", data, "image/jpeg")},
+                                 data={"detect": "true", "top_k": "1"})  # fmt: skip
+            latencies.append(time.perf_counter() - t0)
+            answer.raise_for_status()
+            answers.append(answer.json())
+        results["per_size"] = _score(scenes, answers, sources, aligned, client, seed, progress)
+        results["false_detections_per_frame"] = round(
+            sum(len(a["faces"]) - len(match_detections([f.box for f in s.faces], [tuple(x["box"]) for x in a["faces"]]))
+                for s, a in zip(scenes, answers, strict=True)) / len(scenes), 3)  # fmt: skip
+        results["frames_without_faces"] = sum(not s.faces for s in scenes)
+        results["http_one_client"] = {
+            "frames_per_s": round(len(latencies) / sum(latencies), 2),
+            "latency_p50_ms": round(1000 * float(np.median(latencies)), 1),
+        }
+        results["http_two_clients"] = _throughput(url, headers, sent[: min(len(sent), 60)])
+    results["detector_stages_ms"] = _stages([f.pixels for f in scenes[:20]])
+    return results
+
+
+def _sources(
+    people: dict[str, list[Path]], names: list[str], detector: MtcnnDetector, seed: int
+) -> tuple[list[tuple[SourceFace, Path]], list[np.ndarray]]:
+    """Every test photo but each person's enrolled first one, shuffled; with its aligned chip."""
+    aligner = DlibAligner()
+    photos = [(i, f) for i, n in enumerate(names) for f in people[n][1:]]
+    order = np.random.default_rng(seed).permutation(len(photos))
+    sources, aligned = [], []
+    for k in order:
+        person, path = photos[int(k)]
+        image = load_image_file(path)
+        found = detector.detect(image)
+        if not found:
+            continue
+        centre = [d for d in found if d.box[0] <= 125 <= d.box[2] and d.box[1] <= 125 <= d.box[3]] or found
+        box = max(centre, key=lambda d: d.side).box
+        sources.append((SourceFace(image, box, person), path))
+        aligned.append(aligner.align(image, box))
+    return sources, aligned
+
+
+def _score(
+    scenes: list[Frame],
+    answers: list[dict[str, Any]],
+    sources: list[tuple[SourceFace, Path]],
+    aligned: list[np.ndarray],
+    client: httpx.Client,
+    seed: int,
+    progress: bool,
+) -> dict[str, Any]:
+    rows: dict[int, dict[str, int]] = {s: {"faces": 0, "found": 0, "rank1": 0, "aligned_rank1": 0} for s in SIZES}
+    for scene, answer in tqdm(list(zip(scenes, answers, strict=True)), desc="scoring", disable=not progress):
+        boxes = [tuple(f["box"]) for f in answer["faces"]]
+        matched = match_detections([f.box for f in scene.faces], boxes)
+        for i, face in enumerate(scene.faces):
+            size = min(SIZES, key=lambda s: abs(s - face.face_px * FRAME_SCALE))
+            row = rows[size]
+            row["faces"] += 1
+            truth = f"p{face.person:04d}"
+            if i in matched:
+                row["found"] += 1
+                top = answer["faces"][matched[i]]["matches"]
+                row["rank1"] += bool(top) and top[0]["subject_id"] == truth
+            chip = degrade(aligned[face.source], DegradationConfig(size=size), np.random.default_rng((seed, i)))
+            reply = client.post("/identify", files={"image": ("chip.png", _encode(chip))},
+                                data={"detect": "false", "top_k": "1"})  # fmt: skip
+            reply.raise_for_status()
+            top = reply.json()["matches"]
+            row["aligned_rank1"] += bool(top) and top[0]["subject_id"] == truth
+    return {
+        str(size): {
+            "faces": r["faces"],
+            "recall": _percent(r["found"], r["faces"]),
+            "rank1_of_pasted": _percent(r["rank1"], r["faces"]),
+            "rank1_of_found": _percent(r["rank1"], r["found"]),
+            "rank1_aligned_chip": _percent(r["aligned_rank1"], r["faces"]),
+        }
+        for size, r in rows.items()
+    }
+
+
+def _throughput(url: str, headers: dict[str, str], frames: list[bytes]) -> dict[str, float]:
+    def send(data: bytes) -> None:
+        with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
+            client.post("/identify", files={"image": ("f.jpg", data, "image/jpeg")},
+                        data={"detect": "true", "top_k": "1"}).raise_for_status()  # fmt: skip
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(send, frames))
+    return {"frames_per_s": round(len(frames) / (time.perf_counter() - started), 2), "frames": len(frames)}
+
+
+def _stages(frames: list[np.ndarray]) -> dict[str, float]:
+    """Median milliseconds per frame of the detector's stages, in this process, at the service's
+    default minimum face (12 px) and with two threads."""
+    detector = MtcnnDetector(min_face_px=12, threads=2)
+    detector.detect(frames[0])  # warm-up
+    times = [detector.detect_timed(f)[1] for f in frames]
+    fields = ("pnet", "rnet", "onet")
+    out = {name: round(1000 * float(np.median([getattr(t, name) for t in times])), 1) for name in fields}
+    out["total"] = round(sum(out.values()), 1)
+    return out
