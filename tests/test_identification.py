@@ -54,3 +54,6 @@ def test_the_size_threshold_is_where_the_teacher_wins_from_there_up() -> None:
         24,
     )
     assert routed == {"ident@lr16": "s16", "ident@lr24": "t24", "ident@hr": "thr"}
+    # Rows the teacher was not evaluated on (detector crops, fused tracks) stay out of the routed row.
+    extra = {"ident@det24": "sd24", "ident@dethr": "sdhr", "fusion@lr16": {}}
+    assert routed_results({"ident@lr24": "s24", **extra}, {"ident@lr24": "t24"}, 24) == {"ident@lr24": "t24"}

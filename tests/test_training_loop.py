@@ -99,6 +99,26 @@ def test_a_training_step_under_cpu_bfloat16_autocast(tmp_path: Path) -> None:
     assert all(np.isfinite(row[k]) for k in ("loss", "identity", "instance", "pairwise", "angle"))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
+@pytest.mark.parametrize("amp_dtype", ["float16", "bfloat16"])
+def test_training_under_cuda_autocast(tmp_path: Path, amp_dtype: str) -> None:
+    """The CUDA path the issue found broken: float16 autocast with loss scaling (and bfloat16)."""
+    from training.losses import MarginSoftmax
+
+    head = MarginSoftmax(8, 3).cuda()
+    emb, labels = torch.randn(4, 8, device="cuda"), torch.tensor([0, 1, 2, 0], device="cuda")
+    with torch.autocast("cuda", dtype=getattr(torch, amp_dtype)):
+        mixed = head(emb, labels)
+    assert mixed.dtype == torch.float32 and torch.allclose(mixed, head(emb, labels), atol=1e-5)
+    data = synthetic_arrays(identities=4, per_identity=4)
+    weights = LossWeights(identity=1.0, instance=1.0, pairwise=1.0, angle=1.0)
+    cfg = _config(epochs=3, amp=True, amp_dtype=amp_dtype, device="cuda", losses=weights)
+    train(cfg, tmp_path / amp_dtype, data, _val(data), progress=False)
+    rows = [json.loads(line) for line in (tmp_path / amp_dtype / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r[k]) for r in rows for k in ("loss", "identity", "instance", "pairwise", "angle"))
+    assert rows[-1]["loss"] < rows[0]["loss"]
+
+
 def test_resuming_with_another_config_is_refused(tmp_path: Path) -> None:
     from training.loop import ConfigMismatch
 
@@ -153,7 +173,7 @@ from training.loop import train
 import os
 # Each rank's own clock may say "stop": only rank 0's decision counts (rank 1 alone stopping would hang).
 limit = 0.0 if os.environ["RANK"] == "1" else None
-row = train(_config(epochs=2), Path({run!r}), synthetic_arrays(), max_minutes=limit, progress=False)
+row = train(_config(epochs=2, device="cpu"), Path({run!r}), synthetic_arrays(), max_minutes=limit, progress=False)
 print(json.dumps(row))
 """
 

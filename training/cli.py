@@ -1,17 +1,23 @@
-"""The training side's commands: teacher cache, train, release, quantize, evaluate, ablation and the
-model benchmark. Registered on the ``lrface`` command by ``lrface_cli``, which replaces them with a
-clear message where the ``train`` extra (torch) is not installed. torch is imported inside each
-command, never at import time."""
+"""The training side's commands: teacher cache, train, release, quantize, evaluate, ablation, the
+MTCNN detector export and the model benchmark. Registered on the ``lrface`` command by
+``lrface_cli``, which replaces them with a clear message where the ``train`` extra (torch) is not
+installed. torch is imported inside each command, never at import time."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from lrface.settings import get_settings
 from training.ablation import ABLATION_ROWS, DEFAULT_PROTOCOLS, with_run_paths
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+    from training.dataset import FaceArrays
+    from training.validation import ValData
 
 
 def teacher_cache(
@@ -41,6 +47,10 @@ def train(
         0.0, min=0.0, help="Stop after the epoch that passes this many minutes; run again to resume (0: no limit)."
     ),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    pack: Path = typer.Option(
+        None, exists=True, dir_okay=False, help="Train from a pack written by `lrface pack` (no data or dlib needed)."
+    ),
+    workers: int = typer.Option(0, min=0, help="Override the config's data-loader processes (0: keep it)."),
 ) -> None:
     """Train a student or assistant (resumes from LRFACE_CACHE/runs/NAME/last.pt when present; a run
     folder holding a run of another config is refused).
@@ -48,20 +58,18 @@ def train(
     The loss terms (identity, 1st/2nd/3rd order against the teacher, the same against an assistant)
     and their weights come from the config. Works under `torchrun --nproc_per_node N` unchanged.
     """
-    from training.config import TrainConfig
-    from training.data_prep import prepare
     from training.loop import ConfigMismatch
     from training.loop import train as train_loop
+    from training.pack import read_pack
 
     settings = get_settings()
-    cfg = TrainConfig.load(config)
-    if epochs:
-        cfg = cfg.model_copy(update={"epochs": epochs})
+    cfg = _config(config, epochs)
+    if workers:
+        cfg = cfg.model_copy(update={"workers": workers})  # where it runs may change on resume
     runs = settings.cache / "runs"
     cfg = with_run_paths(cfg, runs)
     run_dir = runs / (run_name or cfg.name)
-    extra = [settings.data / name for name in cfg.extra_train_data]
-    _, train_data, val = prepare(settings.lfw_root(), settings.cache, cfg.teacher, cfg.val_fraction, cfg.seed, extra)
+    train_data, val = read_pack(pack) if pack is not None else _prepared(cfg)
     try:
         row = train_loop(cfg, run_dir, train_data, val, max_minutes or None, progress)
     except ConfigMismatch as exc:
@@ -71,6 +79,40 @@ def train(
         f"run {run_dir}: epoch {row.get('epoch')} val_accuracy {row.get('val_accuracy', float('nan')):.4f}"
         + (" (stopped at the time limit; run again to resume)" if row.get("stopped_early") else "")
     )
+
+
+def _config(path: Path, epochs: int = 0) -> TrainConfig:
+    from training.config import TrainConfig
+
+    cfg = TrainConfig.load(path)
+    return cfg.model_copy(update={"epochs": epochs}) if epochs else cfg
+
+
+def _prepared(cfg: TrainConfig) -> tuple[FaceArrays, ValData]:
+    from training.data_prep import prepare
+
+    settings = get_settings()
+    extra = [settings.data / name for name in cfg.extra_train_data]
+    _, train_data, val = prepare(
+        settings.lfw_root(), settings.cache, cfg.teacher, cfg.val_fraction, cfg.seed, extra, cfg.detector_crops > 0
+    )
+    return train_data, val
+
+
+def pack(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="A JSON config (training/configs/*.json)."),
+    out: Path = typer.Option(..., help="The pack file to write (.npz)."),
+) -> None:
+    """Write the config's training faces (canonical chips, detector-box chips where the config uses
+    them, teacher targets) and validation faces into one compact file, for `lrface train --pack` on a
+    machine without the data, dlib or the teacher cache (e.g. a GPU machine)."""
+    from training.pack import write_pack
+
+    cfg = _config(config)
+    train_data, val = _prepared(cfg)
+    size = write_pack(out, train_data, val)
+    faces = f"{len(train_data.labels)} training faces, {len(val.chips)} validation faces"
+    typer.echo(f"wrote {out}: {faces}, {size / 2**20:.1f} MiB")
 
 
 def release(
@@ -174,13 +216,31 @@ def bench_models_command(
         out.write_text(text + "\n")
 
 
+def export_detector(
+    out: Path = typer.Option(Path("models/mtcnn"), help="Where pnet/rnet/onet.onnx, card.json and README.md go."),
+) -> None:
+    """Export facenet-pytorch's MTCNN (P-Net, R-Net, O-Net) to ONNX for the torch-free detector
+    (lrface/detection.py), each checked against torch on random input, with a card of sources,
+    licences, SHA-256 digests and default settings."""
+    from training.detector_export import export_detector as export
+
+    card = export(out)
+    files = card["files"]
+    assert isinstance(files, dict)
+    for name, info in files.items():
+        typer.echo(f"{out / name}: onnx/torch max abs diff {info['onnx_torch_max_abs_diff']:.2e}")
+    typer.echo(f"wrote {out / 'card.json'} and {out / 'README.md'}")
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "teacher-cache": teacher_cache,
     "train": train,
+    "pack": pack,
     "release": release,
     "quantize": quantize,
     "evaluate": evaluate,
     "ablation": ablation,
+    "export-detector": export_detector,
 }
 BENCH_COMMANDS: dict[str, Callable[..., None]] = {"models": bench_models_command}
 

@@ -72,6 +72,17 @@ class TrainConfig(BaseModel):
         description="Data folders under LRFACE_DATA (images/<identity>/*) whose people join training only, "
         "e.g. 'celeba-299' (LFW-disjoint by construction).",
     )
+    detector_crops: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of training views cut by the framing rule (lrface.preprocessing.frame_face) around "
+        "the detector's box on the original photo, instead of from the aligned chip: a detector's crop then "
+        "works without landmarks.",
+    )
+    select_by: Literal["val_accuracy", "val_rank1"] = Field(
+        "val_accuracy", description="Validation figure that picks best.pt (rank-1: identification first)."
+    )
     init_from: str | None = Field(None, description="Checkpoint to initialise the model from.")
     val_fraction: float = 0.1
     seed: int = 0

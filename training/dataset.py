@@ -22,6 +22,7 @@ class FaceArrays:
     labels: np.ndarray  # (N,) int64 identity index
     emb: np.ndarray  # (N, D) teacher embeddings
     emb_flip: np.ndarray  # (N, D) teacher embeddings of the mirrored chips
+    detector_chips: np.ndarray | None = None  # (N, S, S, 3) the same faces framed around the detector's box
 
 
 def center_targets(data: FaceArrays) -> FaceArrays:
@@ -32,17 +33,19 @@ def center_targets(data: FaceArrays) -> FaceArrays:
         out = x - mean
         return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
-    return FaceArrays(data.chips, data.labels, centred(data.emb), centred(data.emb_flip))
+    return FaceArrays(data.chips, data.labels, centred(data.emb), centred(data.emb_flip), data.detector_chips)
 
 
 def canonical_chips(data: FaceArrays, side: int = CHIP_SIDE) -> FaceArrays:
     """The same faces as canonical chips (:func:`lrface.preprocessing.box_to_chip`, at most ``side``
     px): done once before training, so a view costs little; every LR view still goes through
     :func:`lrface.preprocessing.hr_to_lr`, so the result equals the service's for the same face."""
-    if data.chips.shape[1] <= side:
-        return data
-    chips = np.stack([box_to_chip(np.asarray(chip), side=side) for chip in data.chips])
-    return FaceArrays(chips, data.labels, data.emb, data.emb_flip)
+
+    def canonical(chips: np.ndarray) -> np.ndarray:
+        return chips if chips.shape[1] <= side else np.stack([box_to_chip(np.asarray(c), side=side) for c in chips])
+
+    detector = None if data.detector_chips is None else canonical(data.detector_chips)
+    return FaceArrays(canonical(data.chips), data.labels, data.emb, data.emb_flip, detector)
 
 
 def jitter_box(size: int, aug: AugmentConfig, rng: np.random.Generator) -> tuple[float, float, float, float]:
@@ -80,8 +83,12 @@ class DistillDataset(Dataset[dict[str, torch.Tensor]]):
         augment: AugmentConfig | None,
         seed: int = 0,
         hr_size: int | None = None,
+        detector_crops: float = 0.0,
     ) -> None:
         self.data, self.input_size, self.augment, self.seed, self.hr_size = data, input_size, augment, seed, hr_size
+        if detector_crops > 0 and data.detector_chips is None:
+            raise ValueError("detector_crops > 0 needs the faces' detector-box chips")
+        self.detector_crops = detector_crops
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -98,6 +105,8 @@ class DistillDataset(Dataset[dict[str, torch.Tensor]]):
             hr_chip = chip
         else:
             rng = np.random.default_rng((self.seed, self.epoch, index))
+            if self.detector_crops > 0 and self.data.detector_chips is not None and rng.random() < self.detector_crops:
+                chip = self.data.detector_chips[index]  # same person, same teacher target, the detector's framing
             if self.augment.flip and rng.random() < 0.5:
                 chip, target = chip[:, ::-1], self.data.emb_flip[index]
             lr = normalise(augmented_lr(chip, self.input_size, self.augment, rng))

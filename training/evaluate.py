@@ -18,7 +18,8 @@ from tqdm import tqdm
 from lrface.data.lfw import identity_split, image_path, make_pairs, read_pairs
 from lrface.degradation import DegradationConfig, degrade
 from lrface.embedder import OnnxEmbedder
-from lrface.preprocessing import hr_chip
+from lrface.preprocessing import box_to_chip, hr_chip
+from training.detections import DetectionCache, detector_chips
 from training.identification import identification
 from training.metrics import verification_report
 from training.teacher_cache import TeacherCache
@@ -39,9 +40,19 @@ class TestSet:
     official_same: np.ndarray
     extended: np.ndarray
     extended_same: np.ndarray
+    detector_chips: np.ndarray | None = None  # the same faces framed around the detector's box
 
 
-def load_test_set(lfw_root: Path, cache_root: Path, teacher: str = "dlib", seed: int = 0) -> TestSet:
+DETECTOR_PREFIX = "det"  # 'det16': the face cut around the detector's box (frame_face), at 16 px
+
+
+def is_detector_protocol(protocol: str) -> bool:
+    return protocol.startswith(DETECTOR_PREFIX)
+
+
+def load_test_set(
+    lfw_root: Path, cache_root: Path, teacher: str = "dlib", seed: int = 0, detector: bool = False
+) -> TestSet:
     split = identity_split(lfw_root)
     names = sorted(split.test)
     files = [f for n in names for f in split.test[n]]
@@ -57,6 +68,7 @@ def load_test_set(lfw_root: Path, cache_root: Path, teacher: str = "dlib", seed:
     extended_pairs = make_pairs(split.test, seed=seed, max_per_person=EXTENDED_PAIRS_PER_PERSON)
     extended = np.asarray([[row[a], row[b]] for a, b, _ in extended_pairs])
     targets = TeacherCache(cache_root, teacher).targets(files)
+    found = DetectionCache(cache_root).boxes(files) if detector else None
     return TestSet(
         files,
         targets.chips,
@@ -66,6 +78,7 @@ def load_test_set(lfw_root: Path, cache_root: Path, teacher: str = "dlib", seed:
         np.asarray([p.same for p in pairs]),
         extended,
         np.asarray([s for _, _, s in extended_pairs]),
+        detector_chips(files, found, targets.chips) if found is not None else None,
     )
 
 
@@ -79,6 +92,47 @@ def probe_faces(chips: np.ndarray, protocol: str, seed: int = 0) -> list[np.ndar
     else:
         config = DegradationConfig(size=int(protocol.removeprefix("lr")))
     return [degrade(chip, config, np.random.default_rng((seed, i))) for i, chip in enumerate(chips)]
+
+
+def protocol_faces(test: TestSet, protocol: str, seed: int = 0) -> list[np.ndarray]:
+    """The test faces under ``protocol``: :func:`probe_faces` of the aligned chips, or for 'det<size>'
+    (and 'dethr', their gallery) of the detector-box chips."""
+    if not is_detector_protocol(protocol):
+        return probe_faces(test.chips, protocol, seed)
+    if test.detector_chips is None:
+        raise ValueError(f"protocol {protocol} needs the test set's detector chips (load_test_set(detector=True))")
+    return probe_faces(test.detector_chips, protocol.removeprefix(DETECTOR_PREFIX), seed)
+
+
+TRACK_SIZES = (1, 3, 5)  # probes fused per track
+
+
+def track_views(chip: np.ndarray, count: int, size: int, seed: int) -> list[np.ndarray]:
+    """``count`` views of one face as consecutive frames of a camera give them: the face box moved by up
+    to 4% of its side, and each frame's own blur, sensor noise and JPEG, at ``size`` px."""
+    rng = np.random.default_rng(seed)
+    side = chip.shape[0]
+    config = DegradationConfig(size=size, blur_sigma=(0.0, 1.0), noise_std=(0.0, 4.0), jpeg_quality=(40, 90))
+    views = []
+    for _ in range(count):
+        dx, dy = rng.uniform(-0.04, 0.04, 2) * side
+        face = box_to_chip(chip, (dx, dy, side + dx, side + dy))
+        views.append(degrade(face, config, rng))
+    return views
+
+
+def fusion_identification(embed: Embed, test: TestSet, gallery: np.ndarray, size: int = 16) -> dict[str, Any]:
+    """Rank-1 of tracks of 1, 3 and 5 frames of each probe face (:func:`track_views`), fused as the
+    service fuses them (``/identify`` with ``fuse=true``: unit embeddings averaged, re-normalised)."""
+    most = max(TRACK_SIZES)
+    views = [v for row, chip in enumerate(test.chips) for v in track_views(chip, most, size, row)]
+    emb = embed(views).reshape(len(test.chips), most, -1)
+    out = {}
+    for count in TRACK_SIZES:
+        fused = emb[:, :count].mean(1)
+        fused /= np.maximum(np.linalg.norm(fused, axis=1, keepdims=True), 1e-12)
+        out[str(count)] = identification(gallery, fused, test.labels)
+    return out
 
 
 def student_embedder(model_dir: Path) -> Embed:
@@ -121,11 +175,15 @@ def evaluate_model(embed_protocol: Callable[[str], np.ndarray], test: TestSet, p
         "hr-hr": _pairs_report(hr_emb, hr_emb, test),
         "ident@hr": identification(hr_emb, hr_emb, test.labels),
     }
+    if any(is_detector_protocol(p) for p in protocols):
+        det_hr = embed_protocol(f"{DETECTOR_PREFIX}hr")  # detector protocols enrol detector crops too
+        results[f"ident@{DETECTOR_PREFIX}hr"] = identification(det_hr, det_hr, test.labels)
     for protocol in protocols:
         lr_emb = embed_protocol(protocol)
+        gallery = det_hr if is_detector_protocol(protocol) else hr_emb
         results[f"lr-lr@{protocol}"] = _pairs_report(lr_emb, lr_emb, test)
-        results[f"hr-lr@{protocol}"] = _pairs_report(hr_emb, lr_emb, test)
-        results[f"ident@{protocol}"] = identification(hr_emb, lr_emb, test.labels)
+        results[f"hr-lr@{protocol}"] = _pairs_report(gallery, lr_emb, test)
+        results[f"ident@{protocol}"] = identification(gallery, lr_emb, test.labels)
     return results
 
 

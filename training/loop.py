@@ -185,9 +185,8 @@ def train(
     train_data = canonical_chips(train_data, max(CHIP_SIDE, hr_size or 0))
     if config.center_targets:
         train_data = center_targets(train_data)
-    dataset = DistillDataset(
-        train_data, config.input_size, config.augment if config.augment_enabled else None, config.seed, hr_size
-    )
+    augment = config.augment if config.augment_enabled else None
+    dataset = DistillDataset(train_data, config.input_size, augment, config.seed, hr_size, config.detector_crops)
     sampler: DistributedSampler[dict[str, torch.Tensor]] | None = (
         DistributedSampler(dataset, world, rank, shuffle=True, seed=config.seed) if world > 1 else None
     )
@@ -215,7 +214,7 @@ def train(
         for group in optimizer.param_groups:  # the schedule is replayed from the base rate, not the saved one
             group["lr"] = group.get("initial_lr", config.lr)
         start_epoch, best = state["epoch"] + 1, state["best"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location put it on the GPU; the CPU RNG wants it back
     scheduler = lr_schedule(optimizer, config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
     fast_forward(scheduler, start_epoch * steps_per_epoch)
 
@@ -266,8 +265,8 @@ def train(
         row["faces_per_s"] = seen * world / (time.monotonic() - epoch_start)
         if rank == 0:
             if val is not None:
-                row["val_accuracy"] = validate(model, val, config.input_size, device)
-            score = row.get("val_accuracy", -row["loss"])
+                row.update(validate(model, val, config.input_size, device))
+            score = row.get(config.select_by, row.get("val_accuracy", -row["loss"]))
             state = {
                 "model": model.state_dict(),
                 "head": head.state_dict() if head is not None else None,

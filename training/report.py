@@ -17,8 +17,11 @@ from lrface.teacher import DLIB_VERSION
 from training.evaluate import (
     RESOLUTIONS,
     evaluate_model,
+    fusion_identification,
+    is_detector_protocol,
     load_test_set,
     probe_faces,
+    protocol_faces,
     student_embedder,
     teacher_embedder,
 )
@@ -91,7 +94,7 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """Evaluate ``model_dirs`` (and the teacher) on the test people; with ``route`` (needs the teacher),
     choose on validation people the face size from which the teacher serves, and add the routed row."""
-    test = load_test_set(settings.lfw_root(), settings.cache)
+    test = load_test_set(settings.lfw_root(), settings.cache, detector=any(map(is_detector_protocol, protocols)))
     results: dict[str, Any] = {"command": " ".join(["lrface", *sys.argv[1:]]), "models": {}}
     for directory in model_dirs:
         card = load_card(directory)
@@ -99,11 +102,15 @@ def run_evaluation(
         results["models"][card.model_version] = {
             "model_dir": str(directory),
             "config": card.training.config,
-            **evaluate_model(lambda p, e=embed: e(probe_faces(test.chips, p)), test, protocols),  # type: ignore[misc]
+            **evaluate_model(lambda p, e=embed: e(protocol_faces(test, p)), test, protocols),  # type: ignore[misc]
         }
+        hr_emb = embed(probe_faces(test.chips, "hr"))
+        results["models"][card.model_version]["fusion@lr16"] = fusion_identification(embed, test, hr_emb)
     if teacher:
         by_protocol = _cached_teacher_embed(settings, test.chips, test.hr_teacher, "test", "dlib")
-        results["models"][TEACHER_ROW] = evaluate_model(by_protocol, test, protocols)
+        # The teacher's rows on aligned faces only (in the service it aligns detected faces itself).
+        aligned = [p for p in protocols if not is_detector_protocol(p)]
+        results["models"][TEACHER_ROW] = evaluate_model(by_protocol, test, aligned)
     if route and teacher and model_dirs:
         routing = choose_routing(settings, model_dirs[0])
         results["routing"] = routing
@@ -210,6 +217,7 @@ def identification_lines(results: dict[str, Any]) -> list[str]:
                 f"| {name} | {protocol} | {_pct(r['rank1'])} | {_pct(r['rank5'])} | {_pct(r['rank1_per_person'])} | "
                 f"{_pct(r['rank5_per_person'])} | {_pct(r['fnir_at_fpir_0.01'])} | {_pct(r['fnir_at_fpir_0.1'])} |"
             )
+    lines += detector_lines(results) + fusion_lines(results)
     routing = results.get("routing")
     if routing:
         curves = routing["validation_rank1"]
@@ -225,6 +233,51 @@ def identification_lines(results: dict[str, Any]) -> list[str]:
             *[f"| {m} | " + " | ".join(_pct(curves[m][p]) for p in sizes) + " |" for m in ("student", "teacher")],
         ]
     return [*lines, ""]
+
+
+def fusion_lines(results: dict[str, Any]) -> list[str]:
+    """Multi-frame fusion: tracks of 1, 3 and 5 frames of each probe at 16 px, fused into one probe."""
+    rows = [(name, e["fusion@lr16"]) for name, e in results["models"].items() if "fusion@lr16" in e]
+    if not rows:
+        return []
+    counts = list(rows[0][1])
+    lines = [
+        "",
+        "Multi-frame fusion at 16 px (`/identify` with `fuse=true`): each probe as a track of frames, every "
+        "frame its own small box shift, blur, noise and JPEG; unit embeddings averaged. Rank-1 per probe, %, "
+        "95% interval over people:",
+        "",
+        "| model | " + " | ".join(f"{c} frame{'s' if c != '1' else ''}" for c in counts) + " |",
+        "| --- |" + " --- |" * len(counts),
+    ]
+    for name, fusion in rows:
+        cells = [f"{_pct(f['rank1'])} ({_pct(f['rank1_ci95'][0])}–{_pct(f['rank1_ci95'][1])})" for f in fusion.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def detector_lines(results: dict[str, Any]) -> list[str]:
+    """Landmark-aligned chips against crops cut around the detector's box (``det<size>``: gallery and
+    probes both detector crops, as a photo and a frame sent with ``detect`` give), where evaluated."""
+    sizes = sorted({int(k.removeprefix("ident@det")) for e in results["models"].values() for k in e
+                    if k.startswith("ident@det") and k != "ident@dethr"})  # fmt: skip
+    if not sizes:
+        return []
+    lines = [
+        "",
+        "Aligned chips against detector-box crops (MTCNN box, framed by `lrface.preprocessing.frame_face`; "
+        "gallery and probes both cut that way): rank-1 and LR–LR verification on the official pairs, %:",
+        "",
+        "| model | " + " | ".join(f"{r} px aligned / detector" for r in sizes) + " | LR–LR 16 px aligned / detector |",
+        "| --- |" + " --- |" * (len(sizes) + 1),
+    ]
+    for name, entry in results["models"].items():
+        if f"ident@det{sizes[0]}" not in entry:
+            continue
+        cells = [f"{_pct(entry[f'ident@lr{r}']['rank1'])} / {_pct(entry[f'ident@det{r}']['rank1'])}" for r in sizes]
+        cells.append(f"{_acc(entry, 'lr-lr@lr16')} / {_acc(entry, 'lr-lr@det16')}" if "lr-lr@det16" in entry else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_report(results: dict[str, Any], protocols: list[str], out: Path) -> None:

@@ -39,6 +39,8 @@ def routed_results(student: dict[str, Any], teacher: dict[str, Any], threshold: 
         if "@" not in key:
             continue
         protocol = key.split("@", 1)[1]
+        if protocol.startswith("det") or key.startswith("fusion"):
+            continue  # detector crops and tracks: the student's own rows (the teacher was not run on them)
         use_teacher = threshold is not None and protocol_size(protocol) >= threshold and key in teacher
         out[key] = teacher[key] if use_teacher else value
     return out

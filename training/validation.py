@@ -13,6 +13,7 @@ from torch import nn
 
 from lrface.data.lfw import make_pairs
 from lrface.preprocessing import face_to_input
+from training.identification import identification
 from training.metrics import kfold_accuracy
 from training.teacher_cache import TeacherCache
 
@@ -24,17 +25,20 @@ class ValData:
     chips: np.ndarray
     pairs: np.ndarray  # (P, 2) int
     same: np.ndarray  # (P,) bool
+    labels: np.ndarray | None = None  # (N,) person of each chip: validation rank-1 where given
 
 
 def val_data(identities: dict[str, list[Path]], cache: TeacherCache, seed: int = 0) -> ValData:
     files = sorted(f for fs in identities.values() for f in fs)
     row = {f: i for i, f in enumerate(files)}
+    person = {f: i for i, name in enumerate(sorted(identities)) for f in identities[name]}
     pairs = make_pairs(identities, seed=seed)
     chips = cache.targets(files).chips
     return ValData(
         chips=chips,
         pairs=np.asarray([[row[a], row[b]] for a, b, _ in pairs], dtype=np.int64),
         same=np.asarray([same for _, _, same in pairs], dtype=bool),
+        labels=np.asarray([person[f] for f in files], dtype=np.int64),
     )
 
 
@@ -47,9 +51,15 @@ def embed_batches(model: nn.Module, inputs: np.ndarray, device: torch.device, ba
     return F.normalize(torch.cat(out)).numpy()
 
 
-def validate(model: nn.Module, val: ValData, input_size: int, device: torch.device) -> float:
-    """10-fold verification accuracy of the validation pairs, faces through the canonical path."""
+def validate(model: nn.Module, val: ValData, input_size: int, device: torch.device) -> dict[str, float]:
+    """``val_accuracy``: 10-fold verification accuracy of the validation pairs; ``val_rank1`` (where
+    the chips carry labels): rank-1 with every validation person's first face enrolled and the others
+    as probes (:func:`training.identification.identification`), all faces through the canonical path
+    at the model's input size, as the service sees an enrolled photo and a probe of that size."""
     inputs = np.stack([face_to_input(chip, input_size) for chip in val.chips])
     emb = embed_batches(model, inputs, device)
     scores = (emb[val.pairs[:, 0]] * emb[val.pairs[:, 1]]).sum(1)
-    return kfold_accuracy(scores, val.same)[0]
+    out = {"val_accuracy": kfold_accuracy(scores, val.same)[0]}
+    if val.labels is not None:
+        out["val_rank1"] = identification(emb, emb, val.labels)["rank1"]
+    return out
