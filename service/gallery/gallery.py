@@ -9,9 +9,12 @@ indexed, whatever the interleaving of enrolments, deletions and syncs.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +23,48 @@ from service.gallery.index import FaceIndex
 from service.gallery.store import FaceRecord, GalleryStore, NewFace, SubjectRecord, open_store
 
 log = logging.getLogger("lrface.gallery")
+
+
+CHANGE_RETENTION_S = 3600.0  # change-log entries older than this, and behind the persisted index, are pruned
+
+
+class IndexFile:
+    """``index-<space>.faiss`` and beside it ``.json``: the model, dimension and change-log position the
+    index reflects, the ids it holds tombstoned, and the identity (inode, size, mtime) of the file it
+    describes, so a pair that does not belong together is never used."""
+
+    def __init__(self, directory: Path, space: str) -> None:
+        self.index = directory / f"index-{space}.faiss"
+        self.meta = directory / f"index-{space}.json"
+
+    def exists(self) -> bool:
+        return self.index.exists() or self.meta.exists()
+
+    @staticmethod
+    def _identity(path: Path) -> list[int]:
+        stat = path.stat()
+        return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+
+    def write(self, index: FaceIndex, model_version: str, dim: int, seq: int) -> None:
+        dead = index.save(self.index)
+        meta = {"model_version": model_version, "dim": dim, "seq": seq, "count": len(index), "dead": dead,
+                "file": self._identity(self.index)}  # fmt: skip
+        tmp = self.meta.with_name(self.meta.name + ".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, self.meta)
+
+    def read(self, into: FaceIndex, model_version: str, dim: int) -> tuple[int, set[int]]:
+        """Load the index into ``into``; returns (seq, tombstoned ids). ValueError when it does not fit."""
+        meta = json.loads(self.meta.read_text())
+        if meta["model_version"] != model_version or meta["dim"] != dim:
+            raise ValueError(f"it holds {meta['model_version']} ({meta['dim']}-d), the service runs {model_version}")
+        if meta["file"] != self._identity(self.index):
+            raise ValueError(f"{self.index} is not the file {self.meta} describes")
+        dead = {int(i) for i in meta["dead"]}
+        into.load(self.index, sorted(dead))
+        if len(into) != meta["count"]:
+            raise ValueError(f"{len(into)} faces where {meta['count']} were written")
+        return int(meta["seq"]), dead
 
 
 class GalleryVersionMismatch(RuntimeError):
@@ -46,27 +91,76 @@ class Gallery:
         index: FaceIndex | None = None,
         space: str = "student",
         teacher: Gallery | None = None,
+        persist_dir: Path | None = None,
     ) -> None:
         self.store, self.dim, self.model_version, self.space = store, dim, model_version, space
         self.teacher = teacher
-        self.index = index or FaceIndex(dim)
+        self.index = index if index is not None else FaceIndex(dim)
         self.seq = 0  # change-log position the index reflects
+        # Where the index is kept between runs (the one-node SQLite gallery): index-<space>.faiss + .json.
+        self.persist = IndexFile(persist_dir, space) if persist_dir is not None else None
         self._subject_of: dict[int, str] = {}
-        self._lock = threading.RLock()  # index + id map
-        self._sync_lock = threading.Lock()  # one sync (or load) at a time
+        self._lock = threading.RLock()  # index + id map: held only to search, apply a change or swap
+        self._sync_lock = threading.RLock()  # one sync (or load) at a time
+        self._compacting = False
 
-    def load(self) -> None:
-        """Check model versions and build the index from the store (start-up, or `rebuild-index`)."""
+    def load(self, from_file: bool = True) -> None:
+        """Check model versions and make the index: from its file when one is kept and still valid
+        (then only newer changes are replayed), else built from the store. Either way it is made aside
+        and swapped in, so searches go on against the old index meanwhile."""
         self.check_versions()
+        with self._sync_lock:
+            if not (from_file and self.persist is not None and self._load_file(self.persist)):
+                self._build_from_store()
+        if self.teacher is not None:
+            self.teacher.load(from_file)
+
+    def _swap(self, index: FaceIndex, subject_of: dict[int, str], seq: int) -> None:
+        with self._lock:
+            self.index, self._subject_of, self.seq = index, subject_of, seq
+
+    def _build_from_store(self) -> None:
         snap = self.store.snapshot(self.space)
         vectors = snap.vectors if len(snap.face_ids) else np.zeros((0, self.dim), np.float32)
+        fresh = self.index.empty_like()
+        fresh.rebuild(snap.face_ids, vectors)  # minutes for an HNSW at 1M: outside the search lock
+        self._swap(fresh, dict(zip(snap.face_ids.tolist(), snap.subject_ids, strict=True)), snap.seq)
+        self.save()
+
+    def _load_file(self, file: IndexFile) -> bool:
+        """The persisted index, checked against the store; False (and a log line) when it cannot be used."""
+        fresh = self.index.empty_like()
+        try:
+            seq, dead = file.read(fresh, self.model_version, self.dim)
+            if seq > self.store.last_seq() or seq < self.store.pruned_through():
+                raise ValueError(f"its change-log position {seq} is not in the store's log")
+        except (ValueError, OSError, KeyError) as exc:
+            if file.exists():
+                log.warning("%s index file not used (%s): building from the store", self.space, exc)
+            return False
+        present = self.store.subjects_by_face(self.space)
+        ids = fresh.ids()
+        gone = [int(i) for i in ids if int(i) not in present and int(i) not in dead]
+        fresh.remove(gone)  # deleted after the file was written; the replay below skips them
+        self._swap(fresh, {int(i): present[int(i)] for i in ids if int(i) in present}, seq)
+        replayed = self._apply_changes()
+        seq_now, count = self.store.count_faces(self.space)
+        if seq_now == self.seq and count != len(self.index):
+            log.warning("%s index file disagrees with the store (%d faces, store %d): rebuilding",
+                        self.space, len(self.index), count)  # fmt: skip
+            return False
+        log.info("%s index loaded from %s at change %d, %d newer changes replayed", self.space, file.index,
+                 seq, replayed)  # fmt: skip
+        return True
+
+    def save(self) -> None:
+        """Persist the index with the change-log position it reflects (one-node galleries), then prune
+        the log entries every reader has long passed."""
+        if self.persist is None:
+            return
         with self._lock:
-            self.index.rebuild(snap.face_ids, vectors)
-            self._subject_of = dict(zip(snap.face_ids.tolist(), snap.subject_ids, strict=True))
-            self.seq = snap.seq
-        if self.teacher is not None:
-            with self.teacher._sync_lock:  # never beside a sync of the teacher's index
-                self.teacher.load()
+            self.persist.write(self.index, self.model_version, self.dim, self.seq)
+        self.store.prune_changes(self.seq, CHANGE_RETENTION_S)
 
     def check_versions(self) -> None:
         versions = self.store.model_versions(self.space)
@@ -85,24 +179,41 @@ class Gallery:
         were read. The only way the index changes after :meth:`load`."""
         if self.teacher is not None:
             self.teacher.sync()  # the same log, applied to the teacher's index
-        read = 0
         with self._sync_lock:
-            while True:
-                pending = self.store.changes_since(self.seq)
-                if not pending:
-                    return read
-                read += len(pending)
-                if any(c.op == "reload" for c in pending):
-                    self.load()
-                    continue
-                added = [c.face_id for c in pending if c.op == "add" and c.face_id is not None]
-                with self._lock:
-                    added = [i for i in added if i not in self._subject_of]
-                if added:
-                    ids, subject_ids, vectors = self.store.faces_by_id(added, self.space)  # deleted ones are absent
-                    self._add(ids, subject_ids, vectors)
-                self._remove([c.face_id for c in pending if c.op == "remove" and c.face_id is not None])
-                self.seq = pending[-1].seq
+            read = self._apply_changes()
+        if self.index.wants_compaction() and not self._compacting:
+            self._compacting = True
+            threading.Thread(target=self._compact, name="lrface-index-compact", daemon=True).start()
+        return read
+
+    def _compact(self) -> None:
+        try:
+            if self.index.compact():
+                self.save()
+        except Exception:  # noqa: BLE001 - the old graph keeps serving; the next sync tries again
+            log.exception("%s index compaction failed", self.space)
+        finally:
+            self._compacting = False
+
+    def _apply_changes(self) -> int:
+        read = 0
+        while True:
+            pending = self.store.changes_since(self.seq)
+            if not pending:
+                return read
+            read += len(pending)
+            behind = pending[0].seq > self.seq + 1 and self.seq < self.store.pruned_through()
+            if behind or any(c.op == "reload" for c in pending):  # a bulk rewrite, or a log pruned past us
+                self.load(from_file=False)
+                continue
+            added = [c.face_id for c in pending if c.op == "add" and c.face_id is not None]
+            with self._lock:
+                added = [i for i in added if i not in self._subject_of]
+            if added:
+                ids, subject_ids, vectors = self.store.faces_by_id(added, self.space)  # deleted ones are absent
+                self._add(ids, subject_ids, vectors)
+            self._remove([c.face_id for c in pending if c.op == "remove" and c.face_id is not None])
+            self.seq = pending[-1].seq
 
     def _add(self, ids: np.ndarray, subject_ids: list[str], vectors: np.ndarray) -> None:
         """Index faces not indexed yet (the writer and the change follower may both try)."""
@@ -172,7 +283,14 @@ class Gallery:
         return len(self.index)
 
     def close(self) -> None:
-        self.store.close()
+        """Persist the index (one-node galleries: the next start replays only newer changes) and close."""
+        try:
+            if self.persist is not None and self.seq:
+                if self.teacher is not None:
+                    self.teacher.save()
+                self.save()
+        finally:
+            self.store.close()
 
 
 class ChangeFollower:
@@ -211,14 +329,11 @@ def open_gallery(
     """Open the store (migrating it), check its model versions, and build the index (and the teacher's,
     given ``teacher=(dim, model id)``) unless ``load=False``."""
     store = open_store(settings.database_url, settings.gallery_dir, settings.db_pool_size, settings.db_max_overflow)
-
-    def index(size: int) -> FaceIndex:
-        return FaceIndex(size, settings.index, settings.hnsw_threshold, device=settings.faiss_device)
-
-    teacher_gallery = (
-        Gallery(store, teacher[0], teacher[1], index(teacher[0]), space="teacher") if teacher is not None else None
-    )
-    gallery = Gallery(store, dim, model_version, index(dim), teacher=teacher_gallery)
+    try:
+        gallery = _gallery(settings, store, dim, model_version, teacher)
+    except Exception:
+        store.close()
+        raise
     try:
         gallery.check_versions()
         if load:
@@ -227,3 +342,37 @@ def open_gallery(
         store.close()
         raise
     return gallery
+
+
+def _gallery(settings: Settings, store: GalleryStore, dim: int, model_version: str,
+             teacher: tuple[int, str] | None) -> Gallery:  # fmt: skip
+    """The engine: pgvector where the database has it (``gallery_engine`` 'auto' or 'pgvector'), else
+    FAISS in this process's memory. A PostgreSQL without pgvector is still served (as before pgvector
+    was used), with a warning, unless ``gallery_engine='pgvector'`` asks for it, which refuses."""
+    engine = settings.gallery_engine
+    if engine == "pgvector" and not store.pgvector:
+        raise RuntimeError(
+            f"LRFACE_GALLERY_ENGINE=pgvector but {store.describe()} has no vector extension: run PostgreSQL with "
+            "pgvector (the compose cluster profile's pgvector/pgvector:pg16) and a user allowed to create it"
+        )
+    if engine != "faiss" and store.pgvector:
+        from service.gallery.pgvector import PgvectorGallery
+
+        ef = settings.pgvector_ef_search
+        teacher_db = PgvectorGallery(store, *teacher, space="teacher", ef_search=ef) if teacher is not None else None
+        return PgvectorGallery(store, dim, model_version, teacher=teacher_db, ef_search=ef)
+    if store.dialect == "postgresql" and not store.pgvector:
+        log.warning("gallery %s is searched in this process's memory (FAISS): PostgreSQL has no pgvector, so "
+                    "every worker of every replica builds its own copy", store.describe())  # fmt: skip
+
+    def index(size: int) -> FaceIndex:
+        return FaceIndex(size, settings.index, settings.hnsw_threshold, device=settings.faiss_device)
+
+    teacher_gallery = (
+        Gallery(store, teacher[0], teacher[1], index(teacher[0]), space="teacher") if teacher is not None else None
+    )
+    # One node (SQLite): the index is kept beside the gallery, so a restart replays only newer changes.
+    persist = Path(str(store.url.database)).parent if store.dialect == "sqlite" else None
+    if teacher_gallery is not None:
+        teacher_gallery.persist = IndexFile(persist, "teacher") if persist is not None else None
+    return Gallery(store, dim, model_version, index(dim), teacher=teacher_gallery, persist_dir=persist)

@@ -14,6 +14,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from service.gallery import vectors
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK = 0x6C72_6661_6365  # "lrface": pg_advisory_xact_lock key held while migrating
 
@@ -46,6 +48,8 @@ def upgrade(engine: sa.Engine) -> str:
             # A gallery made before migrations existed has exactly revision 0001's tables.
             command.stamp(_config(connection), "0001")
         command.upgrade(_config(connection), "head")
+        if connection.dialect.name == "postgresql" and not vectors.ready(connection) and vectors.available(connection):
+            vectors.install(connection)  # pgvector installed on the server after revision 0004 ran without it
         revision = current_revision(connection)
     assert revision is not None
     return revision

@@ -25,8 +25,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from service.gallery import schema
-from service.gallery.tables import SPACES, changes, faces, subjects
+from service.gallery import schema, vectors
+from service.gallery.schema import MIGRATION_LOCK
+from service.gallery.tables import SPACES, changes, faces, meta, subjects
 
 WRITE_LOCK = 0x6C72_6661_6366  # pg_advisory_xact_lock key every writer holds until it commits
 
@@ -109,6 +110,8 @@ class GalleryStore:
             # workers hold at most 60 of PostgreSQL's default max_connections (100).
             self.engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
         self.revision = schema.upgrade(self.engine)
+        with self._read() as conn:
+            self.pgvector = vectors.ready(conn)  # embeddings also kept as vectors PostgreSQL searches
 
     @classmethod
     def sqlite(cls, directory: Path) -> GalleryStore:
@@ -178,6 +181,7 @@ class GalleryStore:
                         teacher_embedding=None if face.teacher_embedding is None else _blob(face.teacher_embedding),
                         teacher_version=None if face.teacher_embedding is None else teacher_version,
                         hr_chip=face.hr_chip_png,
+                        **self._vector_values(face.embedding, face.teacher_embedding),
                     )
                     .returning(faces.c.face_id)
                 ).scalar_one()
@@ -203,6 +207,7 @@ class GalleryStore:
                         "embedding": _blob(v),
                         "chip": None,
                         "created_at": now,
+                        **self._vector_values(v, None),
                     }
                     for sid, h, v in rows
                 ],
@@ -238,13 +243,87 @@ class GalleryStore:
         vector, model = SPACES[space]
         with self._write() as conn:
             if updates:
+                column = vectors.COLUMNS[space] if self.pgvector else None
+                if column:  # a model of another size: its vectors cannot go into the old dimension's index
+                    vectors.drop_other_indexes(conn, space, int(np.asarray(updates[0][1]).size))
                 conn.execute(
                     faces.update().where(faces.c.face_id == sa.bindparam("fid")),
-                    [{"fid": fid, vector.name: _blob(v), model.name: model_version} for fid, v in updates],
+                    [
+                        {"fid": fid, vector.name: _blob(v), model.name: model_version}
+                        | ({column: vectors.literal(v)} if column else {})
+                        for fid, v in updates
+                    ],
                 )
             self._log(conn, "reload", [(None, None)], time.time())
 
+    def _vector_values(self, student: np.ndarray, teacher: np.ndarray | None) -> dict[str, str | None]:
+        if not self.pgvector:
+            return {}
+        return {"embedding_vec": vectors.literal(student), "teacher_vec": vectors.literal(teacher)}
+
+    def prune_changes(self, through: int, older_than: float) -> int:
+        """Delete change-log entries up to ``through`` that are older than ``older_than`` seconds (every
+        live reader, syncing every fraction of a second, has passed them); a reader still behind them
+        finds itself before :meth:`pruned_through` and loads afresh. Returns how many were deleted."""
+        cutoff = time.time() - older_than
+        with self._write() as conn:
+            last = conn.execute(
+                sa.select(sa.func.max(changes.c.seq)).where(changes.c.seq <= through, changes.c.created_at < cutoff)
+            ).scalar_one()
+            if last is None:
+                return 0
+            deleted = conn.execute(changes.delete().where(changes.c.seq <= last)).rowcount
+            conn.execute(self._insert(meta).values(key="changes_pruned_through", value=str(int(last)))
+                         .on_conflict_do_update(index_elements=["key"], set_={"value": str(int(last))}))  # fmt: skip
+        return int(deleted)
+
     # -- reads --------------------------------------------------------------------------------------
+
+    def pruned_through(self) -> int:
+        """The last change-log entry pruned (0: none): a reader at an older position must reload."""
+        with self._read() as conn:
+            value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "changes_pruned_through")).scalar()
+        return int(value) if value is not None else 0
+
+    def subjects_by_face(self, space: str = "student") -> dict[int, str]:
+        """``{face_id: subject_id}`` of every face with an embedding in ``space``."""
+        vector = SPACES[space][0]
+        with self._read() as conn:
+            rows = conn.execute(sa.select(faces.c.face_id, faces.c.subject_id).where(vector.is_not(None)))
+            return {int(r[0]): r[1] for r in rows}
+
+    def count_faces(self, space: str = "student") -> tuple[int, int]:
+        """``(change-log position, faces with an embedding in space)``, read together."""
+        vector = SPACES[space][0]
+        with self._read(consistent=True) as conn:
+            seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one()
+            count = conn.execute(sa.select(sa.func.count()).where(vector.is_not(None))).scalar_one()
+        return int(seq), int(count)
+
+    def last_seq(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one())
+
+    def count_changes_since(self, seq: int) -> int:
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).where(changes.c.seq > seq)).scalar_one())
+
+    def ensure_vector_index(self, space: str, dim: int) -> bool:
+        """The HNSW index of ``space`` at ``dim`` (built once, by the first process to serve the model:
+        replicas starting together wait on the migration lock). True when built now."""
+        with self._write() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            return vectors.ensure_index(conn, space, dim)
+
+    def vector_search(
+        self, space: str, dim: int, query: np.ndarray, limit: int, ef_search: int, exact: bool = False
+    ) -> list[tuple[int, str, float]]:
+        with self._read() as conn:
+            return vectors.search(conn, space, dim, query, limit, ef_search, exact)
+
+    def vector_counts(self) -> dict[str, int]:
+        with self._read() as conn:
+            return vectors.counts(conn)
 
     def get_subject(self, subject_id: str) -> SubjectRecord | None:
         with self._read() as conn:

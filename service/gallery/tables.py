@@ -3,12 +3,31 @@ versioned Alembic migrations (``service/gallery/migrations``), never here."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
+
+
+class Vector(sa.types.UserDefinedType[Any]):
+    """pgvector's ``vector`` (bound as its text form, ``service.gallery.vectors.literal``)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "vector"
+
 
 # 64-bit ids on PostgreSQL; SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 metadata = sa.MetaData()
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
 
 subjects = sa.Table(
     "subjects",
@@ -31,6 +50,9 @@ faces = sa.Table(
     sa.Column("teacher_embedding", sa.LargeBinary, nullable=True),
     sa.Column("teacher_version", sa.Text, nullable=True),
     sa.Column("hr_chip", sa.LargeBinary, nullable=True),
+    # Revision 0004, PostgreSQL with pgvector only: the embeddings again, as vectors the database searches.
+    sa.Column("embedding_vec", Vector, nullable=True),
+    sa.Column("teacher_vec", Vector, nullable=True),
 )
 
 # The embedding spaces a face can be searched in: (embedding column, model column).
