@@ -17,8 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lrface import __version__
 from lrface.embedder import OnnxEmbedder
 from lrface.settings import Settings, get_settings
-from service.api import gallery_routes, operations, recognition
+from service.api import chips, gallery_routes, model_card, operations, recognition
 from service.api.openapi import request_body_schemas
+from service.console import pages as console
 from service.embedders import Embedders
 from service.faces import FaceDecoder, FaceInputError
 from service.gallery.gallery import ChangeFollower, Gallery, open_gallery
@@ -224,13 +225,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.api_keys = settings.parsed_api_keys()
     app.state.metrics = metrics
-    app.state.decoder = FaceDecoder(settings.max_image_pixels)
+    app.state.decoder = FaceDecoder.from_settings(settings)
     app.state.embedder = None
     app.state.embedders = None
     app.state.gallery = None
     app.state.gallery_loader = None
-    for module in (recognition, gallery_routes, operations):
+    for module in (recognition, gallery_routes, chips, model_card, operations):
         app.include_router(module.router)
+    console.install(app)  # the web console at / (pages public; their data comes through the keyed API)
 
     @app.exception_handler(FaceInputError)
     async def bad_face(request: Request, exc: FaceInputError) -> JSONResponse:

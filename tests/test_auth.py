@@ -21,6 +21,8 @@ READ = {
     ("POST", "/verify"),
     ("GET", "/gallery/subjects"),
     ("GET", "/gallery/subjects/{subject_id}"),
+    ("GET", "/gallery/subjects/{subject_id}/faces/{face_id}/chip"),
+    ("GET", "/model/card"),
 }
 ADMIN_ONLY = {
     ("POST", "/gallery/subjects/{subject_id}/faces"),
