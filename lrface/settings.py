@@ -56,11 +56,24 @@ class Settings(BaseSettings):
     )
     detect_min_face_px: float = Field(12.0, ge=6.0, description="Smallest face side the detector looks for (px).")
     detect_thresholds: Annotated[tuple[float, float, float], NoDecode] = Field(
-        (0.6, 0.7, 0.7), description="MTCNN's three stage thresholds (P-, R-, O-Net), as 'p,r,o'."
+        (0.6, 0.7, 0.9),
+        description="MTCNN's three stage thresholds (P-, R-, O-Net), as 'p,r,o'. The last was chosen on frames of "
+        "validation people (`lrface bench frames --calibrate`): 0.05 false faces per frame, every face of 16 px "
+        "and more found (0.7, MTCNN's own: 0.21 per frame).",
     )
     max_faces_per_frame: int = Field(32, ge=1, le=1000, description="Faces kept per image, the largest first.")
     detect_max_pixels: int = Field(
-        4_000_000, ge=10_000, description="Larger images are shrunk to this many pixels for the detector (memory)."
+        2_100_000,
+        ge=10_000,
+        le=3840 * 2160,
+        description="Larger images are shrunk to this many pixels for the detector (memory: full HD is searched "
+        "whole; one search of that size peaks near 400 MB).",
+    )
+    detect_concurrency: int = Field(
+        2, ge=1, description="Detector searches run at once per process (each holds its pyramid in memory)."
+    )
+    detect_wait: float = Field(
+        30.0, gt=0, description="Seconds a request waits for a free detector before it is answered 503."
     )
     index: Literal["auto", "flat", "hnsw"] = "auto"
     gallery_engine: Literal["auto", "faiss", "pgvector"] = Field(

@@ -56,6 +56,9 @@ CHIP_FILL = 0.7
 # 300 random LFW photos 43 held two or more faces: the second's side was 0.21-1.08 of the largest's
 # (median 0.81); 22 were at 0.8 or more (refused), the smaller ones background faces (enrolled).
 COMPARABLE_FACE = 0.8
+# Photos or frames searched by the detector in one request (each search costs up to ~0.3 s of CPU and
+# hundreds of MB): a fused track of frames fits, 64 uploads of full-HD noise do not.
+SEARCHES_PER_REQUEST = 16
 
 
 class FaceInputError(ValueError):
@@ -136,8 +139,8 @@ def clip_box(box: Box, width: int, height: int, what: str) -> tuple[Box, bool]:
     if not all(math.isfinite(v) for v in box):
         raise FaceInputError(f"{what}: box {list(box)} must be four finite numbers")
     left, top, right, bottom = box
-    if not (right > left and bottom > top):
-        raise FaceInputError(f"{what}: box {list(box)} is empty; expected [left, top, right, bottom]")
+    if not (right - left >= 1 and bottom - top >= 1):  # a sub-pixel box holds no face (and underflows below)
+        raise FaceInputError(f"{what}: box {list(box)} is empty or under a pixel; expected [left, top, right, bottom]")
     clipped = (max(left, 0.0), max(top, 0.0), min(right, float(width)), min(bottom, float(height)))
     inside = max(clipped[2] - clipped[0], 0.0) * max(clipped[3] - clipped[1], 0.0)
     if inside < 0.5 * (right - left) * (bottom - top):
@@ -154,10 +157,12 @@ class DetectionConfig:
     enabled: bool = True
     model_dir: Path | None = None  # None: the bundled models/mtcnn
     min_face_px: float = 12.0
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.9)  # see Settings.detect_thresholds
     max_faces: int = 32
     max_pixels: int = 2_100_000  # larger images are shrunk for the search (memory and time bounded)
     threads: int = 0
+    concurrency: int = 2  # searches at once: each holds its pyramid (hundreds of MB for full HD)
+    wait: float = 30.0  # seconds a request waits for a free search before a 503
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DetectionConfig:
@@ -169,6 +174,8 @@ class DetectionConfig:
             max_faces=settings.max_faces_per_frame,
             max_pixels=settings.detect_max_pixels,
             threads=settings.threads,
+            concurrency=settings.detect_concurrency,
+            wait=settings.detect_wait,
         )
 
 
@@ -182,6 +189,7 @@ class FaceDecoder:
         self._aligner: DlibAligner | None = None
         self._aligner_checked = False
         self._lock = threading.Lock()
+        self._searches = threading.BoundedSemaphore(self.detection.concurrency)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FaceDecoder:
@@ -254,12 +262,29 @@ class FaceDecoder:
     def search(self, image: np.ndarray) -> list[Detection]:
         """Faces in ``image``, the largest first, in its pixels; an image of more than the configured
         pixels is searched shrunk (the smallest face found grows with it)."""
+        from lrface.detection import MAX_DETECT_PIXELS, MAX_PYRAMID_PIXELS, DetectionInputError
+
         height, width = image.shape[:2]
-        scale = min(1.0, math.sqrt(self.detection.max_pixels / (height * width)))
-        if scale >= 1.0:
-            return list(self.detector().detect(image))
-        small = (max(1, round(width * scale)), max(1, round(height * scale)))
-        shrunk = np.asarray(Image.fromarray(image).resize(small, Image.Resampling.BILINEAR, reducing_gap=2.0))
+        # Within the detector's own limits too: its pyramid starts at 12 / min_face times the image.
+        budget = min(
+            self.detection.max_pixels,
+            MAX_DETECT_PIXELS,
+            int(0.95 * MAX_PYRAMID_PIXELS * (self.detection.min_face_px / 12.0) ** 2),
+        )
+        scale = min(1.0, math.sqrt(budget / (height * width)))
+        detector = self.detector()
+        if not self._searches.acquire(timeout=self.detection.wait):
+            raise FaceInputError("every face detector is busy; retry in a few seconds (LRFACE_DETECT_CONCURRENCY)", 503)
+        try:
+            if scale >= 1.0:
+                return list(detector.detect(image))
+            small = (max(1, round(width * scale)), max(1, round(height * scale)))
+            shrunk = np.asarray(Image.fromarray(image).resize(small, Image.Resampling.BILINEAR, reducing_gap=2.0))
+            found = detector.detect(shrunk)
+        except DetectionInputError as exc:
+            raise FaceInputError(f"image of {width}x{height} pixels: {exc}", 413) from None
+        finally:
+            self._searches.release()
         fx, fy = width / small[0], height / small[1]
         return [
             replace(
@@ -267,7 +292,7 @@ class FaceDecoder:
                 box=(d.box[0] * fx, d.box[1] * fy, d.box[2] * fx, d.box[3] * fy),
                 landmarks=tuple((x * fx, y * fy) for x, y in d.landmarks),
             )
-            for d in self.detector().detect(shrunk)
+            for d in found
         ]
 
     def _detected(self, base: DecodedFace, image: np.ndarray, digest: str, found: Detection) -> DecodedFace:
@@ -298,7 +323,24 @@ class FaceDecoder:
         """The faces of every item of one request (each tagged with its item's index), under one
         pixel budget."""
         budget = PixelBudget(max_request_pixels) if max_request_pixels else None
-        return [face for i, item in enumerate(items) for face in self.decode(item, detect, budget, i)]
+        faces: list[DecodedFace] = []
+        searched = 0
+        for i, item in enumerate(items):
+            found = self.decode(item, detect, budget, i)
+            searched += not found or (
+                detect != "false"
+                and self.detection.enabled
+                and found[0].input != "box"
+                and min(found[0].face.image.shape[:2]) > CHIP_MAX_SIDE
+            )
+            if searched > SEARCHES_PER_REQUEST:
+                raise FaceInputError(
+                    f"{item.label}: more than {SEARCHES_PER_REQUEST} images to search for faces in one request; "
+                    "send fewer photos or frames per request (face chips of at most 64 px are not searched)",
+                    413,
+                )
+            faces += found
+        return faces
 
 
 def largest_face(faces: Sequence[DecodedFace], label: str) -> DecodedFace:

@@ -169,3 +169,52 @@ def test_a_fused_track_of_small_crops(client: httpx.Client, photos: dict) -> Non
     assert fused["matches"][0]["score"] > mean  # averaging unit embeddings, re-normalised, raises the mate's score
     r = client.post("/identify", files=files)
     assert r.status_code == 422 and "fuse=true" in r.json()["detail"]
+
+
+def _noise_png(width: int, height: int, seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return _png(Image.fromarray(pixels))
+
+
+def test_detection_stays_inside_the_detectors_limits_and_says_when_busy() -> None:
+    import threading
+
+    from service.faces import DetectionConfig, FaceDecoder, FaceInputError, ImageItem
+
+    # A minimum face of 6 px on a 2000x1500 photo asks for a pyramid above the detector's limit: the
+    # image is searched shrunk instead (it was a 500).
+    small_faces = FaceDecoder(40_000_000, DetectionConfig(min_face_px=6.0, max_pixels=8_000_000))
+    assert small_faces.decode(ImageItem(_noise_png(2000, 1500), "big.png"), "true") == []
+    # Searches at once are bounded (each holds its pyramid in memory): a request that finds none free
+    # within the wait is answered 503, never queued without end.
+    busy = FaceDecoder(40_000_000, DetectionConfig(concurrency=1, wait=0.2))
+    busy.detector()
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with busy._searches:
+            held.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    held.wait(10)
+    try:
+        with pytest.raises(FaceInputError) as error:
+            busy.decode(ImageItem(_noise_png(200, 200), "frame.png"), "true")
+        assert error.value.status == 503 and "busy" in error.value.detail
+    finally:
+        release.set()
+        worker.join()
+    assert busy.decode(ImageItem(_noise_png(200, 200), "frame.png"), "true") == []
+
+
+def test_searches_per_request_and_sub_pixel_boxes_are_refused(client: httpx.Client) -> None:
+    frames = [("images", (f"f{i}.png", _noise_png(120, 100, i), "image/png")) for i in range(17)]
+    response = client.post("/embed", files=frames, data={"detect": "true"})
+    assert response.status_code == 413 and "more than 16 images to search" in response.json()["detail"]
+    chip = _noise_png(40, 40)
+    tiny = client.post("/embed", files={"images": ("c.png", chip)}, data={"box": "0,0,1e-300,1e-300"})
+    assert tiny.status_code == 422 and "under a pixel" in tiny.json()["detail"]
+    assert client.get("/model/card", params={"foo": "1"}).status_code == 422

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 
 from service.api import schemas as s
 from service.api.auth import require
-from service.api.inputs import gallery_of, subject_id_of
+from service.api.inputs import gallery_of, no_query, subject_id_of
 from service.gallery.store import GalleryStore
 from service.gallery.tables import faces
 
@@ -30,7 +30,7 @@ def stored_chip(store: GalleryStore, subject_id: str, face_id: int, kind: ChipKi
 
 @router.get(
     "/{subject_id}/faces/{face_id}/chip",
-    dependencies=[Depends(require("read"))],
+    dependencies=[Depends(require("read")), Depends(no_query("kind"))],
     response_class=Response,
     summary="The stored chip of an enrolled face (PNG)",
     description="`kind=canonical`: the face as the student's re-embedding input comes from it (at most 64 px); "

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from lrface.model_card import ModelCard
 from service.api import schemas as s
 from service.api.auth import require
+from service.api.inputs import no_query
 
-router = APIRouter(tags=["model"], dependencies=[Depends(require("read"))])
+router = APIRouter(tags=["model"], dependencies=[Depends(require("read")), Depends(no_query())])
 
 
 @router.get(
