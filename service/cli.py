@@ -328,6 +328,9 @@ def bench_frames_command(
     frames: int = typer.Option(150, min=1, help="Synthetic 1280x720 frames (about 3 faces each, 15% empty)."),
     api_key: str = typer.Option("", envvar="LRFACE_API_KEY", help="Admin key for --url."),
     seed: int = typer.Option(0, help="Seed of the scenes, the faces chosen and their places."),
+    calibrate: bool = typer.Option(
+        False, help="Instead: choose the detector's score threshold on frames of validation people (no server)."
+    ),
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
     """Enrol every LFW test person through the HTTP API, then send synthetic frames with their other
@@ -339,6 +342,11 @@ def bench_frames_command(
     from service.process import start_server
 
     settings = get_settings()
+    if calibrate:
+        from service.frames_bench import calibrate_detection_score
+
+        print_json(calibrate_detection_score(settings.lfw_root(), frames, seed), out)
+        return
     if url:
         print_json(bench_frames(url, settings.lfw_root(), frames, seed, api_key or None), out)
         return

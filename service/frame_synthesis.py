@@ -37,6 +37,7 @@ class PastedFace:
     person: int
     source: int  # index into the sources the frame was built from
     face_px: float  # the box's longer side in the frame
+    region: Box  # the pasted square (the photo's context: it may hold other, unlabelled faces)
 
 
 @dataclass
@@ -76,9 +77,9 @@ def _feather_mask(side: int) -> np.ndarray:
     return np.minimum(edge[:, None], edge[None, :])[:, :, None]
 
 
-def paste_face(frame: np.ndarray, face: SourceFace, face_px: float, at: tuple[int, int]) -> Box:
+def paste_face(frame: np.ndarray, face: SourceFace, face_px: float, at: tuple[int, int]) -> tuple[Box, Box]:
     """Paste ``face`` so its box's longer side is ``face_px`` and the pasted square's top-left is
-    ``at``; returns the face's box in the frame."""
+    ``at``; returns the face's box in the frame and the pasted square."""
     left, top, right, bottom = face.box
     side = max(right - left, bottom - top)
     cx, cy = (left + right) / 2, (top + bottom) / 2
@@ -92,11 +93,12 @@ def paste_face(frame: np.ndarray, face: SourceFace, face_px: float, at: tuple[in
     out_side = max(2, int(round(square.shape[0] * scale)))
     small = resize(np.ascontiguousarray(square), out_side).astype(np.float32)
     x, y = at
-    region = frame[y : y + out_side, x : x + out_side].astype(np.float32)
+    under = frame[y : y + out_side, x : x + out_side].astype(np.float32)
     mask = _feather_mask(out_side)
-    frame[y : y + out_side, x : x + out_side] = np.clip(mask * small + (1 - mask) * region, 0, 255).astype(np.uint8)
+    frame[y : y + out_side, x : x + out_side] = np.clip(mask * small + (1 - mask) * under, 0, 255).astype(np.uint8)
     ox, oy = x + (left - (cx - half)) * scale, y + (top - (cy - half)) * scale
-    return (ox, oy, ox + (right - left) * scale, oy + (bottom - top) * scale)
+    region = (float(x), float(y), float(x + out_side), float(y + out_side))
+    return (ox, oy, ox + (right - left) * scale, oy + (bottom - top) * scale), region
 
 
 def synthetic_frames(
@@ -131,8 +133,8 @@ def synthetic_frames(
             else:
                 continue
             source = sources[next_source]
-            box = paste_face(pixels, source, face_px, (x, y))
-            faces.append(PastedFace(box, source.person, next_source, face_px))
+            box, region = paste_face(pixels, source, face_px, (x, y))
+            faces.append(PastedFace(box, source.person, next_source, face_px, region))
             taken.append((x, y, side))
             next_source += 1
             next_size += 1
@@ -148,6 +150,21 @@ def iou(a: Box, b: Box) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def false_detections(faces: Sequence[PastedFace], found: Sequence[Box], matched: dict[int, int]) -> tuple[int, int]:
+    """Unmatched detections: ``(on the scene, inside a pasted photo)``. Only the first are surely false:
+    a pasted photo's context can hold someone else's face (LFW photos often do), unlabelled here."""
+    used = set(matched.values())
+    scene = context = 0
+    for j, box in enumerate(found):
+        if j in used:
+            continue
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        inside = any(r[0] <= cx <= r[2] and r[1] <= cy <= r[3] for r in (f.region for f in faces))
+        context += inside
+        scene += not inside
+    return scene, context
 
 
 def match_detections(truth: Sequence[Box], found: Sequence[Box], min_iou: float = 0.4) -> dict[int, int]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from lrface.detection import MtcnnDetector
 from lrface.preprocessing import load_image_file
-from service.frame_synthesis import SourceFace, iou, match_detections, synthetic_frames
+from service.frame_synthesis import PastedFace, SourceFace, false_detections, iou, match_detections, synthetic_frames
 
 PEOPLE = ("Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder")
 
@@ -46,4 +46,7 @@ def test_empty_frames_and_matching() -> None:
     assert iou(a, a) == 1.0 and abs(iou(a, b) - 1 / 3) < 1e-9
     assert match_detections([a, b], [b]) == {1: 0}
     assert match_detections([a], [(50.0, 50.0, 60.0, 60.0)]) == {}
+    pasted = [PastedFace(a, 0, 0, 10.0, (0.0, 0.0, 30.0, 30.0))]
+    # Unmatched: one inside the pasted photo (maybe a real bystander's face), one on the scene (false).
+    assert false_detections(pasted, [a, (20.0, 20.0, 28.0, 28.0), (50.0, 50.0, 60.0, 60.0)], {0: 0}) == (1, 1)
     assert np.array_equal(synthetic_frames([], 1, seed=5)[0].pixels, synthetic_frames([], 1, seed=5)[0].pixels)

@@ -11,7 +11,7 @@ from training.config import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 ABLATION_ROWS = ("identity", "first", "second", "hybrid", "hybrid-robust", "assistant-lr", "hybrid-assistant")
-DEFAULT_PROTOCOLS = ("lr8", "lr12", "lr16", "lr24", "lr32", "surveillance16")
+DEFAULT_PROTOCOLS = ("lr8", "lr12", "lr16", "lr20", "lr24", "lr32", "surveillance16")
 
 
 def with_run_paths(config: TrainConfig, runs: Path) -> TrainConfig:

@@ -162,7 +162,7 @@ def _acc(entry: dict[str, Any], key: str, pairs: str = "official") -> str:
     return f"{100 * r['accuracy']:.1f} ({100 * r['ci95_low']:.1f}–{100 * r['ci95_high']:.1f})"
 
 
-IDENT_PROTOCOLS = ("lr8", "lr12", "lr16", "lr24", "lr32", "hr", "surveillance16")
+IDENT_PROTOCOLS = ("lr8", "lr12", "lr16", "lr20", "lr24", "lr32", "hr", "surveillance16")
 
 
 def _pct(value: float | None) -> str:
