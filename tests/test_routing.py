@@ -116,3 +116,17 @@ def test_a_gallery_enrolled_before_the_teacher_stays_with_the_student_until_reem
         assert httpx.get(url + "/readyz").json()["teacher_faces"] == 1
         found = httpx.post(url + "/identify", files=probe, data={"detect": "true"}).json()
         assert found["embedder"] == "teacher" and found["decision"] == "powell"
+
+
+def test_a_detected_faces_size_is_corrected_for_the_detectors_tighter_box() -> None:
+    import numpy as np
+
+    from lrface.embedder import FaceInput
+    from service.embedders import DETECTED_SIZE_RATIO, routing_size
+    from service.faces import DecodedFace
+
+    face = FaceInput(np.zeros((8, 8, 3), np.uint8), None)
+    detected = DecodedFace(face, "", (0.0, 0.0, 20.0, 20.0), face_px=19.2, input="detected")
+    chip = DecodedFace(face, "", None, face_px=19.2, input="chip")
+    assert routing_size(detected) == 19.2 / DETECTED_SIZE_RATIO > 20.0  # a 20-px face, as MTCNN measures it
+    assert routing_size(chip) == 19.2  # a chip's size is its own
