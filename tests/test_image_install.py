@@ -13,13 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lrface.model_card import load_card
 from service.process import ROOT, free_port, start_server
 from tests.test_deploy import DOCKERFILES, _instruction, _instructions
 
 pytestmark = pytest.mark.image
 
 
-def test_image_install_serves_without_torch(tmp_path: Path) -> None:
+def test_image_install_serves_without_torch(tmp_path: Path, lfw_root: Path) -> None:
     src, image_root = tmp_path / "src", tmp_path / "image"  # WORKDIR /src, and the image's /
     for keyword, rest in _instructions(DOCKERFILES["cpu"]):
         if keyword != "COPY" or "--from" in rest:
@@ -39,9 +40,12 @@ def test_image_install_serves_without_torch(tmp_path: Path) -> None:
 
     model = image_root / "opt" / "lrface" / "models" / "lrface-student"
     assert (model / "model.onnx").exists() and (model / "card.json").exists()
+    detector = image_root / "opt" / "lrface" / "models" / "mtcnn"
+    assert all((detector / f"{net}.onnx").exists() for net in ("pnet", "rnet", "onet"))
     env = {
         "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
         "LRFACE_MODEL": str(model),
+        "LRFACE_DETECTOR_MODEL": str(detector),
         "LRFACE_GALLERY_DIR": str(tmp_path / "data" / "gallery"),
         "LRFACE_HOST": "0.0.0.0",
         "LRFACE_WORKERS": "2",
@@ -53,7 +57,19 @@ def test_image_install_serves_without_torch(tmp_path: Path) -> None:
     try:
         ready = httpx.get(server.url + "/readyz").json()
         assert ready["model"] == "lrface-student" and ready["gallery_store"].startswith("sqlite:")
-        assert ready["teacher_from_px"] == 24  # dlib (the align extra) serves large faces, without torch
+        card = load_card(model)
+        assert card.routing is not None
+        assert ready["teacher_from_px"] == card.routing.min_face_px  # dlib (the align extra) serves large faces
+        # The image's detector finds the face of an ordinary photo (detect=auto), without torch.
+        photo = lfw_root / "images" / "Colin_Powell" / "Colin_Powell_0001.jpg"
+        embedded = httpx.post(
+            server.url + "/embed",
+            files={"images": (photo.name, photo.read_bytes(), "image/jpeg")},
+            headers={"X-API-Key": "image-test-admin"},
+            timeout=60,
+        )
+        assert embedded.status_code == 200, embedded.text
+        assert [f["input"] for f in embedded.json()["faces"]][:1] == ["detected"]
         health = _instruction(DOCKERFILES["cpu"], "HEALTHCHECK")[1:]
         assert subprocess.run(health, env={**clean, **env}, capture_output=True).returncode == 0
     finally:
