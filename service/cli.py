@@ -298,7 +298,7 @@ def bench_service_command(
 
 def bench_identify_command(
     url: str = typer.Option("", help="A running service on loopback; default: start one on a fresh gallery."),
-    protocols: str = typer.Option("lr8,lr12,lr16,lr24,lr32,hr,surveillance16", help="Probe protocols."),
+    protocols: str = typer.Option("lr8,lr12,lr16,lr20,lr24,lr32,hr,surveillance16", help="Probe protocols."),
     api_key: str = typer.Option("", envvar="LRFACE_API_KEY", help="Admin key for --url."),
     people: int = typer.Option(0, min=0, help="Only the first N test people (0: all 963), for a quick check."),
     out: Path = typer.Option(None, help="Also write the JSON here."),

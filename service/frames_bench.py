@@ -141,10 +141,18 @@ def _score(
     seed: int,
     progress: bool,
 ) -> dict[str, Any]:
-    rows: dict[int, dict[str, int]] = {s: {"faces": 0, "found": 0, "rank1": 0, "aligned_rank1": 0} for s in SIZES}
+    rows: dict[int, dict[str, int]] = {
+        s: {"faces": 0, "found": 0, "rank1": 0, "aligned_rank1": 0, "detections": 0, "false": 0} for s in SIZES
+    }
     for scene, answer in tqdm(list(zip(scenes, answers, strict=True)), desc="scoring", disable=not progress):
         boxes = [tuple(f["box"]) for f in answer["faces"]]
         matched = match_detections([f.box for f in scene.faces], boxes)
+        for j, found in enumerate(answer["faces"]):  # precision by the size the service measured
+            on_scene, _ = false_detections(scene.faces, [boxes[j]], {0: 0} if j in matched.values() else {})
+            if j in matched.values() or on_scene:
+                bucket = rows[min(SIZES, key=lambda s: abs(s - found["face_px"]))]
+                bucket["detections"] += 1
+                bucket["false"] += on_scene
         for i, face in enumerate(scene.faces):
             size = min(SIZES, key=lambda s: abs(s - face.face_px * FRAME_SCALE))
             row = rows[size]
@@ -164,6 +172,7 @@ def _score(
         str(size): {
             "faces": r["faces"],
             "recall": _percent(r["found"], r["faces"]),
+            "precision": _percent(r["detections"] - r["false"], r["detections"]),
             "rank1_of_pasted": _percent(r["rank1"], r["faces"]),
             "rank1_of_found": _percent(r["rank1"], r["found"]),
             "rank1_aligned_chip": _percent(r["aligned_rank1"], r["faces"]),
