@@ -85,6 +85,19 @@ class Detection:
         return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
 
 
+def subject_box(detections: Sequence[Detection], width: int, height: int) -> tuple[float, float, float, float] | None:
+    """A portrait's subject among the faces found: the largest face (by area) covering the image
+    centre (LFW's photos are centred on their subject), else the largest face; None without faces."""
+    if not detections:
+        return None
+
+    def area(d: Detection) -> float:
+        return (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])
+
+    centre = [d for d in detections if d.box[0] <= width / 2 <= d.box[2] and d.box[1] <= height / 2 <= d.box[3]]
+    return max(centre or detections, key=area).box
+
+
 @dataclass
 class StageTimes:
     """Seconds spent per stage of one ``detect`` call (for benchmarks)."""

@@ -114,15 +114,28 @@ def content_hash(data: bytes, box: Box | None = None, detect: bool = False) -> s
     return digest.hexdigest()
 
 
-class PixelBudget:
-    """Decoded pixels allowed in one request: images are refused from their header once the sum
-    would pass the limit, so a small body of many large images cannot decode gigabytes."""
+class RequestBudget:
+    """What one request may cost: decoded pixels (images are refused from their header once the sum
+    would pass the limit, so a small body of many large images cannot decode gigabytes) and detector
+    searches (:data:`SEARCHES_PER_REQUEST`)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int | None) -> None:
         self.left = limit
         self.limit = limit
+        self.searches = SEARCHES_PER_REQUEST
+
+    def take_search(self, what: str) -> None:
+        if self.searches <= 0:
+            raise FaceInputError(
+                f"{what}: more than {SEARCHES_PER_REQUEST} images to search for faces in one request; "
+                "send fewer photos or frames per request (face chips of at most 64 px are not searched)",
+                413,
+            )
+        self.searches -= 1
 
     def take(self, width: int, height: int, what: str) -> None:
+        if self.left is None:
+            return
         if width * height > self.left:
             raise FaceInputError(
                 f"{what}: decoding {width}x{height} pixels would pass this request's limit of {self.limit} "
@@ -227,7 +240,7 @@ class FaceDecoder:
             return self._aligner
 
     def decode(
-        self, item: ImageItem, detect: DetectMode = "auto", budget: PixelBudget | None = None, index: int = 0
+        self, item: ImageItem, detect: DetectMode = "auto", budget: RequestBudget | None = None, index: int = 0
     ) -> list[DecodedFace]:
         """The faces of one image, the largest first: one for a chip or a box, any number (even none)
         for a searched image."""
@@ -253,6 +266,8 @@ class FaceDecoder:
             return [chip]
         if not self.detection.enabled:
             raise FaceInputError("detect=true: face detection is off on this service (LRFACE_DETECTOR=off)", 501)
+        if budget is not None:
+            budget.take_search(item.label)
         found = self.search(image)
         if detect == "auto" and found and _side(frame_face(found[0].box)) >= CHIP_FILL * min(image.shape[:2]):
             return [chip]
@@ -321,26 +336,9 @@ class FaceDecoder:
         self, items: Sequence[ImageItem], detect: DetectMode = "auto", max_request_pixels: int | None = None
     ) -> list[DecodedFace]:
         """The faces of every item of one request (each tagged with its item's index), under one
-        pixel budget."""
-        budget = PixelBudget(max_request_pixels) if max_request_pixels else None
-        faces: list[DecodedFace] = []
-        searched = 0
-        for i, item in enumerate(items):
-            found = self.decode(item, detect, budget, i)
-            searched += not found or (
-                detect != "false"
-                and self.detection.enabled
-                and found[0].input != "box"
-                and min(found[0].face.image.shape[:2]) > CHIP_MAX_SIDE
-            )
-            if searched > SEARCHES_PER_REQUEST:
-                raise FaceInputError(
-                    f"{item.label}: more than {SEARCHES_PER_REQUEST} images to search for faces in one request; "
-                    "send fewer photos or frames per request (face chips of at most 64 px are not searched)",
-                    413,
-                )
-            faces += found
-        return faces
+        budget (:class:`RequestBudget`)."""
+        budget = RequestBudget(max_request_pixels or None)
+        return [face for i, item in enumerate(items) for face in self.decode(item, detect, budget, i)]
 
 
 def largest_face(faces: Sequence[DecodedFace], label: str) -> DecodedFace:
@@ -359,7 +357,7 @@ def largest_face(faces: Sequence[DecodedFace], label: str) -> DecodedFace:
 
 
 def _side(box: Sequence[float]) -> float:
-    return float(max(box[2] - box[0], box[3] - box[1]))
+    return round(float(max(box[2] - box[0], box[3] - box[1])), 1)  # tenths of a pixel, as boxes are answered
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from lrface.alignment import DlibAligner
 from lrface.data.lfw import identity_split
 from lrface.degradation import DegradationConfig, degrade
-from lrface.detection import MtcnnDetector
+from lrface.detection import MtcnnDetector, subject_box
 from lrface.preprocessing import FRAME_SCALE, load_image_file
 from service.frame_synthesis import Frame, SourceFace, false_detections, match_detections, synthetic_frames
 
@@ -73,7 +73,7 @@ def bench_frames(
         results["enrolled_with_a_box"] = boxed
         sources, aligned = _sources(split.test, names, detector, seed)
         scenes = synthetic_frames(
-            [s for s, _ in sources], frames, [s / FRAME_SCALE for s in SIZES], seed=seed
+            sources, frames, [s / FRAME_SCALE for s in SIZES], seed=seed
         )  # box sides: their framed squares are SIZES
         sent = [_encode(f.pixels, "JPEG") for f in scenes]
         answers, latencies = [], []
@@ -84,7 +84,7 @@ def bench_frames(
             latencies.append(time.perf_counter() - t0)
             answer.raise_for_status()
             answers.append(answer.json())
-        results["per_size"] = _score(scenes, answers, sources, aligned, client, seed, progress)
+        results["per_size"] = _score(scenes, answers, aligned, client, seed, progress)
         scene_false = context_extra = 0
         for scene, answer in zip(scenes, answers, strict=True):
             boxes = [tuple(x["box"]) for x in answer["faces"]]
@@ -107,7 +107,7 @@ def bench_frames(
 
 def _sources(
     people: dict[str, list[Path]], names: list[str], detector: MtcnnDetector, seed: int
-) -> tuple[list[tuple[SourceFace, Path]], list[np.ndarray]]:
+) -> tuple[list[SourceFace], list[np.ndarray]]:
     """Every test photo but each person's enrolled first one, shuffled; with its aligned chip."""
     aligner = DlibAligner()
     photos = [(i, f) for i, n in enumerate(names) for f in people[n][1:]]
@@ -119,23 +119,18 @@ def _sources(
         box = _subject_box(image, detector)
         if box is None:
             continue
-        sources.append((SourceFace(image, box, person), path))
+        sources.append(SourceFace(image, box, person))
         aligned.append(aligner.align(image, box))
     return sources, aligned
 
 
 def _subject_box(image: np.ndarray, detector: MtcnnDetector) -> tuple[float, float, float, float] | None:
-    """The photo's subject: the largest face covering the centre (LFW photos are centred on it)."""
-    found = detector.detect(image)
-    h, w = image.shape[:2]
-    centre = [d for d in found if d.box[0] <= w / 2 <= d.box[2] and d.box[1] <= h / 2 <= d.box[3]] or found
-    return max(centre, key=lambda d: d.side).box if centre else None
+    return subject_box(detector.detect(image), image.shape[1], image.shape[0])
 
 
 def _score(
     scenes: list[Frame],
     answers: list[dict[str, Any]],
-    sources: list[tuple[SourceFace, Path]],
     aligned: list[np.ndarray],
     client: httpx.Client,
     seed: int,
@@ -195,7 +190,8 @@ def _throughput(url: str, headers: dict[str, str], frames: list[bytes]) -> dict[
 
 def _stages(frames: list[np.ndarray]) -> dict[str, float]:
     """Median milliseconds per frame of the detector's stages, in this process, at the service's
-    default minimum face (12 px) and with two threads."""
+    default minimum face (12 px), MTCNN's own thresholds (the last one only filters O-Net's output)
+    and two threads."""
     detector = MtcnnDetector(min_face_px=12, threads=2)
     detector.detect(frames[0])  # warm-up
     times = [detector.detect_timed(f)[1] for f in frames]
@@ -217,10 +213,9 @@ def calibrate_detection_score(
     split = identity_split(lfw_root)
     names = sorted(split.val)
     reference = MtcnnDetector(min_face_px=20)
-    people = {name: files for name, files in split.val.items()}
     sources = []
     for i, name in enumerate(names):
-        for path in people[name]:
+        for path in split.val[name]:
             image = load_image_file(path)
             box = _subject_box(image, reference)
             if box is not None:
@@ -233,6 +228,7 @@ def calibrate_detection_score(
     for threshold in SCORE_STEPS:
         false = context = 0
         hits = {s: [0, 0] for s in SIZES}
+        ratios: dict[int, list[float]] = {s: [] for s in SIZES}  # found box side / pasted box side
         for scene, detections in zip(scenes, found, strict=True):
             kept = [d.box for d in detections if d.score >= threshold]
             matched = match_detections([f.box for f in scene.faces], kept)
@@ -243,10 +239,16 @@ def calibrate_detection_score(
                 size = min(SIZES, key=lambda s: abs(s - face.face_px * FRAME_SCALE))
                 hits[size][0] += i in matched
                 hits[size][1] += 1
+                if i in matched:
+                    box = kept[matched[i]]
+                    ratios[size].append(max(box[2] - box[0], box[3] - box[1]) / face.face_px)
         rows[str(threshold)] = {
             "false_per_frame": round(false / len(scenes), 3),
             "other_faces_in_pasted_photos_per_frame": round(context / len(scenes), 3),
             "recall": {str(s): _percent(h, n) for s, (h, n) in hits.items()},
+            # How much tighter the detector's box is on a small face than on the photo it came from
+            # (the routing's DETECTED_SIZE_RATIO comes from the chosen threshold's row).
+            "box_side_ratio_median": {str(s): round(float(np.median(r)), 3) for s, r in ratios.items() if r},
         }
     chosen = next((t for t in SCORE_STEPS if rows[str(t)]["false_per_frame"] <= target_false_per_frame), None)
     return {"people": "validation", "frames": frames, "chosen": chosen, "by_threshold": rows}

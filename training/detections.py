@@ -5,8 +5,7 @@ each file's bytes.
 The student learns from crops cut by the one framing rule (:func:`lrface.preprocessing.frame_face`)
 around these boxes, so a detector's box works without landmarks; evaluation cuts its detector-box
 probes the same way. The boxes come from the service's own detector (:mod:`lrface.detection`, MTCNN in
-ONNX) where it is installed, else from facenet-pytorch's MTCNN, whose weights it was exported from
-(``tests/test_detector.py`` holds the two to the same boxes).
+ONNX; ``tests/test_detector.py`` holds it to facenet-pytorch's MTCNN) and its subject rule.
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
 
+from lrface.detection import MtcnnDetector, subject_box
 from lrface.preprocessing import CHIP_SIDE, box_to_chip, frame_face, load_image_file, resize
 from training.teacher_cache import file_hash
 
@@ -31,44 +30,6 @@ class FoundBoxes:
 
     boxes: np.ndarray  # (N, 4) float32 left, top, right, bottom in the image's pixels
     found: np.ndarray  # (N,) bool
-
-
-class _Detect(Protocol):
-    def __call__(self, image: np.ndarray) -> list[tuple[float, float, float, float]]: ...
-
-
-def _detector() -> _Detect:
-    try:
-        from lrface.detection import MtcnnDetector
-
-        onnx = MtcnnDetector(min_face_px=MIN_FACE_PX)
-        return lambda image: [d.box for d in onnx.detect(image)]
-    except (ImportError, FileNotFoundError):
-        import torch
-        from facenet_pytorch import MTCNN
-
-        torch.set_num_threads(1)
-        reference = MTCNN(keep_all=True, min_face_size=int(MIN_FACE_PX), device="cpu")
-
-        def detect(image: np.ndarray) -> list[tuple[float, float, float, float]]:
-            boxes, _ = reference.detect(image)
-            return [] if boxes is None else [tuple(float(v) for v in b[:4]) for b in boxes]  # type: ignore[misc]
-
-        return detect
-
-
-def subject_box(boxes: Sequence[Sequence[float]], width: int, height: int) -> tuple[float, float, float, float] | None:
-    """The photo's subject among the faces found: the largest face covering the image centre (LFW's
-    photos are centred on their subject), else the largest face."""
-    if not boxes:
-        return None
-
-    def area(b: Sequence[float]) -> float:
-        return (b[2] - b[0]) * (b[3] - b[1])
-
-    centre = [b for b in boxes if b[0] <= width / 2 <= b[2] and b[1] <= height / 2 <= b[3]]
-    best = max(centre or boxes, key=area)
-    return (float(best[0]), float(best[1]), float(best[2]), float(best[3]))
 
 
 class DetectionCache:
@@ -89,13 +50,13 @@ class DetectionCache:
         hashes = [file_hash(f) for f in tqdm(files, desc="hashing", unit="img", leave=False)]
         missing = sorted({h: f for h, f in zip(hashes, files, strict=True) if h not in self._index}.items())
         if missing:
-            detect = _detector()
+            detector = MtcnnDetector(min_face_px=MIN_FACE_PX)
             for start in range(0, len(missing), chunk):
                 part = missing[start : start + chunk]
                 found = []
                 for _, path in tqdm(part, desc="detecting", unit="img"):
                     image = load_image_file(path)
-                    found.append(subject_box(detect(image), image.shape[1], image.shape[0]))
+                    found.append(subject_box(detector.detect(image), image.shape[1], image.shape[0]))
                 self._save([h for h, _ in part], found)
         rows = np.asarray([self._index[h] for h in hashes], dtype=np.int64)
         return FoundBoxes(self._boxes[rows], self._found[rows])
