@@ -17,12 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lrface import __version__
 from lrface.embedder import OnnxEmbedder
 from lrface.settings import Settings, get_settings
-from service.api import chips, gallery_routes, model_card, operations, recognition
+from service.api import galleries, gallery_routes, model_card, operations, recognition
 from service.api.openapi import request_body_schemas
 from service.console import pages as console
 from service.embedders import Embedders
 from service.faces import FaceDecoder, FaceInputError
 from service.gallery.gallery import ChangeFollower, Gallery, open_gallery
+from service.gallery.store import UnknownGallery
 from service.metrics import Metrics
 
 log = logging.getLogger("lrface.service")
@@ -195,8 +196,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedders = Embedders.for_model(
-            OnnxEmbedder(settings.model, settings.providers, settings.threads), settings.use_teacher
-        )
+            OnnxEmbedder(settings.model, settings.providers, settings.threads), settings.use_teacher,
+            providers=settings.providers, threads=settings.threads,
+        )  # fmt: skip
         embedder = embedders.student
         app.state.embedders, app.state.embedder = embedders, embedder
         metrics.model.info({"name": embedder.card.name, "version": embedder.model_version})
@@ -223,20 +225,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.api_keys = settings.parsed_api_keys()
+    app.state.api_keys = settings.api_key_grants()
     app.state.metrics = metrics
     app.state.decoder = FaceDecoder.from_settings(settings)
     app.state.embedder = None
     app.state.embedders = None
     app.state.gallery = None
     app.state.gallery_loader = None
-    for module in (recognition, gallery_routes, chips, model_card, operations):
+    app.include_router(recognition.router)
+    app.include_router(galleries.router)
+    gallery_routes.mount(app)  # /gallery/subjects and /galleries/{gallery}/subjects
+    for module in (model_card, operations):
         app.include_router(module.router)
     console.install(app)  # the web console at / (pages public; their data comes through the keyed API)
 
     @app.exception_handler(FaceInputError)
     async def bad_face(request: Request, exc: FaceInputError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(UnknownGallery)
+    async def unknown_gallery(request: Request, exc: UnknownGallery) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)  # deleted while the request ran
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,5 +1,6 @@
-"""Batch enrollment of ``DIR/<subject_id>/*`` (``lrface enroll``) into the local gallery or through
-the HTTP API. Both modes walk the folder the same way (:func:`enroll_directory`) and enroll through
+"""Batch enrollment of ``DIR/<subject_id>/*`` (``lrface enroll``) into a gallery (the default one, or
+the one ``--gallery`` names, created when missing) of the local store or through the HTTP API. Both
+modes walk the folder the same way (:func:`enroll_directory`) and enroll through
 :func:`service.enrollment.enroll_images`, locally or behind the service's enroll route.
 
 Idempotent and resumable: a file whose content hash is already enrolled for its subject is skipped
@@ -22,6 +23,7 @@ from service.embedders import Embedders
 from service.enrollment import enroll_images
 from service.faces import DetectMode, FaceDecoder, FaceInputError, ImageItem, content_hash
 from service.gallery.gallery import Gallery
+from service.gallery.tables import DEFAULT_GALLERY
 
 
 class SubjectRejected(Exception):
@@ -33,6 +35,7 @@ class EnrollSummary:
     enrolled: int = 0
     skipped: int = 0
     rejected: list[tuple[Path, str]] = field(default_factory=list)
+    created_gallery: bool = False  # the target gallery did not exist and was created
 
 
 class EnrollTarget(Protocol):
@@ -49,20 +52,30 @@ class LocalGallery:
     """Enroll into the gallery this process opened."""
 
     def __init__(
-        self, gallery: Gallery, embedders: Embedders, decoder: FaceDecoder, detect: DetectMode = "auto"
+        self,
+        gallery: Gallery,
+        embedders: Embedders,
+        decoder: FaceDecoder,
+        detect: DetectMode = "auto",
+        target: str = DEFAULT_GALLERY,
     ) -> None:
         self.gallery, self.embedders, self.decoder, self.detect = gallery, embedders, decoder, detect
+        self.target = target
+
+    def ensure_gallery(self) -> bool:
+        """Create the target gallery when missing; True when it was created."""
+        return not self.gallery.has_gallery(self.target) and self.gallery.create_gallery(self.target)
 
     def known_hashes(self, subject_id: str) -> set[str]:
         if not SUBJECT_ID_RE.match(subject_id):
             raise SubjectRejected(f"folder name {subject_id!r} is not a valid subject id")
-        record = self.gallery.get_subject(subject_id)
+        record = self.gallery.get_subject(subject_id, self.target)
         return {f.content_hash for f in record.faces} if record else set()
 
     def enroll(self, subject_id: str, path: Path, data: bytes) -> str | None:
         try:
             items = [ImageItem(data, path.name)]
-            enroll_images(self.gallery, self.embedders, self.decoder, subject_id, items, self.detect)
+            enroll_images(self.gallery, self.embedders, self.decoder, subject_id, items, self.detect, None, self.target)
         except FaceInputError as exc:
             return exc.detail
         return None
@@ -71,11 +84,29 @@ class LocalGallery:
 class RemoteService:
     """Enroll through a running service's enroll route."""
 
-    def __init__(self, client: httpx.Client, server: str, detect: DetectMode = "auto") -> None:
-        self.client, self.server, self.detect = client, server, detect
+    def __init__(
+        self, client: httpx.Client, server: str, detect: DetectMode = "auto", target: str = DEFAULT_GALLERY
+    ) -> None:
+        self.client, self.server, self.detect, self.target = client, server, detect, target
+        # The default gallery through the routes that predate galleries: older services still take it.
+        self.subjects = "/gallery/subjects" if target == DEFAULT_GALLERY else f"/galleries/{target}/subjects"
+
+    def ensure_gallery(self) -> bool:
+        """Create the target gallery when missing (an admin key limited to no gallery); True when created."""
+        if self.target == DEFAULT_GALLERY:
+            return False
+        found = self._authorised(self.client.get(f"/galleries/{self.target}"))
+        if found.status_code == 200:
+            return False
+        if found.status_code != 404:
+            raise RuntimeError(f"{self.server}: GET gallery {self.target}: {found.status_code} {found.text[:200]}")
+        made = self._authorised(self.client.put(f"/galleries/{self.target}"))
+        if made.status_code not in (200, 201):
+            raise RuntimeError(f"{self.server}: creating gallery {self.target}: {made.status_code} {made.text[:200]}")
+        return made.status_code == 201
 
     def known_hashes(self, subject_id: str) -> set[str]:
-        response = self._authorised(self.client.get(f"/gallery/subjects/{subject_id}"))
+        response = self._authorised(self.client.get(f"{self.subjects}/{subject_id}"))
         if response.status_code == 422:
             raise SubjectRejected(str(response.json()["detail"]))
         if response.status_code == 404:
@@ -87,7 +118,7 @@ class RemoteService:
     def enroll(self, subject_id: str, path: Path, data: bytes) -> str | None:
         reply = self._authorised(
             self.client.post(
-                f"/gallery/subjects/{subject_id}/faces",
+                f"{self.subjects}/{subject_id}/faces",
                 files={"images": (path.name, data)},
                 data={"detect": self.detect},
             )
@@ -116,10 +147,14 @@ def enrolled_as(data: bytes, detect: DetectMode) -> set[str]:
 
 
 def enroll_directory(
-    root: Path, target: EnrollTarget, progress: bool = True, detect: DetectMode = "auto"
+    root: Path,
+    target: EnrollTarget,
+    progress: bool = True,
+    detect: DetectMode = "auto",
+    summary: EnrollSummary | None = None,
 ) -> EnrollSummary:
     """Enroll every ``root/<subject_id>/<image>`` not enrolled yet; a summary of what happened."""
-    summary = EnrollSummary()
+    summary = summary or EnrollSummary()
     total = sum(len(files) for _, files in subject_files(root))
     with tqdm(total=total, unit="face", disable=not progress) as bar:
         for subject_id, files in subject_files(root):
@@ -146,8 +181,15 @@ def enroll_directory(
 
 
 def enroll_remote(
-    root: Path, server: str, api_key: str | None, progress: bool = True, detect: DetectMode = "auto"
+    root: Path,
+    server: str,
+    api_key: str | None,
+    progress: bool = True,
+    detect: DetectMode = "auto",
+    target: str = DEFAULT_GALLERY,
 ) -> EnrollSummary:
     headers = {"X-API-Key": api_key} if api_key else {}
     with httpx.Client(base_url=server, headers=headers, timeout=60) as client:
-        return enroll_directory(root, RemoteService(client, server, detect), progress, detect)
+        service = RemoteService(client, server, detect, target)
+        summary = EnrollSummary(created_gallery=service.ensure_gallery())
+        return enroll_directory(root, service, progress, detect, summary)

@@ -21,6 +21,7 @@ from service.embedders import Embedders
 from service.faces import DecodedFace, DetectMode, FaceDecoder, ImageItem, largest_face
 from service.gallery.gallery import Gallery
 from service.gallery.store import FaceRecord, GalleryStore, NewFace
+from service.gallery.tables import DEFAULT_GALLERY
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -53,14 +54,16 @@ def enroll_images(
     items: Sequence[ImageItem],
     detect: DetectMode = "auto",
     max_request_pixels: int | None = None,
+    target: str = DEFAULT_GALLERY,
 ) -> list[tuple[FaceRecord, DecodedFace]]:
-    """Enroll ``items`` for ``subject_id``, one face per image: a chip or a box as it is, a searched
-    photo's largest face (refused when none is found or a second face is about as large, see
-    :func:`service.faces.largest_face`). Each face keeps its student embedding, its teacher embedding
-    (where the teacher serves large faces), its canonical chip and its HR chip (the teacher's view: the
-    dlib-aligned chip of a detected face). Returns one ``(record, face)`` per item (``created`` False
-    for an image already enrolled the same way). Raises :class:`service.faces.FaceInputError` for an
-    unusable image before anything is stored: a request is enrolled whole or not at all."""
+    """Enroll ``items`` for ``subject_id`` of the gallery ``target``, one face per image: a chip or a
+    box as it is, a searched photo's largest face (refused when none is found or a second face is
+    about as large, see :func:`service.faces.largest_face`). Each face keeps its student embedding,
+    its teacher embedding (where the teacher serves large faces), its canonical chip and its HR chip
+    (the teacher's view: the dlib-aligned chip of a detected face). Returns one ``(record, face)`` per
+    item (``created`` False for an image already enrolled the same way). Raises
+    :class:`service.faces.FaceInputError` for an unusable image before anything is stored: a request
+    is enrolled whole or not at all."""
     found = decoder.decode_all(items, detect, max_request_pixels)
     faces = [largest_face([f for f in found if f.image == i], item.label) for i, item in enumerate(items)]
     vectors = embedders.embed(faces, "student")
@@ -71,7 +74,7 @@ def enroll_images(
                 hr_chip_png(f.teacher_face()))
         for i, (f, v) in enumerate(zip(faces, vectors, strict=True))
     ]  # fmt: skip
-    return list(zip(gallery.enroll(subject_id, new), faces, strict=True))
+    return list(zip(gallery.enroll(subject_id, new, target), faces, strict=True))
 
 
 def reembed_store(

@@ -23,17 +23,28 @@ READ = {
     ("GET", "/gallery/subjects/{subject_id}"),
     ("GET", "/gallery/subjects/{subject_id}/faces/{face_id}/chip"),
     ("GET", "/model/card"),
+    ("GET", "/galleries"),
+    ("GET", "/galleries/{gallery}"),
+    ("GET", "/galleries/{gallery}/subjects"),
+    ("GET", "/galleries/{gallery}/subjects/{subject_id}"),
+    ("GET", "/galleries/{gallery}/subjects/{subject_id}/faces/{face_id}/chip"),
 }
 ADMIN_ONLY = {
     ("POST", "/gallery/subjects/{subject_id}/faces"),
     ("DELETE", "/gallery/subjects/{subject_id}"),
     ("DELETE", "/gallery/subjects/{subject_id}/faces/{face_id}"),
+    ("PUT", "/galleries/{gallery}"),
+    ("DELETE", "/galleries/{gallery}"),
+    ("POST", "/galleries/{gallery}/subjects/{subject_id}/faces"),
+    ("DELETE", "/galleries/{gallery}/subjects/{subject_id}"),
+    ("DELETE", "/galleries/{gallery}/subjects/{subject_id}/faces/{face_id}"),
 }
 BODIES = {
     "/embed": {"images": [{"data": face_png(1)}]},
     "/identify": {"image": {"data": face_png(1)}},
     "/verify": {"image_a": {"data": face_png(1)}, "image_b": {"data": face_png(2)}},
     "/gallery/subjects/{subject_id}/faces": {"images": [{"data": face_png(3)}]},
+    "/galleries/{gallery}/subjects/{subject_id}/faces": {"images": [{"data": face_png(3)}]},
 }
 
 
@@ -46,7 +57,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _call(url: str, method: str, template: str, headers: dict[str, str]) -> httpx.Response:
-    path = template.replace("{subject_id}", "auth-subject").replace("{face_id}", "1")
+    path = template.replace("{subject_id}", "auth-subject").replace("{face_id}", "1").replace("{gallery}", "default")
     body = BODIES.get(template)
     return httpx.request(method, url + path, json=body, headers=headers, timeout=30)
 

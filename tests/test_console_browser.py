@@ -187,3 +187,55 @@ def test_faces_and_subjects_are_deleted_through_the_page(page: Any, url: str) ->
     page.wait_for_selector("#notice.info >> text=Deleted Ariel_Sharon")
     page.wait_for_selector("#subjects[data-state=ready]")
     assert page.locator("[data-subject-id=Ariel_Sharon]").count() == 0
+
+
+def test_a_gallery_is_created_filled_searched_and_deleted_in_the_pages(page: Any, url: str, tmp_path: Path) -> None:
+    """A newcomer's flow in a gallery of its own: create it on the gallery page, enrol two people into it
+    (picker and drag-and-drop), identify one of them there from the identify page (the gallery chosen is
+    kept), then delete the gallery."""
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(url + "/")
+    _use_key(page, ADMIN)
+    page.wait_for_selector("#gallery-select[data-state=ready]")
+    page.fill("#new-gallery", "visitors")
+    page.click("#create-gallery")
+    page.wait_for_selector("#notice.info >> text=Created gallery visitors")
+    page.wait_for_selector("#subjects[data-state=ready]", state="attached")
+    assert page.input_value("#gallery-select") == "visitors"
+    assert page.inner_text("#gallery-count") == "0 subjects"
+
+    page.goto(url + "/console/identify")  # an empty gallery: nobody to compare with, whatever 'default' holds
+    page.wait_for_selector("#gallery-select[data-state=ready]", state="attached")
+    assert page.input_value("#gallery-select") == "visitors"
+    probe = lfw_faces("Colin_Powell", 2)[1]
+    with page.expect_response(lambda r: r.url.endswith("/identify") and r.status == 200):
+        page.set_input_files("#probe-file", str(probe))
+    page.wait_for_selector("#result .face")
+    assert "Face 1: unknown" in page.inner_text("#result .face >> nth=0")
+    assert "Searched gallery visitors" in page.inner_text("#status")
+
+    page.goto(url + "/")
+    page.wait_for_selector("#subjects[data-state=ready]", state="attached")
+    powell, bush = (lfw_faces(name, 1)[0] for name in ENROLLED)
+    page.fill("#new-subject", "Colin_Powell")
+    page.set_input_files("#enrol-files", str(powell))
+    page.wait_for_selector("[data-subject-id=Colin_Powell] .thumb img[src^='blob:']")
+    page.fill("#new-subject", "George_W_Bush")
+    _drop(page, "#enrol-drop", bush)
+    page.wait_for_selector("[data-subject-id=George_W_Bush] .thumb img[src^='blob:']")
+    assert page.inner_text("#enrol-result") == "Enrolled 1 face(s) of George_W_Bush in gallery visitors."
+    assert page.inner_text("#gallery-count") == "2 subjects"
+
+    page.goto(url + "/console/identify")
+    with page.expect_response(lambda r: r.url.endswith("/identify") and r.status == 200):
+        page.set_input_files("#probe-file", str(_frame(tmp_path)))
+    page.wait_for_selector("#result .face")
+    assert "Face 1: Colin_Powell" in page.inner_text("#result .face >> nth=0")
+
+    page.goto(url + "/")
+    page.wait_for_selector("#subjects[data-state=ready]", state="attached")
+    page.click("#delete-gallery")
+    page.wait_for_selector("#notice.info >> text=Deleted gallery visitors")
+    page.wait_for_selector("#subjects[data-state=ready]", state="attached")
+    assert page.input_value("#gallery-select") == "default"
+    assert "visitors" not in page.inner_text("#gallery-select")

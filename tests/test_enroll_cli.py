@@ -90,3 +90,35 @@ def test_a_photo_of_two_people_is_rejected_by_name_unless_detect_is_off(folder: 
     assert "enrolled 6, skipped 0" in whole.stdout  # whole images are other faces than the detected ones
     bad = _enroll([str(folder), "--detect", "maybe"], env)
     assert bad.returncode == 2 and "--detect must be auto, true or false" in bad.stderr
+
+
+def test_enroll_into_a_named_gallery_locally_and_through_the_api(folder: Path, tmp_path: Path) -> None:
+    """`--gallery NAME` enrolls into that gallery (created when missing), and only there; reruns skip."""
+    from service.gallery.store import GalleryStore
+
+    env = {"LRFACE_MODEL": str(write_tiny_model(tmp_path / "m")), "LRFACE_GALLERY_DIR": str(tmp_path / "g")}
+    first = _enroll([str(folder), "--gallery", "lobby"], env)
+    assert first.returncode == 0, first.stderr
+    assert "created gallery lobby" in first.stdout and "enrolled 5, skipped 0" in first.stdout
+    again = _enroll([str(folder), "--gallery", "lobby"], env)
+    assert "created gallery" not in again.stdout and "enrolled 0, skipped 5" in again.stdout
+    store = GalleryStore.sqlite(tmp_path / "g")
+    assert {g.name: g.face_count for g in store.list_galleries()} == {"default": 0, "lobby": 5}
+    store.close()
+    bad = _enroll([str(folder), "--gallery", "no way"], env)
+    assert bad.returncode == 2 and "--gallery" in bad.stderr
+    usage = _enroll(["--help"], env)
+    assert usage.returncode == 0 and "--gallery" in usage.stdout
+    env["LRFACE_API_KEYS"] = "k1:admin,k2:admin@lobby"
+    with running_server(env) as url:
+        limited = _enroll([str(folder), "--server", url, "--api-key", "k2", "--gallery", "staff"], {})
+        assert limited.returncode == 2 and "refused the API key" in limited.stderr  # may not create galleries
+        made = _enroll([str(folder), "--server", url, "--api-key", "k1", "--gallery", "staff"], {})
+        assert made.returncode == 0, made.stderr
+        assert "created gallery staff" in made.stdout and "enrolled 5" in made.stdout
+        rerun = _enroll([str(folder), "--server", url, "--api-key", "k2", "--gallery", "lobby"], {})
+        assert rerun.returncode == 0 and "enrolled 0, skipped 5" in rerun.stdout  # known there already
+        for name in ("staff", "lobby"):
+            page = httpx.get(f"{url}/galleries/{name}/subjects", headers={"X-API-Key": "k1"}).json()
+            assert {i["subject_id"]: i["face_count"] for i in page["items"]} == {"bush": 3, "powell": 2}
+        assert httpx.get(url + "/gallery/subjects", headers={"X-API-Key": "k1"}).json()["total"] == 0

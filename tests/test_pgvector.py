@@ -51,7 +51,7 @@ def test_migration_installs_pgvector_and_fills_existing_faces(postgres_url: str)
         )
     engine.dispose()
     store = GalleryStore(postgres_url)
-    assert store.revision == "0004" and store.pgvector
+    assert store.revision == "0005" and store.pgvector
     with store.engine.connect() as conn:
         row = conn.exec_driver_sql("SELECT embedding_vec::text, vector_dims(teacher_vec) FROM faces").one()
         assert conn.exec_driver_sql("SELECT extname FROM pg_extension WHERE extname = 'vector'").scalar() == "vector"

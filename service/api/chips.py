@@ -6,23 +6,26 @@ from __future__ import annotations
 from typing import Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import Depends, HTTPException, Path, Query, Request, Response, status
 
 from service.api import schemas as s
 from service.api.auth import require
-from service.api.inputs import gallery_of, no_query, subject_id_of
+from service.api.inputs import gallery_of, no_query, subject_gallery, subject_id_of
+from service.api.routeset import subject_routes as router
 from service.gallery.store import GalleryStore
-from service.gallery.tables import faces
-
-router = APIRouter(prefix="/gallery/subjects", tags=["gallery"])
+from service.gallery.tables import DEFAULT_GALLERY, faces
 
 ChipKind = Literal["canonical", "hr"]
 _COLUMNS = {"canonical": faces.c.chip, "hr": faces.c.hr_chip}
 
 
-def stored_chip(store: GalleryStore, subject_id: str, face_id: int, kind: ChipKind) -> tuple[bool, bytes | None]:
+def stored_chip(
+    store: GalleryStore, subject_id: str, face_id: int, kind: ChipKind, gallery: str = DEFAULT_GALLERY
+) -> tuple[bool, bytes | None]:
     """``(the face exists, its chip PNG or None when that chip was not kept)``."""
-    query = sa.select(_COLUMNS[kind]).where(faces.c.subject_id == subject_id, faces.c.face_id == face_id)
+    query = sa.select(_COLUMNS[kind]).where(
+        faces.c.gallery == gallery, faces.c.subject_id == subject_id, faces.c.face_id == face_id
+    )
     with store.engine.connect() as conn:
         row = conn.execute(query).first()
     return (False, None) if row is None else (True, row[0])
@@ -42,8 +45,9 @@ def face_chip(
     request: Request,
     face_id: int = Path(ge=1, le=2**63 - 1),
     kind: ChipKind = Query("canonical"),
+    target: str = Depends(subject_gallery),
 ) -> Response:
-    exists, png = stored_chip(gallery_of(request).store, subject_id_of(subject_id), face_id, kind)
+    exists, png = stored_chip(gallery_of(request).store, subject_id_of(subject_id), face_id, kind, target)
     if not exists:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"face {face_id} of subject {subject_id!r} does not exist")
     if png is None:

@@ -1,18 +1,23 @@
-"""Gallery routes: enroll faces of a subject, list and show subjects, delete a subject or a face."""
+"""Subject routes: enroll faces of a subject, list and show subjects, delete a subject or a face.
+
+Declared once (``service.api.routeset.subject_routes``) and mounted twice (see :func:`mount`): under
+``/gallery/subjects`` on the default gallery (the routes from before galleries existed) and under
+``/galleries/{gallery}/subjects`` on a named one. Each route takes its gallery from
+:func:`service.api.inputs.subject_gallery`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
 
 from service.api import schemas as s
 from service.api.auth import require
-from service.api.inputs import RequestContext, gallery_of, no_query, subject_id_of
+from service.api.inputs import RequestContext, gallery_of, no_query, subject_gallery, subject_id_of
 from service.api.openapi import BOX, FILES, both_bodies
+from service.api.routeset import subject_routes as router
 from service.enrollment import enroll_images
 
-router = APIRouter(prefix="/gallery/subjects", tags=["gallery"])
 ENROLL_FIELDS = ("images", "box", "detect")
 
 
@@ -36,13 +41,13 @@ ENROLL_FIELDS = ("images", "box", "detect")
         },
     ),
 )
-async def enroll(subject_id: str, request: Request) -> s.EnrollResponse:
+async def enroll(subject_id: str, request: Request, target: str = Depends(subject_gallery)) -> s.EnrollResponse:
     ctx = RequestContext(request)
     subject_id_of(subject_id)
     items, detect, _ = await ctx.image_list(s.EnrollRequest, ENROLL_FIELDS)
     enrolled = await ctx.run(
         enroll_images, ctx.gallery, ctx.embedders, ctx.decoder, subject_id, items, detect,
-        ctx.settings.max_request_pixels,
+        ctx.settings.max_request_pixels, target,
     )  # fmt: skip
     return s.EnrollResponse(
         subject_id=subject_id,
@@ -68,9 +73,12 @@ async def enroll(subject_id: str, request: Request) -> s.EnrollResponse:
     summary="List enrolled subjects, paged",
 )
 def list_subjects(
-    request: Request, offset: int = Query(0, ge=0, le=1_000_000_000), limit: int = Query(50, ge=1, le=1000)
+    request: Request,
+    offset: int = Query(0, ge=0, le=1_000_000_000),
+    limit: int = Query(50, ge=1, le=1000),
+    target: str = Depends(subject_gallery),
 ) -> s.SubjectPage:
-    rows, total = gallery_of(request).store.list_subjects(offset, limit)
+    rows, total = gallery_of(request).store.list_subjects(offset, limit, target)
     items = [s.SubjectSummary(subject_id=r[0], face_count=r[1], created_at=r[2]) for r in rows]
     return s.SubjectPage(items=items, total=total, offset=offset, limit=limit)
 
@@ -81,8 +89,8 @@ def list_subjects(
     dependencies=[Depends(require("read")), Depends(no_query())],
     responses={404: {"model": s.Problem}},
 )
-def get_subject(subject_id: str, request: Request) -> s.SubjectOut:
-    record = gallery_of(request).get_subject(subject_id_of(subject_id))
+def get_subject(subject_id: str, request: Request, target: str = Depends(subject_gallery)) -> s.SubjectOut:
+    record = gallery_of(request).get_subject(subject_id_of(subject_id), target)
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"subject {subject_id!r} is not enrolled")
     faces = [
@@ -99,8 +107,8 @@ def get_subject(subject_id: str, request: Request) -> s.SubjectOut:
     dependencies=[Depends(require("admin")), Depends(no_query())],
     responses={404: {"model": s.Problem}},
 )
-def delete_subject(subject_id: str, request: Request) -> dict[str, Any]:
-    removed = gallery_of(request).delete_subject(subject_id_of(subject_id))
+def delete_subject(subject_id: str, request: Request, target: str = Depends(subject_gallery)) -> dict[str, Any]:
+    removed = gallery_of(request).delete_subject(subject_id_of(subject_id), target)
     if removed is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"subject {subject_id!r} is not enrolled")
     return {"subject_id": subject_id, "deleted_faces": len(removed)}
@@ -111,7 +119,32 @@ def delete_subject(subject_id: str, request: Request) -> dict[str, Any]:
     dependencies=[Depends(require("admin")), Depends(no_query())],
     responses={404: {"model": s.Problem}},
 )
-def delete_face(subject_id: str, request: Request, face_id: int = Path(ge=1, le=2**63 - 1)) -> dict[str, Any]:
-    if not gallery_of(request).delete_face(subject_id_of(subject_id), face_id):
+def delete_face(
+    subject_id: str,
+    request: Request,
+    face_id: int = Path(ge=1, le=2**63 - 1),
+    target: str = Depends(subject_gallery),
+) -> dict[str, Any]:
+    if not gallery_of(request).delete_face(subject_id_of(subject_id), face_id, target):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"face {face_id} of subject {subject_id!r} does not exist")
     return {"subject_id": subject_id, "deleted_face": face_id}
+
+
+def _named_gallery(
+    gallery: str = Path(
+        description="The gallery's name (see GET /galleries); `/gallery/subjects/...` is the gallery 'default'.",
+        examples=["lobby"],
+    ),
+) -> None:
+    """Declares ``{gallery}`` for /docs; :func:`service.api.inputs.subject_gallery` checks it after the key."""
+
+
+def mount(app: FastAPI) -> None:
+    """The subject routes (these and ``service.api.chips``'s) on the default gallery
+    (``/gallery/subjects``) and on named ones (``/galleries/{gallery}/subjects``): the same bodies."""
+    from service.api import chips  # noqa: F401 - records its route in subject_routes
+
+    app.include_router(router.router("/gallery/subjects", tags=["gallery"]))
+    app.include_router(
+        router.router("/galleries/{gallery}/subjects", tags=["gallery"], dependencies=[Depends(_named_gallery)])
+    )

@@ -24,10 +24,12 @@ from lrface.embedder import OnnxEmbedder
 from lrface.preprocessing import box_to_chip, hr_chip, hr_to_lr
 from lrface.settings import Settings
 from service.api import schemas as s
+from service.api.auth import check_gallery
 from service.api.schemas import Box, ImageIn
 from service.embedders import Embedders, Space
 from service.faces import DecodedFace, DetectMode, FaceDecoder, ImageItem
 from service.gallery.gallery import Gallery
+from service.gallery.tables import DEFAULT_GALLERY
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -219,6 +221,28 @@ def gallery_of(request: Request) -> Gallery:
     return gallery
 
 
+def gallery_name_of(name: str) -> str:
+    try:
+        return s.check_gallery_name(name)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+
+
+def target_gallery(request: Request, name: str) -> str:
+    """``name`` checked: a valid name (422), one the key may use (403), an existing gallery (404)."""
+    gallery_name_of(name)
+    check_gallery(request, name)
+    if not gallery_of(request).has_gallery(name):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"gallery {name!r} does not exist (GET /galleries lists them)")
+    return name
+
+
+def subject_gallery(request: Request) -> str:
+    """The gallery a subject route works on: ``{gallery}`` under ``/galleries/{gallery}/subjects``, the
+    default gallery under ``/gallery/subjects`` (checked as :func:`target_gallery`, after the key)."""
+    return target_gallery(request, request.path_params.get("gallery", DEFAULT_GALLERY))
+
+
 def subject_id_of(subject_id: str) -> str:
     try:
         return s.check_subject_id(subject_id)
@@ -252,6 +276,13 @@ class RequestContext:
     @property
     def gallery(self) -> Gallery:
         return gallery_of(self.request)
+
+    async def gallery_named(self, name: str) -> str:
+        """:func:`target_gallery`; a named gallery is looked up in the store, off the event loop (the
+        default one always exists: no lookup, no thread hop on the common path)."""
+        if name == DEFAULT_GALLERY:
+            return target_gallery(self.request, name)
+        return await self.run(target_gallery, self.request, name)
 
     @property
     def threshold(self) -> float:

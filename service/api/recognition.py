@@ -20,9 +20,10 @@ from service.gallery.gallery import Gallery
 router = APIRouter(tags=["recognition"], dependencies=[Depends(require("read")), Depends(no_query())])
 
 EMBED_FIELDS = ("images", "box", "detect", "include_input")
-IDENTIFY_FORM = ("top_k", "threshold", "detect", "fuse", "include_input")
-VERIFY_FORM = ("subject_id", "threshold", "detect")
+IDENTIFY_FORM = ("top_k", "threshold", "detect", "fuse", "include_input", "gallery")
+VERIFY_FORM = ("subject_id", "threshold", "detect", "gallery")
 DETECT_FORM = {"type": "string", "enum": ["auto", "true", "false"], "default": "auto"}
+GALLERY_FORM = {"type": "string", "default": "default", "description": "The gallery searched (see GET /galleries)."}
 FACES_DOC = (
     " Each image is taken as `detect` says (default `auto`: a face chip is the face, a photo or frame is "
     "searched with the MTCNN detector and gives every face found, the largest first); a `box` is the face. "
@@ -98,7 +99,9 @@ async def embed(request: Request) -> s.EmbedResponse:
     "the teacher against the gallery's teacher embeddings, a smaller one by the student." + FACES_DOC + " Send "
     "one image, an `embedding` computed at the edge, or several images of one person with `fuse=true` "
     "(multipart: several `image` files; JSON: `images`): each image's largest face is embedded, the embeddings "
-    "averaged and searched once (the teacher only when every face is large enough); `fused` says how many.",
+    "averaged and searched once (the teacher only when every face is large enough); `fused` says how many. "
+    "`gallery` names the gallery searched (default: 'default'; 404 when it does not exist, 403 when the API key "
+    "may not use it).",
     openapi_extra=both_bodies(
         s.IdentifyRequest,
         {
@@ -109,6 +112,7 @@ async def embed(request: Request) -> s.EmbedResponse:
             "detect": DETECT_FORM,
             "fuse": {"type": "boolean", "default": False},
             "include_input": {"type": "boolean", "default": False},
+            "gallery": GALLERY_FORM,
         },
     ),
 )
@@ -116,6 +120,7 @@ async def identify(request: Request) -> s.IdentifyResponse:
     ctx = RequestContext(request)
     max_files = ctx.settings.max_faces_per_request + 2
     body, form = await ctx.read(s.IdentifyRequest, IDENTIFY_FORM, ("image", "box"), max_files)
+    target = await ctx.gallery_named(body.gallery)
     threshold = body.threshold
     items: list[ImageItem] = []
     if form is not None:
@@ -129,7 +134,7 @@ async def identify(request: Request) -> s.IdentifyResponse:
         probe = Probe(None, ctx.check_embedding(body.embedding, "embedding"))
         gallery = ctx.gallery
         (query,), space = await ctx.embed_probes([probe], gallery)
-        found = await ctx.run(gallery.in_space(space).search, query, body.top_k)
+        found = await ctx.run(lambda: gallery.in_space(space).search(query, body.top_k, gallery=target))
         matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
         chosen = threshold if threshold is not None else ctx.embedders.threshold(space)
         decision = _decide(matches, chosen)
@@ -154,8 +159,8 @@ async def identify(request: Request) -> s.IdentifyResponse:
     faces = await ctx.run(ctx.decode, items, body.detect)
     if body.fuse:
         track = [next(f for f in faces if f.image == i) for i in range(len(items)) if any(f.image == i for f in faces)]
-        return await ctx.run(_identify_track, ctx, track, gallery, body.top_k, threshold, body.include_input)
-    return await ctx.run(_identify_faces, ctx, faces, gallery, body.top_k, threshold, body.include_input)
+        return await ctx.run(_identify_track, ctx, track, gallery, target, body.top_k, threshold, body.include_input)
+    return await ctx.run(_identify_faces, ctx, faces, gallery, target, body.top_k, threshold, body.include_input)
 
 
 def _decide(matches: list[s.MatchOut], threshold: float) -> str | None:
@@ -171,8 +176,8 @@ def _no_face(ctx: RequestContext, threshold: float | None) -> s.IdentifyResponse
 
 
 def _identify_faces(
-    ctx: RequestContext, faces: list[DecodedFace], gallery: Gallery, top_k: int, threshold: float | None,
-    include: bool,
+    ctx: RequestContext, faces: list[DecodedFace], gallery: Gallery, target: str, top_k: int,
+    threshold: float | None, include: bool,
 ) -> s.IdentifyResponse:  # fmt: skip
     """Every face of the image identified on its own (each in its routed space); the top level is the
     largest face's."""
@@ -181,7 +186,7 @@ def _identify_faces(
     vectors, spaces = ctx.embed_each(faces, gallery)
     out = []
     for face, vector, space in zip(faces, vectors, spaces, strict=True):
-        found = gallery.in_space(space).search(vector, top_k)
+        found = gallery.in_space(space).search(vector, top_k, gallery=target)
         matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
         chosen = threshold if threshold is not None else ctx.embedders.threshold(space)
         decision = _decide(matches, chosen)
@@ -205,8 +210,8 @@ def _identify_faces(
 
 
 def _identify_track(
-    ctx: RequestContext, track: list[DecodedFace], gallery: Gallery, top_k: int, threshold: float | None,
-    include: bool,
+    ctx: RequestContext, track: list[DecodedFace], gallery: Gallery, target: str, top_k: int,
+    threshold: float | None, include: bool,
 ) -> s.IdentifyResponse:  # fmt: skip
     """One person's faces (one per image) fused: unit embeddings averaged, re-normalised, searched once,
     all in one space (the teacher's only when every face is large enough for it)."""
@@ -215,7 +220,8 @@ def _identify_track(
     vectors, space = ctx._embed_probes([Probe(f) for f in track], gallery)
     mean = np.mean(np.stack(vectors), axis=0)
     query = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
-    matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in gallery.in_space(space).search(query, top_k)]
+    found = gallery.in_space(space).search(query, top_k, gallery=target)
+    matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
     chosen = threshold if threshold is not None else ctx.embedders.threshold(space)
     decision = _decide(matches, chosen)
     largest = max(track, key=lambda f: f.face_px)
@@ -232,7 +238,8 @@ def _identify_track(
     response_model=s.VerifyResponse,
     summary="Are two faces the same person? Or: is this face an enrolled subject?",
     description="Each image gives one face: a chip or box as it is, a searched photo its largest face (422 when "
-    "none is found); `input_a` / `input_b` say how each was taken.",
+    "none is found); `input_a` / `input_b` say how each was taken. A `subject_id` is looked up in `gallery` "
+    "(default: 'default').",
     openapi_extra=both_bodies(
         s.VerifyRequest,
         {
@@ -241,12 +248,14 @@ def _identify_track(
             "subject_id": {"type": "string"},
             "threshold": {"type": "number"},
             "detect": DETECT_FORM,
+            "gallery": GALLERY_FORM,
         },
     ),
 )
 async def verify(request: Request) -> s.VerifyResponse:
     ctx = RequestContext(request)
     body, form = await ctx.read(s.VerifyRequest, VERIFY_FORM, ("image_a", "image_b"), 3)
+    target = await ctx.gallery_named(body.gallery)
     probe_a = await ctx.optional_probe(form, "image_a", body.image_a, body.embedding_a, body.detect)
     probe_b = await ctx.optional_probe(form, "image_b", body.image_b, body.embedding_b, body.detect)
     if probe_a is None:
@@ -263,7 +272,7 @@ async def verify(request: Request) -> s.VerifyResponse:
         best, mean, count = float(vectors[0] @ vectors[1]), None, 1
     else:
         assert body.subject_id is not None and gallery is not None
-        result = await ctx.run(gallery.in_space(space).subject_scores, body.subject_id, vectors[0])
+        result = await ctx.run(gallery.in_space(space).subject_scores, body.subject_id, vectors[0], target)
         if result is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"subject {body.subject_id!r} is not enrolled")
         best, mean, count = result

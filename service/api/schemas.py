@@ -12,6 +12,15 @@ SUBJECT_ID_RE = re.compile(SUBJECT_ID_PATTERN)
 # JSON parsers accept Infinity and NaN: refused at validation (422) wherever a number comes in.
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Box = tuple[Finite, Finite, Finite, Finite]
+GALLERY_NAME_PATTERN = SUBJECT_ID_PATTERN  # lrface.settings.GALLERY_NAME_RE: API keys name galleries too
+GalleryName = Annotated[
+    str,
+    Field(
+        pattern=GALLERY_NAME_PATTERN,
+        description="The gallery searched (see GET /galleries); 'default' is the one of the /gallery/... routes.",
+        examples=["default", "lobby"],
+    ),
+]
 
 
 class Strict(BaseModel):
@@ -141,6 +150,7 @@ class IdentifyRequest(Strict):
         "embeddings averaged and searched once.",
     )
     include_input: IncludeInput = False
+    gallery: GalleryName = "default"
 
 
 class MatchOut(BaseModel):
@@ -192,6 +202,7 @@ class VerifyRequest(Strict):
     subject_id: str | None = Field(None, pattern=SUBJECT_ID_PATTERN)
     threshold: Finite | None = Field(None, ge=-1.0, le=1.0)
     detect: Detect = "auto"
+    gallery: GalleryName = Field("default", description="The gallery of `subject_id`.")
 
 
 ProbeKind = Literal["chip", "detected", "box", "embedding"]
@@ -257,6 +268,23 @@ class SubjectPage(BaseModel):
     limit: int
 
 
+class GalleryOut(BaseModel):
+    name: str
+    created_at: float
+    subject_count: int
+    face_count: int
+
+
+class GalleryList(BaseModel):
+    items: list[GalleryOut] = Field(description="Every gallery this API key may use, by name.")
+
+
+class GalleryDeleted(BaseModel):
+    gallery: str
+    deleted_subjects: int
+    deleted_faces: int
+
+
 class Ready(BaseModel):
     ready: bool
     model: str
@@ -278,6 +306,14 @@ class Ready(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+def check_gallery_name(name: str) -> str:
+    if not SUBJECT_ID_RE.match(name):
+        raise ValueError(
+            "a gallery name must be 1-128 characters of A-Z a-z 0-9 . _ - and start with a letter or digit"
+        )
+    return name
 
 
 def check_subject_id(subject_id: str) -> str:

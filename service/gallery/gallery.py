@@ -5,6 +5,9 @@ same transaction) and then applies the log up to its own entry with :meth:`Galle
 method that applies what other processes (uvicorn workers, or replicas sharing PostgreSQL) commit.
 Faces are added to the index from the store, by id, so a face deleted by a later entry is never
 indexed, whatever the interleaving of enrolments, deletions and syncs.
+
+Each named gallery has its own FAISS index (its "part"), so a search of one gallery never sees
+another's faces and the default gallery is searched exactly as before galleries existed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ import numpy as np
 
 from lrface.settings import Settings
 from service.gallery.index import FaceIndex
-from service.gallery.store import FaceRecord, GalleryStore, NewFace, SubjectRecord, open_store
+from service.gallery.store import (
+    FaceRecord,
+    GalleryRecord,
+    GalleryStore,
+    NewFace,
+    SubjectRecord,
+    open_store,
+)
+from service.gallery.tables import DEFAULT_GALLERY
 
 log = logging.getLogger("lrface.gallery")
 
@@ -29,13 +40,18 @@ CHANGE_RETENTION_S = 3600.0  # change-log entries older than this, and behind th
 
 
 class IndexFile:
-    """``index-<space>.faiss`` and beside it ``.json``: the model, dimension and change-log position the
-    index reflects, the ids it holds tombstoned, and the identity (inode, size, mtime) of the file it
-    describes, so a pair that does not belong together is never used."""
+    """``index-<space>.faiss`` (the default gallery; ``index-<space>.<gallery>.faiss`` for each other
+    one) and beside them ``index-<space>.json``: the model, dimension and change-log position the
+    indexes reflect, and per gallery the ids it holds tombstoned and the identity (inode, size, mtime)
+    of its file, so files that do not belong together are never used."""
 
     def __init__(self, directory: Path, space: str) -> None:
+        self.directory, self.space = directory, space
         self.index = directory / f"index-{space}.faiss"
         self.meta = directory / f"index-{space}.json"
+
+    def path(self, gallery: str) -> Path:
+        return self.index if gallery == DEFAULT_GALLERY else self.directory / f"index-{self.space}.{gallery}.faiss"
 
     def exists(self) -> bool:
         return self.index.exists() or self.meta.exists()
@@ -45,26 +61,40 @@ class IndexFile:
         stat = path.stat()
         return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
 
-    def write(self, index: FaceIndex, model_version: str, dim: int, seq: int) -> None:
-        dead = index.save(self.index)
-        meta = {"model_version": model_version, "dim": dim, "seq": seq, "count": len(index), "dead": dead,
-                "file": self._identity(self.index)}  # fmt: skip
+    def write(self, parts: dict[str, FaceIndex], model_version: str, dim: int, seq: int) -> None:
+        written = {}
+        for gallery, index in parts.items():
+            path = self.path(gallery)
+            dead = index.save(path)
+            written[gallery] = {"count": len(index), "dead": dead, "file": self._identity(path)}
+        meta = {"model_version": model_version, "dim": dim, "seq": seq, "galleries": written}
         tmp = self.meta.with_name(self.meta.name + ".tmp")
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, self.meta)
+        keep = {self.path(g) for g in parts}
+        for stale in self.directory.glob(f"index-{self.space}.*.faiss"):  # galleries deleted since
+            if stale not in keep:
+                stale.unlink(missing_ok=True)
 
-    def read(self, into: FaceIndex, model_version: str, dim: int) -> tuple[int, set[int]]:
-        """Load the index into ``into``; returns (seq, tombstoned ids). ValueError when it does not fit."""
+    def read(self, template: FaceIndex, model_version: str, dim: int) -> tuple[int, dict[str, FaceIndex], set[int]]:
+        """Load every gallery's index (each made like ``template``); returns (seq, indexes, tombstoned
+        ids). ValueError (or KeyError, for a file of an older layout) when they do not fit."""
         meta = json.loads(self.meta.read_text())
         if meta["model_version"] != model_version or meta["dim"] != dim:
             raise ValueError(f"it holds {meta['model_version']} ({meta['dim']}-d), the service runs {model_version}")
-        if meta["file"] != self._identity(self.index):
-            raise ValueError(f"{self.index} is not the file {self.meta} describes")
-        dead = {int(i) for i in meta["dead"]}
-        into.load(self.index, sorted(dead))
-        if len(into) != meta["count"]:
-            raise ValueError(f"{len(into)} faces where {meta['count']} were written")
-        return int(meta["seq"]), dead
+        parts: dict[str, FaceIndex] = {}
+        dead: set[int] = set()
+        for gallery, entry in meta["galleries"].items():
+            path = self.path(gallery)
+            if entry["file"] != self._identity(path):
+                raise ValueError(f"{path} is not the file {self.meta} describes")
+            part = template.empty_like()
+            part.load(path, sorted(int(i) for i in entry["dead"]))
+            if len(part) != entry["count"]:
+                raise ValueError(f"{path}: {len(part)} faces where {entry['count']} were written")
+            parts[gallery] = part
+            dead.update(int(i) for i in entry["dead"])
+        return int(meta["seq"]), parts, dead
 
 
 class GalleryVersionMismatch(RuntimeError):
@@ -95,14 +125,24 @@ class Gallery:
     ) -> None:
         self.store, self.dim, self.model_version, self.space = store, dim, model_version, space
         self.teacher = teacher
-        self.index = index if index is not None else FaceIndex(dim)
+        # One index per gallery; the default gallery's is ``index``, and the others are made like it.
+        self._parts: dict[str, FaceIndex] = {DEFAULT_GALLERY: index if index is not None else FaceIndex(dim)}
         self.seq = 0  # change-log position the index reflects
         # Where the index is kept between runs (the one-node SQLite gallery): index-<space>.faiss + .json.
         self.persist = IndexFile(persist_dir, space) if persist_dir is not None else None
         self._subject_of: dict[int, str] = {}
+        self._gallery_of: dict[int, str] = {}  # faces of galleries other than the default (absent: default)
         self._lock = threading.RLock()  # index + id map: held only to search, apply a change or swap
         self._sync_lock = threading.RLock()  # one sync (or load) at a time
         self._compacting = False
+
+    @property
+    def index(self) -> FaceIndex:
+        """The default gallery's index (what /readyz describes; every gallery's is of its kind)."""
+        return self._parts[DEFAULT_GALLERY]
+
+    def gallery_of_face(self, face_id: int) -> str:
+        return self._gallery_of.get(face_id, DEFAULT_GALLERY)
 
     def load(self, from_file: bool = True) -> None:
         """Check model versions and make the index: from its file when one is kept and still valid
@@ -115,23 +155,35 @@ class Gallery:
         if self.teacher is not None:
             self.teacher.load(from_file)
 
-    def _swap(self, index: FaceIndex, subject_of: dict[int, str], seq: int) -> None:
+    def _swap(self, parts: dict[str, FaceIndex], where: dict[int, tuple[str, str]], seq: int) -> None:
+        """Install ``parts`` (one index per gallery) and ``where`` (``{face_id: (gallery, subject)}``)."""
+        parts.setdefault(DEFAULT_GALLERY, self.index.empty_like())
+        subject_of = {i: s for i, (_, s) in where.items()}
+        gallery_of = {i: g for i, (g, _) in where.items() if g != DEFAULT_GALLERY}
         with self._lock:
-            self.index, self._subject_of, self.seq = index, subject_of, seq
+            self._parts, self._subject_of, self._gallery_of, self.seq = parts, subject_of, gallery_of, seq
 
     def _build_from_store(self) -> None:
         snap = self.store.snapshot(self.space)
-        vectors = snap.vectors if len(snap.face_ids) else np.zeros((0, self.dim), np.float32)
-        fresh = self.index.empty_like()
-        fresh.rebuild(snap.face_ids, vectors)  # minutes for an HNSW at 1M: outside the search lock
-        self._swap(fresh, dict(zip(snap.face_ids.tolist(), snap.subject_ids, strict=True)), snap.seq)
+        parts: dict[str, FaceIndex] = {}
+        for gallery, rows in _rows_by_gallery(snap.galleries).items():
+            part = self.index.empty_like()
+            if len(rows) == len(snap.face_ids):  # one gallery holds every face: no copy of the vectors
+                ids, vectors = snap.face_ids, snap.vectors
+            else:
+                ids, vectors = snap.face_ids[rows], snap.vectors[rows]
+            part.rebuild(ids, vectors.reshape(-1, self.dim))  # minutes for an HNSW at 1M: outside the search lock
+            parts[gallery] = part
+        where = {
+            int(i): (g, s) for i, g, s in zip(snap.face_ids.tolist(), snap.galleries, snap.subject_ids, strict=True)
+        }
+        self._swap(parts, where, snap.seq)
         self.save()
 
     def _load_file(self, file: IndexFile) -> bool:
-        """The persisted index, checked against the store; False (and a log line) when it cannot be used."""
-        fresh = self.index.empty_like()
+        """The persisted indexes, checked against the store; False (and a log line) when they cannot be used."""
         try:
-            seq, dead = file.read(fresh, self.model_version, self.dim)
+            seq, parts, dead = file.read(self.index, self.model_version, self.dim)
             if seq > self.store.last_seq() or seq < self.store.pruned_through():
                 raise ValueError(f"its change-log position {seq} is not in the store's log")
         except (ValueError, OSError, KeyError) as exc:
@@ -139,15 +191,20 @@ class Gallery:
                 log.warning("%s index file not used (%s): building from the store", self.space, exc)
             return False
         present = self.store.subjects_by_face(self.space)
-        ids = fresh.ids()
-        gone = [int(i) for i in ids if int(i) not in present and int(i) not in dead]
-        fresh.remove(gone)  # deleted after the file was written; the replay below skips them
-        self._swap(fresh, {int(i): present[int(i)] for i in ids if int(i) in present}, seq)
+        where: dict[int, tuple[str, str]] = {}
+        for gallery, part in parts.items():
+            ids = [int(i) for i in part.ids()]
+            if any(i in present and present[i][0] != gallery for i in ids):
+                log.warning("%s index file puts faces in the wrong gallery: building from the store", self.space)
+                return False
+            part.remove([i for i in ids if i not in present and i not in dead])  # deleted after the file was written
+            where.update((i, present[i]) for i in ids if i in present)
+        self._swap(parts, where, seq)
         replayed = self._apply_changes()
         seq_now, count = self.store.count_faces(self.space)
-        if seq_now == self.seq and count != len(self.index):
+        if seq_now == self.seq and count != len(self):
             log.warning("%s index file disagrees with the store (%d faces, store %d): rebuilding",
-                        self.space, len(self.index), count)  # fmt: skip
+                        self.space, len(self), count)  # fmt: skip
             return False
         log.info("%s index loaded from %s at change %d, %d newer changes replayed", self.space, file.index,
                  seq, replayed)  # fmt: skip
@@ -159,7 +216,7 @@ class Gallery:
         if self.persist is None:
             return
         with self._lock:
-            self.persist.write(self.index, self.model_version, self.dim, self.seq)
+            self.persist.write(self._parts, self.model_version, self.dim, self.seq)
         self.store.prune_changes(self.seq, CHANGE_RETENTION_S)
 
     def check_versions(self) -> None:
@@ -181,14 +238,18 @@ class Gallery:
             self.teacher.sync()  # the same log, applied to the teacher's index
         with self._sync_lock:
             read = self._apply_changes()
-        if self.index.wants_compaction() and not self._compacting:
+        with self._lock:
+            parts = list(self._parts.values())
+        if any(part.wants_compaction() for part in parts) and not self._compacting:
             self._compacting = True
             threading.Thread(target=self._compact, name="lrface-index-compact", daemon=True).start()
         return read
 
     def _compact(self) -> None:
         try:
-            if self.index.compact():
+            with self._lock:
+                parts = [part for part in self._parts.values() if part.wants_compaction()]
+            if [part.compact() for part in parts].count(True):
                 self.save()
         except Exception:  # noqa: BLE001 - the old graph keeps serving; the next sync tries again
             log.exception("%s index compaction failed", self.space)
@@ -210,47 +271,81 @@ class Gallery:
             with self._lock:
                 added = [i for i in added if i not in self._subject_of]
             if added:
-                ids, subject_ids, vectors = self.store.faces_by_id(added, self.space)  # deleted ones are absent
-                self._add(ids, subject_ids, vectors)
+                ids, galleries, subject_ids, vectors = self.store.faces_by_id(added, self.space)  # deleted: absent
+                self._add(ids, galleries, subject_ids, vectors)
             self._remove([c.face_id for c in pending if c.op == "remove" and c.face_id is not None])
             self.seq = pending[-1].seq
 
-    def _add(self, ids: np.ndarray, subject_ids: list[str], vectors: np.ndarray) -> None:
-        """Index faces not indexed yet (the writer and the change follower may both try)."""
+    def _add(self, ids: np.ndarray, galleries: list[str], subject_ids: list[str], vectors: np.ndarray) -> None:
+        """Index faces not indexed yet (the writer and the change follower may both try), each in its
+        gallery's index."""
         with self._lock:
             fresh = [k for k, i in enumerate(ids.tolist()) if i not in self._subject_of]
-            if fresh:
-                self.index.add(ids[fresh], vectors[fresh])
-                self._subject_of.update({int(ids[k]): subject_ids[k] for k in fresh})
+            for gallery in dict.fromkeys(galleries[k] for k in fresh):
+                rows = [k for k in fresh if galleries[k] == gallery]
+                if gallery not in self._parts:
+                    self._parts[gallery] = self.index.empty_like()
+                self._parts[gallery].add(ids[rows], vectors[rows])
+                if gallery != DEFAULT_GALLERY:
+                    self._gallery_of.update({int(ids[k]): gallery for k in rows})
+            self._subject_of.update({int(ids[k]): subject_ids[k] for k in fresh})
 
     def _remove(self, ids: list[int]) -> None:
         with self._lock:
             present = [i for i in ids if i in self._subject_of]
-            self.index.remove(present)
+            by_gallery: dict[str, list[int]] = {}
             for i in present:
+                by_gallery.setdefault(self._gallery_of.pop(i, DEFAULT_GALLERY), []).append(i)
                 del self._subject_of[i]
+            for gallery, gone in by_gallery.items():
+                self._parts[gallery].remove(gone)
+                if gallery != DEFAULT_GALLERY and len(self._parts[gallery]) == 0:
+                    del self._parts[gallery]  # an emptied (or deleted) gallery's index goes
 
-    def enroll(self, subject_id: str, faces: list[NewFace]) -> list[FaceRecord]:
+    def enroll(self, subject_id: str, faces: list[NewFace], gallery: str = DEFAULT_GALLERY) -> list[FaceRecord]:
+        """Add faces of a subject of ``gallery``; raises :class:`UnknownGallery`."""
         teacher_version = self.teacher.model_version if self.teacher is not None else None
-        records = self.store.add_faces(subject_id, faces, self.model_version, teacher_version)  # committed here
+        records = self.store.add_faces(subject_id, faces, self.model_version, teacher_version, gallery)  # committed
         if any(r.created for r in records):
             self.sync()  # searchable before the enrolment is acknowledged
         return records
 
-    def delete_subject(self, subject_id: str) -> list[int] | None:
-        ids = self.store.delete_subject(subject_id)
+    def delete_subject(self, subject_id: str, gallery: str = DEFAULT_GALLERY) -> list[int] | None:
+        ids = self.store.delete_subject(subject_id, gallery)
         if ids:
             self.sync()
         return ids
 
-    def delete_face(self, subject_id: str, face_id: int) -> bool:
-        removed = self.store.delete_face(subject_id, face_id)
+    def delete_face(self, subject_id: str, face_id: int, gallery: str = DEFAULT_GALLERY) -> bool:
+        removed = self.store.delete_face(subject_id, face_id, gallery)
         if removed:
             self.sync()
         return removed
 
-    def get_subject(self, subject_id: str) -> SubjectRecord | None:
-        return self.store.get_subject(subject_id)
+    def get_subject(self, subject_id: str, gallery: str = DEFAULT_GALLERY) -> SubjectRecord | None:
+        return self.store.get_subject(subject_id, gallery)
+
+    # -- galleries ----------------------------------------------------------------------------------
+
+    def create_gallery(self, name: str) -> bool:
+        """Create an empty gallery (its index is made with its first face); False when it exists."""
+        return self.store.create_gallery(name)
+
+    def delete_gallery(self, name: str) -> tuple[int, int] | None:
+        """Delete a gallery with its subjects and faces: ``(subjects, faces)`` deleted, None when unknown.
+        The default gallery cannot be deleted (ValueError)."""
+        deleted = self.store.delete_gallery(name)
+        if deleted is None:
+            return None
+        subjects, face_ids = deleted
+        self.sync()
+        return subjects, len(face_ids)
+
+    def has_gallery(self, name: str) -> bool:
+        return name == DEFAULT_GALLERY or self.store.gallery_exists(name)
+
+    def list_galleries(self, names: list[str] | None = None) -> list[GalleryRecord]:
+        return self.store.list_galleries(names)
 
     def in_space(self, space: str) -> Gallery:
         """This gallery ('student') or its teacher gallery ('teacher')."""
@@ -260,10 +355,13 @@ class Gallery:
             return self.teacher
         raise ValueError(f"this gallery has no {space} embeddings")
 
-    def search(self, query: np.ndarray, top_k: int) -> list[Match]:
-        """Best-scoring subjects (each by its best face), highest first."""
+    def search(self, query: np.ndarray, top_k: int, *, gallery: str = DEFAULT_GALLERY) -> list[Match]:
+        """Best-scoring subjects of ``gallery`` (each by its best face), highest first."""
         with self._lock:
-            scores, ids = self.index.search(query, max(top_k * 4, top_k + 8))
+            part = self._parts.get(gallery)
+            if part is None:  # a gallery without faces (or none of that name)
+                return []
+            scores, ids = part.search(query, max(top_k * 4, top_k + 8))
             subject_of = [self._subject_of.get(int(i)) for i in ids]
         best: dict[str, Match] = {}
         for score, face_id, subject in zip(scores, ids, subject_of, strict=True):
@@ -271,16 +369,26 @@ class Gallery:
                 best[subject] = Match(subject, float(score), int(face_id))
         return sorted(best.values(), key=lambda m: m.score, reverse=True)[:top_k]
 
-    def subject_scores(self, subject_id: str, query: np.ndarray) -> tuple[float, float, int] | None:
-        """(best, mean, face count) of ``query`` against every face of one subject."""
-        ids, _, vectors = self.store.embeddings(subject_id, self.space)
+    def subject_scores(
+        self, subject_id: str, query: np.ndarray, gallery: str = DEFAULT_GALLERY
+    ) -> tuple[float, float, int] | None:
+        """(best, mean, face count) of ``query`` against every face of one subject of ``gallery``."""
+        ids, _, vectors = self.store.embeddings(subject_id, self.space, gallery)
         if not len(ids):
             return None
         scores = vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
         return float(scores.max()), float(scores.mean()), len(ids)
 
     def __len__(self) -> int:
-        return len(self.index)
+        """Faces indexed, every gallery together."""
+        with self._lock:
+            return sum(len(part) for part in self._parts.values())
+
+    def count(self, gallery: str = DEFAULT_GALLERY) -> int:
+        """Faces indexed in one gallery."""
+        with self._lock:
+            part = self._parts.get(gallery)
+            return len(part) if part is not None else 0
 
     def close(self) -> None:
         """Persist the index (one-node galleries: the next start replays only newer changes) and close."""
@@ -291,6 +399,18 @@ class Gallery:
                 self.save()
         finally:
             self.store.close()
+
+
+def _rows_by_gallery(galleries: list[str]) -> dict[str, np.ndarray]:
+    """Row numbers of each gallery's faces in a snapshot (the default gallery always listed, first)."""
+    rows: dict[str, np.ndarray] = {DEFAULT_GALLERY: np.zeros(0, dtype=np.int64)}
+    if not galleries:
+        return rows
+    names, which = np.unique(np.asarray(galleries), return_inverse=True)
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(len(names) + 1))
+    rows.update({str(name): order[bounds[k] : bounds[k + 1]] for k, name in enumerate(names)})
+    return rows
 
 
 class ChangeFollower:

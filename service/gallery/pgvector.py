@@ -3,6 +3,11 @@
 An enrolment or a delete committed by any replica is seen by the next search of every replica (the
 search reads the table), so there is no sync lag for searches. The change log is still followed, but
 only to keep the face counts (``len``, /readyz, the teacher-routing check) current.
+
+Galleries share one table and one HNSW graph per space. A search of gallery G walks the graph with
+pgvector's iterative scan filtered to G, as long as G is a large enough part of the table for the
+walk to meet ``limit`` of its faces within its budget; a gallery smaller than that is scanned exactly
+(its rows found through the ``(gallery, subject_id)`` btree), which is both faster and complete there.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import numpy as np
 from service.gallery.gallery import Gallery, Match
 from service.gallery.index import FaceIndex
 from service.gallery.store import GalleryStore
+from service.gallery.tables import DEFAULT_GALLERY
+from service.gallery.vectors import MAX_SCAN_TUPLES
 
 
 class DatabaseIndex(FaceIndex):
@@ -39,6 +46,8 @@ class DatabaseIndex(FaceIndex):
 
 
 class PgvectorGallery(Gallery):
+    EXACT_BELOW = 1_000  # faces of one gallery under which its rows are scanned instead of walking the graph
+
     def __init__(
         self,
         store: GalleryStore,
@@ -53,6 +62,7 @@ class PgvectorGallery(Gallery):
         super().__init__(store, dim, model_version, DatabaseIndex(dim), space, teacher)
         self.ef_search = ef_search
         self._count = 0
+        self._counts: dict[str, int] = {}  # faces per gallery, as of the last sync
 
     def load(self, from_file: bool = True) -> None:
         """Check model versions, make sure the HNSW index exists (built once per model dimension), read
@@ -66,7 +76,8 @@ class PgvectorGallery(Gallery):
 
     def _refresh(self) -> None:
         seq = self.store.last_seq()
-        self._count = self.store.vector_counts()[self.space]  # read after seq: at least as new as it
+        self._counts = self.store.vector_counts_by_gallery(self.space)  # read after seq: at least as new as it
+        self._count = sum(self._counts.values())
         self.seq = seq
 
     def sync(self) -> int:
@@ -78,16 +89,31 @@ class PgvectorGallery(Gallery):
                 self._refresh()
             return pending
 
-    def search(self, query: np.ndarray, top_k: int, exact: bool = False) -> list[Match]:
-        """Best-scoring subjects (each by its best face), highest first; ``exact`` scans every face
-        instead of walking the HNSW graph (the benchmark's ground truth)."""
+    def search(
+        self, query: np.ndarray, top_k: int, exact: bool = False, *, gallery: str = DEFAULT_GALLERY
+    ) -> list[Match]:
+        """Best-scoring subjects of ``gallery`` (each by its best face), highest first; ``exact`` scans
+        every face of the gallery instead of walking the HNSW graph (the benchmark's ground truth)."""
         limit = max(top_k * 4, top_k + 8)
-        rows = self.store.vector_search(self.space, self.dim, query, limit, self.ef_search, exact)
+        exact = exact or self.scan_exactly(gallery, limit)
+        rows = self.store.vector_search(self.space, self.dim, query, limit, self.ef_search, exact, gallery)
         best: dict[str, Match] = {}
         for face_id, subject, score in rows:
             if subject not in best:
                 best[subject] = Match(subject, score, face_id)
         return sorted(best.values(), key=lambda m: m.score, reverse=True)[:top_k]
+
+    def scan_exactly(self, gallery: str, limit: int) -> bool:
+        """Whether ``gallery`` is scanned exactly rather than walked: a small gallery (under
+        ``EXACT_BELOW`` faces, a scan of which costs less than a walk), or too small a part of the table for
+        a filtered HNSW walk (it meets about ``count / total`` of the gallery's faces per face visited, so it
+        needs ``limit * total / count`` visits, which must stay well within ``MAX_SCAN_TUPLES``). Counts are
+        as of the last sync (a gallery not counted yet is scanned exactly: always right, and it is new)."""
+        count = self._counts.get(gallery, 0)
+        return count < self.EXACT_BELOW or limit * max(self._count, count) > count * (MAX_SCAN_TUPLES // 2)
+
+    def count(self, gallery: str = DEFAULT_GALLERY) -> int:
+        return self._counts.get(gallery, 0)
 
     def __len__(self) -> int:
         return self._count

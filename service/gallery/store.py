@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from service.gallery import schema, vectors
 from service.gallery.schema import MIGRATION_LOCK
-from service.gallery.tables import SPACES, changes, faces, meta, subjects
+from service.gallery.tables import DEFAULT_GALLERY, SPACES, changes, faces, galleries, meta, subjects
 
 WRITE_LOCK = 0x6C72_6661_6366  # pg_advisory_xact_lock key every writer holds until it commits
 
@@ -49,6 +49,7 @@ class FaceRecord:
     model_version: str
     created_at: float
     created: bool = True  # False when the same image was already enrolled for this subject
+    gallery: str = DEFAULT_GALLERY
 
 
 @dataclass
@@ -58,12 +59,29 @@ class SubjectRecord:
     faces: list[FaceRecord] = field(default_factory=list)
 
 
+@dataclass
+class GalleryRecord:
+    name: str
+    created_at: float
+    subject_count: int
+    face_count: int
+
+
+class UnknownGallery(LookupError):
+    """The named gallery does not exist."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"gallery {name!r} does not exist")
+        self.name = name
+
+
 @dataclass(frozen=True)
 class Change:
     seq: int
     op: str  # 'add' | 'remove' | 'reload'
     face_id: int | None
     subject_id: str | None
+    gallery: str | None = None  # None on entries older than revision 0005 (and on 'reload'): the default
 
 
 @dataclass
@@ -74,6 +92,7 @@ class Snapshot:
     subject_ids: list[str]
     vectors: np.ndarray
     seq: int
+    galleries: list[str] = field(default_factory=list)  # each face's gallery
 
 
 def postgres_url(url: str) -> str:
@@ -145,33 +164,115 @@ class GalleryStore:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
 
     @staticmethod
-    def _log(conn: sa.Connection, op: str, entries: Iterable[tuple[int | None, str | None]], now: float) -> None:
-        rows = [{"op": op, "face_id": f, "subject_id": s, "created_at": now} for f, s in entries]
+    def _log(
+        conn: sa.Connection,
+        op: str,
+        entries: Iterable[tuple[int | None, str | None]],
+        now: float,
+        gallery: str | None = None,
+    ) -> None:
+        rows = [{"op": op, "face_id": f, "subject_id": s, "created_at": now, "gallery": gallery} for f, s in entries]
         if rows:
             conn.execute(changes.insert(), rows)
+
+    @staticmethod
+    def _check_gallery(conn: sa.Connection, gallery: str) -> None:
+        if conn.execute(sa.select(galleries.c.name).where(galleries.c.name == gallery)).first() is None:
+            raise UnknownGallery(gallery)
+
+    # -- galleries ----------------------------------------------------------------------------------
+
+    def create_gallery(self, name: str) -> bool:
+        """Create an empty gallery; False when it exists already."""
+        with self._write() as conn:
+            insert = self._insert(galleries).values(name=name, created_at=time.time()).on_conflict_do_nothing()
+            created = conn.execute(insert.returning(galleries.c.name)).first()
+        return created is not None
+
+    def delete_gallery(self, name: str) -> tuple[int, list[int]] | None:
+        """Delete a gallery with its subjects and faces: ``(subjects deleted, face ids)``, None when unknown."""
+        if name == DEFAULT_GALLERY:
+            raise ValueError("the default gallery cannot be deleted")
+        now = time.time()
+        with self._write() as conn:
+            if conn.execute(sa.select(galleries.c.name).where(galleries.c.name == name)).first() is None:
+                return None
+            ids = [int(i) for i in conn.execute(sa.select(faces.c.face_id).where(faces.c.gallery == name)).scalars()]
+            conn.execute(faces.delete().where(faces.c.gallery == name))
+            gone = conn.execute(subjects.delete().where(subjects.c.gallery == name)).rowcount
+            conn.execute(galleries.delete().where(galleries.c.name == name))
+            self._log(conn, "remove", [(i, None) for i in ids], now, name)
+        return int(gone), ids
+
+    def gallery_exists(self, name: str) -> bool:
+        with self._read() as conn:
+            return conn.execute(sa.select(galleries.c.name).where(galleries.c.name == name)).first() is not None
+
+    def list_galleries(self, names: Iterable[str] | None = None) -> list[GalleryRecord]:
+        """Every gallery (or those of ``names`` that exist) with its subject and face counts, by name."""
+        subject_counts = (
+            sa.select(subjects.c.gallery, sa.func.count().label("n")).group_by(subjects.c.gallery).subquery()
+        )
+        face_counts = sa.select(faces.c.gallery, sa.func.count().label("n")).group_by(faces.c.gallery).subquery()
+        query = (
+            sa.select(
+                galleries.c.name,
+                galleries.c.created_at,
+                sa.func.coalesce(subject_counts.c.n, 0),
+                sa.func.coalesce(face_counts.c.n, 0),
+            )
+            .select_from(
+                galleries.outerjoin(subject_counts, subject_counts.c.gallery == galleries.c.name).outerjoin(
+                    face_counts, face_counts.c.gallery == galleries.c.name
+                )
+            )
+            .order_by(galleries.c.name)
+        )
+        if names is not None:
+            query = query.where(galleries.c.name.in_(list(names)))
+        with self._read() as conn:
+            return [GalleryRecord(r[0], float(r[1]), int(r[2]), int(r[3])) for r in conn.execute(query)]
 
     # -- writes -------------------------------------------------------------------------------------
 
     def add_faces(
-        self, subject_id: str, new_faces: list[NewFace], model_version: str, teacher_version: str | None = None
+        self,
+        subject_id: str,
+        new_faces: list[NewFace],
+        model_version: str,
+        teacher_version: str | None = None,
+        gallery: str = DEFAULT_GALLERY,
     ) -> list[FaceRecord]:
-        """Add faces to a subject (created when new) in one transaction; repeats are reported, not added."""
+        """Add faces to a subject of ``gallery`` (created when new) in one transaction; repeats are
+        reported, not added. Raises :class:`UnknownGallery`."""
         now = time.time()
         records: list[FaceRecord] = []
         with self._write() as conn:
-            conn.execute(self._insert(subjects).values(subject_id=subject_id, created_at=now).on_conflict_do_nothing())
+            self._check_gallery(conn, gallery)
+            conn.execute(
+                self._insert(subjects)
+                .values(gallery=gallery, subject_id=subject_id, created_at=now)
+                .on_conflict_do_nothing()
+            )
             for face in new_faces:
                 row = conn.execute(
                     sa.select(faces.c.face_id, faces.c.model_version, faces.c.created_at).where(
-                        faces.c.subject_id == subject_id, faces.c.content_hash == face.content_hash
+                        faces.c.gallery == gallery,
+                        faces.c.subject_id == subject_id,
+                        faces.c.content_hash == face.content_hash,
                     )
                 ).first()
                 if row is not None:
-                    records.append(FaceRecord(row[0], subject_id, face.content_hash, row[1], row[2], created=False))
+                    records.append(
+                        FaceRecord(
+                            row[0], subject_id, face.content_hash, row[1], row[2], created=False, gallery=gallery
+                        )
+                    )
                     continue
                 face_id = conn.execute(
                     faces.insert()
                     .values(
+                        gallery=gallery,
                         subject_id=subject_id,
                         content_hash=face.content_hash,
                         model_version=model_version,
@@ -185,22 +286,29 @@ class GalleryStore:
                     )
                     .returning(faces.c.face_id)
                 ).scalar_one()
-                records.append(FaceRecord(int(face_id), subject_id, face.content_hash, model_version, now))
-            self._log(conn, "add", [(r.face_id, subject_id) for r in records if r.created], now)
+                records.append(
+                    FaceRecord(int(face_id), subject_id, face.content_hash, model_version, now, gallery=gallery)
+                )
+            self._log(conn, "add", [(r.face_id, subject_id) for r in records if r.created], now, gallery)
         return records
 
-    def import_faces(self, rows: list[tuple[str, str, np.ndarray]], model_version: str) -> None:
-        """Bulk insert ``(subject_id, content_hash, embedding)`` rows in one transaction (seeding, migration)."""
+    def import_faces(
+        self, rows: list[tuple[str, str, np.ndarray]], model_version: str, gallery: str = DEFAULT_GALLERY
+    ) -> None:
+        """Bulk insert ``(subject_id, content_hash, embedding)`` rows into ``gallery`` in one transaction
+        (seeding, migration)."""
         now = time.time()
         with self._write() as conn:
+            self._check_gallery(conn, gallery)
             conn.execute(
                 self._insert(subjects).on_conflict_do_nothing(),
-                [{"subject_id": s, "created_at": now} for s in dict.fromkeys(r[0] for r in rows)],
+                [{"gallery": gallery, "subject_id": s, "created_at": now} for s in dict.fromkeys(r[0] for r in rows)],
             )
             conn.execute(
                 self._insert(faces).on_conflict_do_nothing(),
                 [
                     {
+                        "gallery": gallery,
                         "subject_id": sid,
                         "content_hash": h,
                         "model_version": model_version,
@@ -214,27 +322,30 @@ class GalleryStore:
             )
             self._log(conn, "reload", [(None, None)], now)
 
-    def delete_subject(self, subject_id: str) -> list[int] | None:
-        """Delete a subject and its faces; returns their face ids, or None when unknown."""
+    def delete_subject(self, subject_id: str, gallery: str = DEFAULT_GALLERY) -> list[int] | None:
+        """Delete a subject of ``gallery`` and its faces; returns their face ids, or None when unknown."""
         now = time.time()
+        of_subject = (faces.c.gallery == gallery) & (faces.c.subject_id == subject_id)
         with self._write() as conn:
-            if (
-                conn.execute(sa.select(subjects.c.subject_id).where(subjects.c.subject_id == subject_id)).first()
-                is None
-            ):
+            subject = sa.select(subjects.c.subject_id).where(
+                subjects.c.gallery == gallery, subjects.c.subject_id == subject_id
+            )
+            if conn.execute(subject).first() is None:
                 return None
-            ids = list(conn.execute(sa.select(faces.c.face_id).where(faces.c.subject_id == subject_id)).scalars())
-            conn.execute(faces.delete().where(faces.c.subject_id == subject_id))
-            conn.execute(subjects.delete().where(subjects.c.subject_id == subject_id))
-            self._log(conn, "remove", [(i, subject_id) for i in ids], now)
+            ids = list(conn.execute(sa.select(faces.c.face_id).where(of_subject)).scalars())
+            conn.execute(faces.delete().where(of_subject))
+            conn.execute(subjects.delete().where(subjects.c.gallery == gallery, subjects.c.subject_id == subject_id))
+            self._log(conn, "remove", [(i, subject_id) for i in ids], now, gallery)
         return [int(i) for i in ids]
 
-    def delete_face(self, subject_id: str, face_id: int) -> bool:
+    def delete_face(self, subject_id: str, face_id: int, gallery: str = DEFAULT_GALLERY) -> bool:
         with self._write() as conn:
             removed = conn.execute(
-                faces.delete().where(faces.c.subject_id == subject_id, faces.c.face_id == face_id)
+                faces.delete().where(
+                    faces.c.gallery == gallery, faces.c.subject_id == subject_id, faces.c.face_id == face_id
+                )
             ).rowcount
-            self._log(conn, "remove", [(face_id, subject_id)] if removed else [], time.time())
+            self._log(conn, "remove", [(face_id, subject_id)] if removed else [], time.time(), gallery)
         return bool(removed)
 
     def replace_embeddings(
@@ -285,12 +396,14 @@ class GalleryStore:
             value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "changes_pruned_through")).scalar()
         return int(value) if value is not None else 0
 
-    def subjects_by_face(self, space: str = "student") -> dict[int, str]:
-        """``{face_id: subject_id}`` of every face with an embedding in ``space``."""
+    def subjects_by_face(self, space: str = "student") -> dict[int, tuple[str, str]]:
+        """``{face_id: (gallery, subject_id)}`` of every face with an embedding in ``space``."""
         vector = SPACES[space][0]
         with self._read() as conn:
-            rows = conn.execute(sa.select(faces.c.face_id, faces.c.subject_id).where(vector.is_not(None)))
-            return {int(r[0]): r[1] for r in rows}
+            rows = conn.execute(
+                sa.select(faces.c.face_id, faces.c.gallery, faces.c.subject_id).where(vector.is_not(None))
+            )
+            return {int(r[0]): (r[1], r[2]) for r in rows}
 
     def count_faces(self, space: str = "student") -> tuple[int, int]:
         """``(change-log position, faces with an embedding in space)``, read together."""
@@ -316,36 +429,59 @@ class GalleryStore:
             return vectors.ensure_index(conn, space, dim)
 
     def vector_search(
-        self, space: str, dim: int, query: np.ndarray, limit: int, ef_search: int, exact: bool = False
+        self,
+        space: str,
+        dim: int,
+        query: np.ndarray,
+        limit: int,
+        ef_search: int,
+        exact: bool = False,
+        gallery: str = DEFAULT_GALLERY,
     ) -> list[tuple[int, str, float]]:
         with self._read() as conn:
-            return vectors.search(conn, space, dim, query, limit, ef_search, exact)
+            return vectors.search(conn, space, dim, query, limit, ef_search, exact, gallery)
 
     def vector_counts(self) -> dict[str, int]:
         with self._read() as conn:
             return vectors.counts(conn)
 
-    def get_subject(self, subject_id: str) -> SubjectRecord | None:
+    def vector_counts_by_gallery(self, space: str = "student") -> dict[str, int]:
+        """``{gallery: faces with a vector in space}`` (galleries without any are absent)."""
+        with self._read() as conn:
+            return vectors.counts_by_gallery(conn, space)
+
+    def get_subject(self, subject_id: str, gallery: str = DEFAULT_GALLERY) -> SubjectRecord | None:
         with self._read() as conn:
             created = conn.execute(
-                sa.select(subjects.c.created_at).where(subjects.c.subject_id == subject_id)
+                sa.select(subjects.c.created_at).where(
+                    subjects.c.gallery == gallery, subjects.c.subject_id == subject_id
+                )
             ).scalar_one_or_none()
             if created is None:
                 return None
             rows = conn.execute(
                 sa.select(faces.c.face_id, faces.c.content_hash, faces.c.model_version, faces.c.created_at)
-                .where(faces.c.subject_id == subject_id)
+                .where(faces.c.gallery == gallery, faces.c.subject_id == subject_id)
                 .order_by(faces.c.face_id)
             ).all()
-        return SubjectRecord(subject_id, created, [FaceRecord(r[0], subject_id, r[1], r[2], r[3]) for r in rows])
+        records = [FaceRecord(r[0], subject_id, r[1], r[2], r[3], gallery=gallery) for r in rows]
+        return SubjectRecord(subject_id, created, records)
 
-    def list_subjects(self, offset: int, limit: int) -> tuple[list[tuple[str, int, float]], int]:
-        """``[(subject_id, face count, created_at)]`` ordered by id, and the total subject count."""
+    def list_subjects(
+        self, offset: int, limit: int, gallery: str = DEFAULT_GALLERY
+    ) -> tuple[list[tuple[str, int, float]], int]:
+        """``[(subject_id, face count, created_at)]`` of ``gallery`` ordered by id, and its subject count."""
+        joined = subjects.outerjoin(
+            faces, (faces.c.gallery == subjects.c.gallery) & (faces.c.subject_id == subjects.c.subject_id)
+        )
         with self._read() as conn:
-            total = conn.execute(sa.select(sa.func.count()).select_from(subjects)).scalar_one()
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(subjects).where(subjects.c.gallery == gallery)
+            ).scalar_one()
             rows = conn.execute(
                 sa.select(subjects.c.subject_id, sa.func.count(faces.c.face_id), subjects.c.created_at)
-                .select_from(subjects.outerjoin(faces, faces.c.subject_id == subjects.c.subject_id))
+                .select_from(joined)
+                .where(subjects.c.gallery == gallery)
                 .group_by(subjects.c.subject_id, subjects.c.created_at)
                 .order_by(subjects.c.subject_id)
                 .limit(limit)
@@ -354,47 +490,59 @@ class GalleryStore:
         return [(r[0], int(r[1]), r[2]) for r in rows], int(total)
 
     def embeddings(
-        self, subject_id: str | None = None, space: str = "student"
+        self, subject_id: str | None = None, space: str = "student", gallery: str | None = None
     ) -> tuple[np.ndarray, list[str], np.ndarray]:
         """``(face_ids, subject_ids, (N, D) embeddings)`` of every face, or of one subject's faces, in
-        ``space`` ('student', or 'teacher': only the faces that have one)."""
+        ``space`` ('student', or 'teacher': only the faces that have one); of every gallery, or of one
+        (a subject is looked up in ``gallery``, the default one when not given)."""
+        where: sa.ColumnElement[bool] = sa.true()
+        if subject_id is not None:
+            where = (faces.c.subject_id == subject_id) & (faces.c.gallery == (gallery or DEFAULT_GALLERY))
+        elif gallery is not None:
+            where = faces.c.gallery == gallery
         with self._read() as conn:
-            return self._embeddings(conn, None if subject_id is None else faces.c.subject_id == subject_id, space)
+            ids, _, subject_ids, vectors = self._rows(conn, where, space)
+        return ids, subject_ids, vectors
 
     @staticmethod
-    def _embeddings(
+    def _rows(
         conn: sa.Connection, where: Any, space: str = "student"
-    ) -> tuple[np.ndarray, list[str], np.ndarray]:
+    ) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+        """``(face_ids, galleries, subject_ids, (N, D) embeddings)`` of the faces ``where`` selects."""
         vector = SPACES[space][0]
         query = (
-            sa.select(faces.c.face_id, faces.c.subject_id, vector).where(vector.is_not(None)).order_by(faces.c.face_id)
+            sa.select(faces.c.face_id, faces.c.gallery, faces.c.subject_id, vector)
+            .where(vector.is_not(None), where)
+            .order_by(faces.c.face_id)
         )
-        rows = conn.execute(query if where is None else query.where(where)).all()
+        rows = conn.execute(query).all()
         if not rows:
-            return np.zeros(0, dtype=np.int64), [], np.zeros((0, 0), dtype=np.float32)
+            return np.zeros(0, dtype=np.int64), [], [], np.zeros((0, 0), dtype=np.float32)
         ids = np.asarray([r[0] for r in rows], dtype=np.int64)
-        return ids, [r[1] for r in rows], _vectors([r[2] for r in rows])
+        return ids, [r[1] for r in rows], [r[2] for r in rows], _vectors([r[3] for r in rows])
 
-    def faces_by_id(self, face_ids: Sequence[int], space: str = "student") -> tuple[np.ndarray, list[str], np.ndarray]:
-        """Like ``embeddings`` for the given face ids (those still present)."""
+    def faces_by_id(
+        self, face_ids: Sequence[int], space: str = "student"
+    ) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+        """``(face_ids, galleries, subject_ids, embeddings)`` of the given face ids (those still present)."""
         with self._read() as conn:
-            return self._embeddings(conn, faces.c.face_id.in_([int(i) for i in face_ids]), space)
+            return self._rows(conn, faces.c.face_id.in_([int(i) for i in face_ids]), space)
 
     def snapshot(self, space: str = "student") -> Snapshot:
         with self._read(consistent=True) as conn:
             seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one()
-            ids, subject_ids, vectors = self._embeddings(conn, None, space)
-        return Snapshot(ids, subject_ids, vectors, int(seq))
+            ids, gallery_names, subject_ids, vectors = self._rows(conn, sa.true(), space)
+        return Snapshot(ids, subject_ids, vectors, int(seq), gallery_names)
 
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(changes.c.seq, changes.c.op, changes.c.face_id, changes.c.subject_id)
+                sa.select(changes.c.seq, changes.c.op, changes.c.face_id, changes.c.subject_id, changes.c.gallery)
                 .where(changes.c.seq > seq)
                 .order_by(changes.c.seq)
                 .limit(limit)
             ).all()
-        return [Change(int(r[0]), r[1], None if r[2] is None else int(r[2]), r[3]) for r in rows]
+        return [Change(int(r[0]), r[1], None if r[2] is None else int(r[2]), r[3], r[4]) for r in rows]
 
     def chips(self) -> list[tuple[int, bytes | None, bytes | None]]:
         """``(face_id, canonical chip PNG, HR chip PNG)`` of every face (None where not kept)."""

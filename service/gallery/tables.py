@@ -29,9 +29,20 @@ meta = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+DEFAULT_GALLERY = "default"  # every gallery made before revision 0005, and today's /gallery/... routes
+
+# Revision 0005: named galleries. A subject id is unique within its gallery; faces carry their gallery.
+galleries = sa.Table(
+    "galleries",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 subjects = sa.Table(
     "subjects",
     metadata,
+    sa.Column("gallery", sa.Text, sa.ForeignKey("galleries.name", ondelete="CASCADE"), primary_key=True),
     sa.Column("subject_id", sa.Text, primary_key=True),
     sa.Column("created_at", sa.Float, nullable=False),
 )
@@ -40,7 +51,8 @@ faces = sa.Table(
     "faces",
     metadata,
     sa.Column("face_id", RowId, primary_key=True, autoincrement=True),
-    sa.Column("subject_id", sa.Text, sa.ForeignKey("subjects.subject_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("gallery", sa.Text, nullable=False),
+    sa.Column("subject_id", sa.Text, nullable=False),
     sa.Column("content_hash", sa.Text, nullable=False),
     sa.Column("model_version", sa.Text, nullable=False),
     sa.Column("embedding", sa.LargeBinary, nullable=False),
@@ -53,6 +65,7 @@ faces = sa.Table(
     # Revision 0004, PostgreSQL with pgvector only: the embeddings again, as vectors the database searches.
     sa.Column("embedding_vec", Vector, nullable=True),
     sa.Column("teacher_vec", Vector, nullable=True),
+    sa.ForeignKeyConstraint(["gallery", "subject_id"], ["subjects.gallery", "subjects.subject_id"], ondelete="CASCADE"),
 )
 
 # The embedding spaces a face can be searched in: (embedding column, model column).
@@ -71,4 +84,5 @@ changes = sa.Table(
     sa.Column("face_id", sa.BigInteger, nullable=True),
     sa.Column("subject_id", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("gallery", sa.Text, nullable=True),  # revision 0005; NULL on older entries: the default gallery
 )

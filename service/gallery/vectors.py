@@ -21,6 +21,7 @@ log = logging.getLogger("lrface.gallery")
 COLUMNS = {"student": "embedding_vec", "teacher": "teacher_vec"}
 BLOBS = {"student": "embedding", "teacher": "teacher_embedding"}
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 128
+MAX_SCAN_TUPLES = 20_000  # faces an iterative (gallery-filtered) HNSW walk may visit (pgvector's default)
 
 
 def literal(vector: np.ndarray | None) -> str | None:
@@ -142,26 +143,56 @@ def drop_other_indexes(conn: sa.Connection, space: str, dim: int) -> None:
 
 
 def search(
-    conn: sa.Connection, space: str, dim: int, query: np.ndarray, limit: int, ef_search: int, exact: bool = False
+    conn: sa.Connection,
+    space: str,
+    dim: int,
+    query: np.ndarray,
+    limit: int,
+    ef_search: int,
+    exact: bool = False,
+    gallery: str = "default",
 ) -> list[tuple[int, str, float]]:
-    """``(face_id, subject_id, cosine)`` of the ``limit`` nearest faces, best first: through the HNSW
-    index, or by a full scan with ``exact`` (the ground truth of the recall benchmark)."""
-    if exact:
+    """``(face_id, subject_id, cosine)`` of the ``limit`` nearest faces of ``gallery``, best first: through
+    the HNSW index, or by a scan of the gallery's rows with ``exact`` (the ground truth of the recall
+    benchmark, and what a gallery that is a small part of the table needs: see ``PgvectorGallery``).
+
+    The HNSW walk is filtered by gallery with pgvector's iterative scan (0.8+): when the first
+    ``ef_search`` candidates hold fewer than ``limit`` faces of the gallery, the walk goes on (up to
+    ``MAX_SCAN_TUPLES``) instead of returning too few. ``relaxed_order`` may return them slightly out of
+    order, so they are sorted here."""
+    if exact:  # the HNSW index can only serve an index scan; the gallery's btree still serves a bitmap scan
         conn.exec_driver_sql("SELECT set_config('enable_indexscan', 'off', true)")
     else:  # ef_search below the limit would return fewer rows than asked
         conn.execute(sa.text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(ef_search, limit))})
+        conn.exec_driver_sql("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+        conn.exec_driver_sql(f"SELECT set_config('hnsw.max_scan_tuples', '{MAX_SCAN_TUPLES}', true)")
+        # The walk was chosen from the gallery's counts; right after a bulk import the planner's statistics
+        # still see a handful of rows and would sort the whole gallery instead. Only the walk needs no sort.
+        conn.exec_driver_sql("SELECT set_config('enable_sort', 'off', true)")
     expr = _cast(space, dim)
+    # One statement text per plan: psycopg prepares a statement run often, and PostgreSQL then keeps its
+    # plan whatever the settings above say, so a walk's plan must never serve a scan (or the reverse).
+    path = "scan" if exact else "walk"
     rows: Sequence[Any] = conn.execute(
         sa.text(
-            f"SELECT face_id, subject_id, {expr} <#> CAST(:q AS vector({int(dim)})) AS distance FROM faces "
-            f"WHERE {COLUMNS[space]} IS NOT NULL ORDER BY distance LIMIT :limit"
+            f"SELECT /* {path} */ face_id, subject_id, {expr} <#> CAST(:q AS vector({int(dim)})) AS distance "
+            f"FROM faces WHERE {COLUMNS[space]} IS NOT NULL AND gallery = :gallery ORDER BY distance LIMIT :limit"
         ),
-        {"q": literal(query), "limit": int(limit)},
+        {"q": literal(query), "limit": int(limit), "gallery": gallery},
     ).all()
-    return [(int(r[0]), str(r[1]), -float(r[2])) for r in rows]
+    found = [(int(r[0]), str(r[1]), -float(r[2])) for r in rows]
+    return sorted(found, key=lambda row: -row[2])
 
 
 def counts(conn: sa.Connection) -> dict[str, int]:
     """Faces with an embedding in each space."""
     row = conn.exec_driver_sql("SELECT count(embedding_vec), count(teacher_vec) FROM faces").one()
     return {"student": int(row[0]), "teacher": int(row[1])}
+
+
+def counts_by_gallery(conn: sa.Connection, space: str) -> dict[str, int]:
+    """Faces with a vector in ``space``, per gallery (galleries without any are absent)."""
+    rows = conn.exec_driver_sql(
+        f"SELECT gallery, count({COLUMNS[space]}) FROM faces GROUP BY gallery HAVING count({COLUMNS[space]}) > 0"
+    ).all()
+    return {str(r[0]): int(r[1]) for r in rows}

@@ -1,9 +1,12 @@
 // Shared by every console page: the API key (kept in sessionStorage for this browser session and sent
-// as X-API-Key), calls to the JSON API, and messages that say what went wrong.
+// as X-API-Key), the gallery chosen (kept the same way), calls to the JSON API, and messages that say
+// what went wrong.
 "use strict";
 
 (function () {
   const KEY = "lrface.apiKey";
+  const GALLERY = "lrface.gallery";
+  const DEFAULT_GALLERY = "default";
 
   class ApiError extends Error {
     constructor(status, detail) {
@@ -51,6 +54,7 @@
       return "The service needs an API key (" + err.detail + "). Enter your key at the top of the page.";
     }
     if (err.status === 403) {
+      if (/galler/.test(err.detail)) return "Your API key may not do this: " + err.detail + ".";
       return "Your API key may not do this: " + err.detail + ". Enrolling and deleting need a key with scope admin.";
     }
     if (err.status === 503) return "The service is not ready yet: " + err.detail + ". Try again in a few seconds.";
@@ -70,10 +74,53 @@
     box.hidden = false;
   }
 
-  // One gallery today; a gallery selector will put its name into these paths.
+  function currentGallery() {
+    return sessionStorage.getItem(GALLERY) || DEFAULT_GALLERY;
+  }
+
+  function setGallery(name) {
+    sessionStorage.setItem(GALLERY, name);
+  }
+
+  // The subject routes of the chosen gallery: the default one's are /gallery/subjects (as before galleries).
   function subjectsPath(subjectId) {
-    const base = "/gallery/subjects";
+    const gallery = currentGallery();
+    const base = gallery === DEFAULT_GALLERY ? "/gallery/subjects"
+      : "/galleries/" + encodeURIComponent(gallery) + "/subjects";
     return subjectId === undefined ? base : base + "/" + encodeURIComponent(subjectId);
+  }
+
+  // The gallery selector: filled from GET /galleries (the galleries this key may use); a change is
+  // kept for the session and reported to onChange. Returns reload(select) to call after a change.
+  function galleryPicker(select, onChange) {
+    let known = [DEFAULT_GALLERY];
+    async function reload(choose) {
+      select.dataset.state = "loading";
+      let items = [{ name: DEFAULT_GALLERY, subject_count: null }];
+      try {
+        items = (await json("GET", "/galleries")).items;
+      } catch (err) {
+        if (err.status !== 404) notice(explain(err, "Listing the galleries"));
+      }
+      known = items.map((g) => g.name);
+      let chosen = choose || currentGallery();
+      if (!known.includes(chosen)) chosen = known.includes(DEFAULT_GALLERY) ? DEFAULT_GALLERY : known[0];
+      if (chosen) setGallery(chosen);
+      select.replaceChildren(...items.map((g) => el("option", {
+        value: g.name,
+        text: g.name + (g.subject_count === null || g.subject_count === undefined ? "" : " (" + g.subject_count +
+          (g.subject_count === 1 ? " subject)" : " subjects)")),
+      })));
+      if (chosen) select.value = chosen;
+      select.disabled = items.length === 0;
+      select.dataset.state = "ready";
+      return chosen;
+    }
+    select.addEventListener("change", () => {
+      setGallery(select.value);
+      onChange(select.value);
+    });
+    return reload;
   }
 
   function el(tag, attrs, ...children) {
@@ -138,5 +185,8 @@
     });
   });
 
-  window.lrface = { ApiError, apiKey, request, json, explain, notice, subjectsPath, el, dropZone };
+  window.lrface = {
+    ApiError, apiKey, request, json, explain, notice, subjectsPath, el, dropZone,
+    DEFAULT_GALLERY, currentGallery, setGallery, galleryPicker,
+  };
 })();

@@ -1,9 +1,11 @@
-// The gallery page: subjects with thumbnails of their stored chips, enrolment by drag-and-drop or the
-// file picker, deletion of a subject or a face. Everything goes through the JSON API.
+// The gallery page: the galleries (choose, create, delete), the chosen one's subjects with thumbnails
+// of their stored chips, enrolment by drag-and-drop or the file picker, deletion of a subject or a
+// face. Everything goes through the JSON API.
 "use strict";
 
 (function () {
-  const { json, request, explain, notice, subjectsPath, el, dropZone } = window.lrface;
+  const { json, request, explain, notice, subjectsPath, el, dropZone, DEFAULT_GALLERY, currentGallery, galleryPicker } =
+    window.lrface;
   const PAGE = 24;
   const MAX_THUMBS = 12;
   let offset = 0;
@@ -44,9 +46,11 @@
       const answer = await json("POST", subjectsPath(subjectId) + "/faces", body);
       const added = answer.faces.filter((f) => f.created).length;
       const already = answer.faces.length - added;
-      say("Enrolled " + added + " face(s) of " + subjectId +
+      const where = currentGallery() === DEFAULT_GALLERY ? "" : " in gallery " + currentGallery();
+      say("Enrolled " + added + " face(s) of " + subjectId + where +
         (already ? " (" + already + " already enrolled)" : "") + ".", "info");
       await load(true);
+      await reloadGalleries(); // the subject counts in the gallery selector
     } catch (err) {
       say(explain(err, "Enrolling " + subjectId), "error");
     }
@@ -58,6 +62,7 @@
       await json("DELETE", path);
       notice("Deleted " + what + ".", "info");
       await load(true);
+      await reloadGalleries();
     } catch (err) {
       notice(explain(err, "Deleting " + what));
     }
@@ -120,6 +125,58 @@
     }
   }
 
+  const select = document.getElementById("gallery-select");
+  const deleteGallery = document.getElementById("delete-gallery");
+  const pick = galleryPicker(select, () => {
+    showGallery();
+    load(true);
+  });
+
+  function showGallery() {
+    const name = currentGallery();
+    deleteGallery.hidden = name === DEFAULT_GALLERY;
+    deleteGallery.textContent = "Delete gallery " + name;
+  }
+
+  async function reloadGalleries(choose) {
+    await pick(choose);
+    showGallery();
+  }
+
+  const galleryForm = document.getElementById("gallery-form");
+  const galleryName = document.getElementById("new-gallery");
+  galleryForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = galleryName.value.trim();
+    if (!name || !galleryName.checkValidity()) {
+      notice("A gallery name is 1-128 of A-Z a-z 0-9 . _ - and starts with a letter or digit.", "error");
+      return;
+    }
+    try {
+      const response = await request("PUT", "/galleries/" + encodeURIComponent(name));
+      galleryName.value = "";
+      await reloadGalleries(name);
+      await load(true); // the page shows the new gallery before it says so
+      notice((response.status === 201 ? "Created gallery " : "Gallery already there: ") + name + ".", "info");
+    } catch (err) {
+      notice(explain(err, "Creating gallery " + name));
+    }
+  });
+
+  deleteGallery.addEventListener("click", async () => {
+    const name = currentGallery();
+    if (!window.confirm("Delete gallery " + name + " with all its subjects and faces? This cannot be undone.")) return;
+    try {
+      const answer = await json("DELETE", "/galleries/" + encodeURIComponent(name));
+      await reloadGalleries(DEFAULT_GALLERY);
+      await load(true);
+      notice("Deleted gallery " + name + " (" + answer.deleted_subjects + " subjects, " + answer.deleted_faces +
+        " faces).", "info");
+    } catch (err) {
+      notice(explain(err, "Deleting gallery " + name));
+    }
+  });
+
   const form = document.getElementById("enrol-form");
   const nameInput = document.getElementById("new-subject");
   form.addEventListener("submit", (event) => event.preventDefault());
@@ -132,8 +189,14 @@
     }
     enrol(name, files);
   });
-  document.getElementById("refresh").addEventListener("click", () => load(true));
+  document.getElementById("refresh").addEventListener("click", async () => {
+    await reloadGalleries();
+    await load(true);
+  });
   document.getElementById("more").addEventListener("click", () => load(false));
-  document.addEventListener("lrface:key", () => load(true));
-  load(true);
+  document.addEventListener("lrface:key", async () => {
+    await reloadGalleries();
+    await load(true);
+  });
+  reloadGalleries().then(() => load(true));
 })();

@@ -5,7 +5,7 @@
 "use strict";
 
 (function () {
-  const { json, explain, notice, el, dropZone, ApiError } = window.lrface;
+  const { json, explain, notice, el, dropZone, ApiError, DEFAULT_GALLERY, currentGallery, galleryPicker } = window.lrface;
   const SVG = "http://www.w3.org/2000/svg";
   let current = null; // { faces, size: [w, h] }
   const thresholds = {}; // per embedder space: the slider's value
@@ -152,6 +152,7 @@
     body.append("top_k", document.getElementById("top-k").value || "5");
     body.append("detect", detect);
     body.append("include_input", "true");
+    if (currentGallery() !== DEFAULT_GALLERY) body.append("gallery", currentGallery());
     return json("POST", "/identify", body);
   }
 
@@ -195,8 +196,14 @@
     sliders();
     render();
     const count = current.faces.length;
-    status.textContent = (count === 1 ? "1 face" : count + " faces") + " in " + (file.name || "the photo") + "." + note;
+    const where = currentGallery() === DEFAULT_GALLERY ? "" : " Searched gallery " + currentGallery() + ".";
+    status.textContent = (count === 1 ? "1 face" : count + " faces") + " in " + (file.name || "the photo") + "." +
+      where + note;
   }
+
+  const pick = galleryPicker(document.getElementById("gallery-select"), () => notice(""));
+  document.addEventListener("lrface:key", () => pick());
+  pick();
 
   dropZone(document.getElementById("probe-drop"), document.getElementById("probe-file"), (files) => identify(files[0]));
 })();
