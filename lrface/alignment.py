@@ -15,6 +15,13 @@ import numpy as np
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
+# A face whose box side is under this many pixels is first brought to the chip's size (its region,
+# bicubic) before dlib finds its landmarks and cuts the chip: on a 16-24-px face dlib's shape
+# predictor and its bilinear chip lose the face. Frames of validation people (125 enrolled, 466
+# detected probes a size; teacher rank-1, plain dlib -> enlarged): 16 px 37.8 -> 47.3, 20 px
+# 67.2 -> 76.0, 24 px 86.9 -> 88.4 (2x and 4x enlargements), 32 px 95.3 -> 95.7, 48 px 98.5 -> 98.1
+# (left as it was from here up: HR photos align exactly as the teacher's training chips did).
+ENLARGE_BELOW_PX = 40.0
 
 
 class AlignerUnavailable(RuntimeError):
@@ -44,6 +51,27 @@ def _load_dlib() -> tuple[Any, Any]:
     return dlib, face_recognition_models
 
 
+def enlarged_region(
+    image: np.ndarray, box: Sequence[float], factor: float, reach: float = 2.0
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The part of ``image`` within ``reach`` box sides of the box's centre (clipped to the image;
+    more than any chip of it covers), enlarged ``factor`` times (bicubic), and the box in it."""
+    from PIL import Image
+
+    left, top, right, bottom = (float(v) for v in box[:4])
+    half = reach * max(right - left, bottom - top)
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    height, width = image.shape[:2]
+    x0, y0 = max(0, int(np.floor(cx - half))), max(0, int(np.floor(cy - half)))
+    x1, y1 = min(width, int(np.ceil(cx + half))), min(height, int(np.ceil(cy + half)))
+    if x1 <= x0 or y1 <= y0:
+        return image, (left, top, right, bottom)
+    size = (max(1, round((x1 - x0) * factor)), max(1, round((y1 - y0) * factor)))
+    region = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1])).resize(size, Image.Resampling.BICUBIC)
+    sx, sy = size[0] / (x1 - x0), size[1] / (y1 - y0)
+    return np.asarray(region), ((left - x0) * sx, (top - y0) * sy, (right - x0) * sx, (bottom - y0) * sy)
+
+
 class DlibAligner:
     """dlib's HOG face detector + 5-point shape predictor -> aligned square chips."""
 
@@ -62,7 +90,11 @@ class DlibAligner:
     def align(
         self, image: np.ndarray, box: Sequence[float], size: int = CHIP_SIZE, padding: float = CHIP_PADDING
     ) -> np.ndarray:
-        """The aligned ``size x size`` chip of the face in ``box`` (landmarks found inside the box)."""
+        """The aligned ``size x size`` chip of the face in ``box`` (landmarks found inside the box); a
+        face smaller than :data:`ENLARGE_BELOW_PX` is aligned in its region enlarged to ``size``."""
+        side = max(box[2] - box[0], box[3] - box[1])
+        if 0 < side < ENLARGE_BELOW_PX:
+            image, box = enlarged_region(image, box, size / side)
         left, top, right, bottom = (int(round(v)) for v in box)
         rect = self._dlib.rectangle(left, top, right, bottom)
         pixels = np.ascontiguousarray(image)

@@ -34,6 +34,33 @@ def choose_providers(setting: str, available: Sequence[str]) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def onnx_session(path: Path, providers: str = "auto", threads: int = 0) -> Any:
+    """An ONNX Runtime session for ``path`` on the providers ``providers`` asks for ('auto', 'cpu',
+    'cuda'), with ``threads`` intra-op threads (0: ONNX Runtime's choice)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return open_with_fallback(ort, str(path), options, choose_providers(providers, ort.get_available_providers()))
+
+
+def open_with_fallback(ort: Any, path: str, options: Any, chosen: list[str]) -> Any:
+    """Open the session; a CUDA provider that cannot start (no GPU visible) falls back to the CPU."""
+    if "CUDAExecutionProvider" not in chosen:
+        return ort.InferenceSession(path, options, providers=chosen)
+    try:
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # CUDA/cuDNN from NVIDIA's pip wheels (the GPU image has no system CUDA)
+        session = ort.InferenceSession(path, options, providers=chosen)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("CUDA execution provider failed (%s); running on the CPU", exc)
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    if "CUDAExecutionProvider" not in session.get_providers():
+        log.warning("no usable GPU for ONNX Runtime (CUDA provider did not start); running on the CPU")
+    return session
+
+
 @dataclass(frozen=True)
 class FaceInput:
     image: np.ndarray  # decoded uint8 RGB
@@ -46,16 +73,10 @@ class OnnxEmbedder:
     batch = 256
 
     def __init__(self, model_dir: Path, providers: str = "auto", threads: int = 0) -> None:
-        import onnxruntime as ort
-
         self.card: ModelCard = load_card(model_dir)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        chosen = choose_providers(providers, ort.get_available_providers())
-        path = str(model_dir / self.card.onnx_file)
+        path = model_dir / self.card.onnx_file
         try:
-            self.session = self._session(ort, path, options, chosen)
+            self.session = onnx_session(path, providers, threads)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ModelCardError(f"cannot load {path}: {exc}") from None
         self.providers = list(self.session.get_providers())
@@ -64,22 +85,6 @@ class OnnxEmbedder:
         self.input_name = graph_input.name
         self.norm = self.card.normalisation.to_normalisation()
         log.info("model %s %s on %s", self.card.name, self.card.version, self.providers)
-
-    @staticmethod
-    def _session(ort: Any, path: str, options: Any, chosen: list[str]) -> Any:
-        """Open the session; a CUDA provider that cannot start (no GPU visible) falls back to the CPU."""
-        if "CUDAExecutionProvider" not in chosen:
-            return ort.InferenceSession(path, options, providers=chosen)
-        try:
-            if hasattr(ort, "preload_dlls"):
-                ort.preload_dlls()  # CUDA/cuDNN from NVIDIA's pip wheels (the GPU image has no system CUDA)
-            session = ort.InferenceSession(path, options, providers=chosen)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("CUDA execution provider failed (%s); running on the CPU", exc)
-            return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        if "CUDAExecutionProvider" not in session.get_providers():
-            log.warning("no usable GPU for ONNX Runtime (CUDA provider did not start); running on the CPU")
-        return session
 
     @property
     def model_version(self) -> str:

@@ -54,6 +54,15 @@ class Routing(BaseModel):
     min_face_px: int = Field(ge=1, description="Smallest face side (px) the teacher serves.")
     threshold: float = Field(description="Same-person cosine threshold for teacher embeddings (validation).")
     validation: dict[str, Any] = Field(default_factory=dict, description="The curves the choice was made on.")
+    detected_min_face_px: float | None = Field(
+        None,
+        description="Smallest `face_px` of a face the detector found in a frame that the teacher serves (it "
+        "sees dlib's alignment of it, the student the framed square): chosen on frames of validation people "
+        "(`lrface bench frames --calibrate-routing --update-card`). Absent: `min_face_px`.",
+    )
+    detected_validation: dict[str, Any] = Field(
+        default_factory=dict, description="The rank-1 by size and by threshold that choice was made on."
+    )
 
 
 class ModelCard(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,6 +13,18 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL_DIR = PROJECT_ROOT / "models" / "lrface-student"
+
+
+# Gallery names follow the subject ids' rule (service.api.schemas.SUBJECT_ID_PATTERN).
+GALLERY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """What an API key may do: its scope, and the galleries it may use (None: every gallery)."""
+
+    scope: Literal["read", "admin"]
+    galleries: frozenset[str] | None = None
 
 
 def _default_data_root() -> Path:
@@ -32,7 +46,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="PostgreSQL URL; SQLite when unset.")
     api_keys: str = Field(
         default="",
-        description="Comma-separated 'key:scope' pairs, scope 'read' (the default) or 'admin'. "
+        description="Comma-separated 'key:scope' pairs, scope 'read' (the default) or 'admin', each optionally "
+        "limited to some galleries with '@name|name' ('k1:read@lobby|staff,k2:admin@lobby'): such a key gets 403 "
+        "on any other gallery (the `/gallery/...` routes are the gallery 'default'), and only an admin key "
+        "without '@' creates or deletes galleries. "
         "Empty: no auth, which `lrface serve` allows on loopback only (see allow_anonymous).",
     )
     allow_anonymous: bool = Field(
@@ -54,6 +71,11 @@ class Settings(BaseSettings):
     detector_model: Path = Field(
         default=PROJECT_ROOT / "models" / "mtcnn", description="Folder of the MTCNN networks (pnet/rnet/onet.onnx)."
     )
+    teacher_model: Path = Field(
+        default=PROJECT_ROOT / "models" / "teacher-dlib",
+        description="Folder of the teacher's ONNX network (dlib's ResNet, `lrface export-teacher`), which serves "
+        "faces from the card's routing size.",
+    )
     detect_min_face_px: float = Field(12.0, ge=6.0, description="Smallest face side the detector looks for (px).")
     detect_thresholds: Annotated[tuple[float, float, float], NoDecode] = Field(
         (0.6, 0.7, 0.9),
@@ -71,6 +93,14 @@ class Settings(BaseSettings):
     )
     detect_concurrency: int = Field(
         2, ge=1, description="Detector searches run at once per process (each holds its pyramid in memory)."
+    )
+    detect_threads: int = Field(
+        1,
+        ge=0,
+        description="ONNX Runtime threads of one detector search (0: all cores). One thread per search, with "
+        "LRFACE_DETECT_CONCURRENCY searches at once, gives the most frames/s (2 cores, 1280x720: 5.8 frames/s "
+        "against 4.5 with two threads each, `python -m lrface.detection_bench --workers 2 --threads 1`); more "
+        "threads shorten one search where frames come one at a time.",
     )
     detect_wait: float = Field(
         30.0, gt=0, description="Seconds a request waits for a free detector before it is answered 503."
@@ -101,7 +131,7 @@ class Settings(BaseSettings):
         0.25, ge=0, description="Seconds between reads of the gallery change log (other workers/replicas; 0: off)."
     )
 
-    @field_validator("data", "model", "gallery_dir", "cache", "detector_model", mode="after")
+    @field_validator("data", "model", "gallery_dir", "cache", "detector_model", "teacher_model", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
@@ -125,13 +155,27 @@ class Settings(BaseSettings):
 
     def parsed_api_keys(self) -> dict[str, str]:
         """Map key -> scope. Raises ValueError on a malformed entry."""
-        keys: dict[str, str] = {}
+        return {key: grant.scope for key, grant in self.api_key_grants().items()}
+
+    def api_key_grants(self) -> dict[str, KeyGrant]:
+        """Map key -> :class:`KeyGrant` ('key:scope@gallery|gallery'). Raises ValueError on a malformed entry."""
+        keys: dict[str, KeyGrant] = {}
         for entry in filter(None, (part.strip() for part in self.api_keys.split(","))):
-            key, _, scope = entry.partition(":")
+            key, _, grant = entry.partition(":")
+            scope, limited, names = grant.partition("@")
             scope = scope or "read"  # least privilege: admin must be asked for
             if scope not in ("read", "admin") or not key:
-                raise ValueError(f"LRFACE_API_KEYS entry {entry!r}: expected 'key:read' or 'key:admin'")
-            keys[key] = scope
+                raise ValueError(
+                    f"LRFACE_API_KEYS entry {entry!r}: expected 'key:read' or 'key:admin' "
+                    "(optionally '@gallery|gallery')"
+                )
+            galleries = frozenset(names.split("|")) if limited else None
+            if galleries is not None and not all(GALLERY_NAME_RE.match(name) for name in galleries):
+                raise ValueError(
+                    f"LRFACE_API_KEYS entry {entry!r}: galleries after '@' are names of A-Z a-z 0-9 . _ - separated "
+                    "by '|'"
+                )
+            keys[key] = KeyGrant("admin" if scope == "admin" else "read", galleries)
         return keys
 
 

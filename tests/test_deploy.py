@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lrface.embedder import OnnxEmbedder
+from lrface.embedder import open_with_fallback
 from tests.model_fixtures import write_tiny_model
 from tests.server import ROOT, free_port, start_server
 
@@ -165,6 +165,7 @@ def test_dockerfile_structure(flavour: str) -> None:
     env = " ".join(r for k, r in steps if k == "ENV")
     assert "LRFACE_MODEL=/opt/lrface/models/lrface-student" in env and "LRFACE_GALLERY_DIR=/data/gallery" in env
     assert "LRFACE_DETECTOR_MODEL=/opt/lrface/models/mtcnn" in env  # detect=auto needs the detector's weights
+    assert "LRFACE_TEACHER_MODEL=/opt/lrface/models/teacher-dlib" in env  # large faces go to the teacher
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     for _, rest in (s for s in steps if s[0] == "COPY" and "--from" not in s[1]):
         for source in rest.split()[:-1]:
@@ -236,7 +237,7 @@ class _FakeOrt:
 def test_cuda_provider_falls_back_to_cpu_with_a_log_line(fail: bool, caplog: pytest.LogCaptureFixture) -> None:
     ort = _FakeOrt(fail)
     with caplog.at_level(logging.WARNING, logger="lrface.embedder"):
-        session = OnnxEmbedder._session(ort, "m.onnx", None, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+        session = open_with_fallback(ort, "m.onnx", None, ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert ort.calls[-1] == (["CPUExecutionProvider"] if fail else ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert "running on the CPU" in caplog.text

@@ -42,10 +42,13 @@ def test_image_install_serves_without_torch(tmp_path: Path, lfw_root: Path) -> N
     assert (model / "model.onnx").exists() and (model / "card.json").exists()
     detector = image_root / "opt" / "lrface" / "models" / "mtcnn"
     assert all((detector / f"{net}.onnx").exists() for net in ("pnet", "rnet", "onet"))
+    teacher = image_root / "opt" / "lrface" / "models" / "teacher-dlib"
+    assert (teacher / "dlib_resnet.onnx").exists() and (teacher / "card.json").exists()
     env = {
         "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
         "LRFACE_MODEL": str(model),
         "LRFACE_DETECTOR_MODEL": str(detector),
+        "LRFACE_TEACHER_MODEL": str(teacher),
         "LRFACE_GALLERY_DIR": str(tmp_path / "data" / "gallery"),
         "LRFACE_HOST": "0.0.0.0",
         "LRFACE_WORKERS": "2",
@@ -59,7 +62,8 @@ def test_image_install_serves_without_torch(tmp_path: Path, lfw_root: Path) -> N
         assert ready["model"] == "lrface-student" and ready["gallery_store"].startswith("sqlite:")
         card = load_card(model)
         assert card.routing is not None
-        assert ready["teacher_from_px"] == card.routing.min_face_px  # dlib (the align extra) serves large faces
+        # the teacher (ONNX + dlib's aligner) serves large faces
+        assert ready["teacher_from_px"] == card.routing.min_face_px
         # The image's detector finds the face of an ordinary photo (detect=auto), without torch.
         photo = lfw_root / "images" / "Colin_Powell" / "Colin_Powell_0001.jpg"
         embedded = httpx.post(

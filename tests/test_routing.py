@@ -118,15 +118,20 @@ def test_a_gallery_enrolled_before_the_teacher_stays_with_the_student_until_reem
         assert found["embedder"] == "teacher" and found["decision"] == "powell"
 
 
-def test_a_detected_faces_size_is_corrected_for_the_detectors_tighter_box() -> None:
+def test_detected_faces_switch_at_the_cards_detected_size() -> None:
     import numpy as np
 
     from lrface.embedder import FaceInput
-    from service.embedders import DETECTED_SIZE_RATIO, routing_size
+    from lrface.model_card import Routing
+    from service.embedders import Embedders
     from service.faces import DecodedFace
 
     face = FaceInput(np.zeros((8, 8, 3), np.uint8), None)
-    detected = DecodedFace(face, "", (0.0, 0.0, 20.0, 20.0), face_px=19.2, input="detected")
-    chip = DecodedFace(face, "", None, face_px=19.2, input="chip")
-    assert routing_size(detected) == 19.2 / DETECTED_SIZE_RATIO > 20.0  # a 20-px face, as MTCNN measures it
-    assert routing_size(chip) == 19.2  # a chip's size is its own
+    routing = Routing(teacher_version="v", min_face_px=20, threshold=0.9, detected_min_face_px=16.5)
+    embedders = Embedders(student=None, teacher=object(), routing=routing)  # type: ignore[arg-type]
+    detected = [DecodedFace(face, "", (0.0, 0.0, 1.0, 1.0), face_px=px, input="detected") for px in (16.4, 16.5)]
+    chips = [DecodedFace(face, "", None, face_px=px, input="chip") for px in (19.9, 20.0)]
+    assert [embedders.space_for(f) for f in detected] == ["student", "teacher"]
+    assert [embedders.space_for(f) for f in chips] == ["student", "teacher"]  # a chip's switch is the card's
+    embedders.routing = Routing(teacher_version="v", min_face_px=20, threshold=0.9)  # no detected switch
+    assert [embedders.space_for(f) for f in detected] == ["student", "student"]

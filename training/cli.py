@@ -232,6 +232,20 @@ def export_detector(
     typer.echo(f"wrote {out / 'card.json'} and {out / 'README.md'}")
 
 
+def export_teacher(
+    out: Path = typer.Option(Path("models/teacher-dlib"), help="Where dlib_resnet.onnx, card.json and README.md go."),
+) -> None:
+    """Export dlib's face-recognition ResNet (the teacher, from face-recognition-models) to ONNX,
+    read from dlib's own file and checked against dlib's descriptors on face chips, with a card of
+    source, licence, SHA-256 and the largest difference to dlib."""
+    from lrface.teacher import TEACHER_FILE
+    from training.teacher_export import export_teacher as export
+
+    card = export(out)
+    typer.echo(f"{out / TEACHER_FILE}: onnx/dlib max abs diff {card['onnx_dlib_max_abs_diff']:.2e}")
+    typer.echo(f"wrote {out / 'card.json'} and {out / 'README.md'}")
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "teacher-cache": teacher_cache,
     "train": train,
@@ -241,6 +255,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "evaluate": evaluate,
     "ablation": ablation,
     "export-detector": export_detector,
+    "export-teacher": export_teacher,
 }
 BENCH_COMMANDS: dict[str, Callable[..., None]] = {"models": bench_models_command}
 

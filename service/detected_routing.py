@@ -1,0 +1,119 @@
+"""From which size a *detected* face goes to the teacher (``lrface bench frames --calibrate-routing``).
+
+The card's ``routing.min_face_px`` was chosen on aligned chips of known size. A face the detector
+finds in a frame is another input: the teacher sees dlib's alignment of it (enlarged when small,
+:data:`lrface.alignment.ENLARGE_BELOW_PX`), the student the framed square, and its size is what the
+service measures (``face_px``: the framing rule's square around MTCNN's box, tighter than the pasted
+face on small faces). So the switch for detected faces is chosen here, on frames of *validation*
+people (never test people), through the service's own steps (``FaceDecoder`` with detection,
+``Embedders``): each validation person's first photo enrolled in both spaces, their other photos
+pasted alone into small frames at each size, each face found identified by both models; the
+threshold on ``face_px`` that maximises rank-1 over all the faces is the one to use (on a plateau,
+the largest: :func:`choose_threshold`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from lrface.data.lfw import identity_split
+from lrface.detection import MtcnnDetector, subject_box
+from lrface.preprocessing import FRAME_SCALE, load_image_file
+from lrface.settings import Settings
+from service.embedders import Embedders, Space
+from service.faces import DetectionConfig, FaceDecoder, ImageItem
+from service.frame_synthesis import SourceFace, match_detections, synthetic_frames
+
+SIZES = (14.0, 16.0, 17.0, 18.0, 19.0, 20.0, 22.0, 24.0)
+# Rank-1 is flat near the crossing: among the thresholds within this much (a fraction) of the best,
+# the largest is taken, because the teacher costs more per face than the student.
+PLATEAU = 0.0025
+FRAME_SIDE = 160  # one face a frame: the search is quick and every face counts once
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def choose_threshold(candidates: Sequence[float], rank1: Sequence[float], plateau: float = PLATEAU) -> float:
+    """The largest candidate whose rank-1 is within ``plateau`` of the best one's."""
+    best = max(rank1)
+    return max(t for t, r in zip(candidates, rank1, strict=True) if r >= best - plateau)
+
+
+def calibrate_detected_routing(
+    lfw_root: Path, embedders: Embedders, sizes: Sequence[float] = SIZES, seed: int = 0, progress: bool = True
+) -> dict[str, Any]:
+    """Rank-1 of the teacher and the student on detected faces of validation people by pasted size,
+    and the ``face_px`` from which the teacher should serve them."""
+    if embedders.teacher is None:
+        raise ValueError("no teacher to route to: the model card has no routing, or dlib is not installed")
+    split = identity_split(lfw_root)
+    names = sorted(split.val)
+    decoder = FaceDecoder(Settings().max_image_pixels, DetectionConfig.from_settings(Settings()))
+    reference = MtcnnDetector(min_face_px=20)  # the subject's box in each HR photo, for pasting
+    gallery: dict[Space, list[np.ndarray]] = {"student": [], "teacher": []}
+    labels, sources = [], []
+    for person, name in enumerate(tqdm(names, desc="enrolling", disable=not progress)):
+        photos = split.val[name]
+        faces = decoder.decode(ImageItem(photos[0].read_bytes(), photos[0].name), "auto")
+        if not faces:
+            continue
+        for space in gallery:
+            gallery[space].append(embedders.embed(faces[:1], space)[0])
+        labels.append(person)
+        for path in photos[1:]:
+            image = load_image_file(path)
+            box = subject_box(reference.detect(image), image.shape[1], image.shape[0])
+            if box is not None:
+                sources.append(SourceFace(image, box, person))
+    matrices = {space: np.stack(vectors) for space, vectors in gallery.items()}
+    people = np.asarray(labels)
+    rows: list[tuple[float, float, int, int]] = []  # (pasted size, face_px, teacher hit, student hit)
+    for size in sizes:
+        frames = synthetic_frames(sources, len(sources), [size / FRAME_SCALE], width=FRAME_SIDE, height=FRAME_SIDE,
+                                  faces_per_frame=(1, 1), empty_fraction=0.0, seed=seed + int(10 * size))  # fmt: skip
+        for frame in tqdm(frames, desc=f"{size:g} px", disable=not progress):
+            if not frame.faces:
+                continue
+            found = decoder.decode(ImageItem(_png(frame.pixels), "frame"), "true")
+            matched = match_detections([frame.faces[0].box], [f.box for f in found if f.box is not None])
+            if 0 not in matched:
+                continue
+            face = found[matched[0]]
+            truth = frame.faces[0].person
+            hits = [
+                int(people[int(np.argmax(matrices[space] @ embedders.embed([face], space)[0]))] == truth)
+                for space in ("teacher", "student")
+            ]
+            rows.append((size, face.face_px, hits[0], hits[1]))
+    table = np.asarray(rows, dtype=np.float64)
+    by_size = {
+        f"{size:g}": {
+            "faces": int((table[:, 0] == size).sum()),
+            "face_px_median": round(float(np.median(table[table[:, 0] == size, 1])), 2),
+            "rank1_teacher": round(100 * float(table[table[:, 0] == size, 2].mean()), 1),
+            "rank1_student": round(100 * float(table[table[:, 0] == size, 3].mean()), 1),
+        }
+        for size in sizes
+        if (table[:, 0] == size).any()
+    }
+    candidates = [float(t) for t in np.round(np.arange(12.0, 26.01, 0.5), 1)]
+    overall = [float(np.where(table[:, 1] >= t, table[:, 2], table[:, 3]).mean()) for t in candidates]
+    return {
+        "people": "validation",
+        "enrolled": len(labels),
+        "by_pasted_size": by_size,
+        "rank1_by_threshold": {f"{t:g}": round(100 * r, 2) for t, r in zip(candidates, overall, strict=True)},
+        "teacher_from_face_px": choose_threshold(candidates, overall),
+        "card_min_face_px": embedders.routing.min_face_px if embedders.routing is not None else None,
+    }
