@@ -1,7 +1,8 @@
 """Face detection and 5-point alignment with dlib (no torch), shared by training and serving.
 
 dlib ships as the optional ``align`` extra; :func:`aligner_available` tells whether it is installed.
-The aligned chip is exactly the one dlib's 128-d ResNet teacher was trained on.
+The aligned chip is exactly the one dlib's 128-d ResNet teacher was trained on (a face under
+:data:`ENLARGE_BELOW_PX` is first enlarged in its region, :func:`enlarged_region`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ CHIP_PADDING = 0.25
 # 67.2 -> 76.0, 24 px 86.9 -> 88.4 (2x and 4x enlargements), 32 px 95.3 -> 95.7, 48 px 98.5 -> 98.1
 # (left as it was from here up: HR photos align exactly as the teacher's training chips did).
 ENLARGE_BELOW_PX = 40.0
+# The enlarged region's longest side: a 1-px box's region (4-5 px at reach 2) brought to the chip's
+# scale is at most 750 px; only sub-pixel boxes reach the cap.
+ENLARGED_MAX_SIDE = 1024
 
 
 class AlignerUnavailable(RuntimeError):
@@ -52,13 +56,16 @@ def _load_dlib() -> tuple[Any, Any]:
 
 
 def enlarged_region(
-    image: np.ndarray, box: Sequence[float], factor: float, reach: float = 2.0
+    image: np.ndarray, box: Sequence[float], factor: float, reach: float = 2.0, max_side: int = ENLARGED_MAX_SIDE
 ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """The part of ``image`` within ``reach`` box sides of the box's centre (clipped to the image;
-    more than any chip of it covers), enlarged ``factor`` times (bicubic), and the box in it."""
+    more than any chip of it covers), enlarged ``factor`` times (bicubic) but to at most ``max_side``
+    px a side (memory stays bounded whatever the box), and the box in it."""
     from PIL import Image
 
     left, top, right, bottom = (float(v) for v in box[:4])
+    if not (np.isfinite([left, top, right, bottom]).all() and np.isfinite(factor) and factor > 0):
+        raise ValueError(f"enlarged_region: box {tuple(box[:4])} and factor {factor} must be finite, factor > 0")
     half = reach * max(right - left, bottom - top)
     cx, cy = (left + right) / 2, (top + bottom) / 2
     height, width = image.shape[:2]
@@ -66,6 +73,8 @@ def enlarged_region(
     x1, y1 = min(width, int(np.ceil(cx + half))), min(height, int(np.ceil(cy + half)))
     if x1 <= x0 or y1 <= y0:
         return image, (left, top, right, bottom)
+    # A sub-pixel box asks for a huge factor, and its region is still a whole pixel or two.
+    factor = min(factor, max_side / max(x1 - x0, y1 - y0))
     size = (max(1, round((x1 - x0) * factor)), max(1, round((y1 - y0) * factor)))
     region = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1])).resize(size, Image.Resampling.BICUBIC)
     sx, sy = size[0] / (x1 - x0), size[1] / (y1 - y0)

@@ -4,7 +4,8 @@ Runtime, its input size and normalisation taken from the card.
 Callers: the service (``service.app`` lifespan, enrolment, re-embedding), evaluation, release
 threshold calibration and quantisation (``training.evaluate``, ``training.release``,
 ``training.quantize``). Faces reach it as decoded images with an optional box and go through
-:func:`lrface.preprocessing.face_to_input`, the canonical preprocessing.
+:func:`lrface.preprocessing.face_to_input`, the canonical preprocessing. :func:`onnx_session` (providers,
+threads, CUDA falling back to the CPU) also opens the teacher's network (:mod:`lrface.teacher`).
 """
 
 from __future__ import annotations

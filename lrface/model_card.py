@@ -56,6 +56,7 @@ class Routing(BaseModel):
     validation: dict[str, Any] = Field(default_factory=dict, description="The curves the choice was made on.")
     detected_min_face_px: float | None = Field(
         None,
+        gt=0,
         description="Smallest `face_px` of a face the detector found in a frame that the teacher serves (it "
         "sees dlib's alignment of it, the student the framed square): chosen on frames of validation people "
         "(`lrface bench frames --calibrate-routing --update-card`). Absent: `min_face_px`.",

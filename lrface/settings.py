@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     teacher_model: Path = Field(
         default=PROJECT_ROOT / "models" / "teacher-dlib",
         description="Folder of the teacher's ONNX network (dlib's ResNet, `lrface export-teacher`), which serves "
-        "faces from the card's routing size.",
+        "faces from the card's `routing.min_face_px` (detected faces: `routing.detected_min_face_px`).",
     )
     detect_min_face_px: float = Field(12.0, ge=6.0, description="Smallest face side the detector looks for (px).")
     detect_thresholds: Annotated[tuple[float, float, float], NoDecode] = Field(
@@ -98,9 +98,9 @@ class Settings(BaseSettings):
         1,
         ge=0,
         description="ONNX Runtime threads of one detector search (0: all cores). One thread per search, with "
-        "LRFACE_DETECT_CONCURRENCY searches at once, gives the most frames/s (2 cores, 1280x720: 5.8 frames/s "
-        "against 4.5 with two threads each, `python -m lrface.detection_bench --workers 2 --threads 1`); more "
-        "threads shorten one search where frames come one at a time.",
+        "LRFACE_DETECT_CONCURRENCY searches at once, gives the most frames/s on few cores (reports/bench/"
+        "detector.json: `python -m lrface.detection_bench --workers 2` with 1 and 2 threads); more threads "
+        "shorten one search where frames come one at a time.",
     )
     detect_wait: float = Field(
         30.0, gt=0, description="Seconds a request waits for a free detector before it is answered 503."
@@ -170,7 +170,7 @@ class Settings(BaseSettings):
                     "(optionally '@gallery|gallery')"
                 )
             galleries = frozenset(names.split("|")) if limited else None
-            if galleries is not None and not all(GALLERY_NAME_RE.match(name) for name in galleries):
+            if galleries is not None and not all(GALLERY_NAME_RE.fullmatch(name) for name in galleries):
                 raise ValueError(
                     f"LRFACE_API_KEYS entry {entry!r}: galleries after '@' are names of A-Z a-z 0-9 . _ - separated "
                     "by '|'"

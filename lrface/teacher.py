@@ -58,7 +58,9 @@ class DlibEmbedder:
             raise TeacherUnavailable(f"unreadable teacher card {card_path}: {exc}") from None
         if not isinstance(card, dict) or card.get("version") != DLIB_VERSION:
             raise TeacherUnavailable(f"{card_path} does not describe {DLIB_VERSION}")
-        if card.get("sha256") and file_sha256(path) != card["sha256"]:
+        if not isinstance(card.get("sha256"), str):
+            raise TeacherUnavailable(f"{card_path} gives no SHA-256 of {TEACHER_FILE}: the file cannot be checked")
+        if file_sha256(path) != card["sha256"]:
             raise TeacherUnavailable(f"{path} is not the network {card_path} describes (SHA-256 differs)")
         try:
             self.session = onnx_session(path, providers, threads)
@@ -71,10 +73,12 @@ class DlibEmbedder:
         return f"teacher-{self.name}:{self.version}"
 
     def embed_chips(self, chips: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """``(N, 150, 150, 3)`` uint8 chips -> ``(N, 128)`` unit vectors."""
+        """``(N, 150, 150, 3)`` uint8 chips -> ``(N, 128)`` unit vectors, ``batch`` chips per run (the
+        session is ONNX Runtime's, whose ``run`` may be called from several threads at once)."""
         batch = [np.asarray(chip) for chip in chips]
-        if any(chip.shape != (HR_CHIP_SIDE, HR_CHIP_SIDE, 3) for chip in batch):
-            raise ValueError(f"the dlib embedder wants {HR_CHIP_SIDE}x{HR_CHIP_SIDE} RGB chips")
+        # uint8 as dlib took them: a float chip in 0-1 would give a descriptor of a black face.
+        if any(chip.shape != (HR_CHIP_SIDE, HR_CHIP_SIDE, 3) or chip.dtype != np.uint8 for chip in batch):
+            raise ValueError(f"the dlib embedder wants {HR_CHIP_SIDE}x{HR_CHIP_SIDE} uint8 RGB chips")
         if not batch:
             return np.zeros((0, self.embedding_size), np.float32)
         parts = []

@@ -129,7 +129,7 @@ def enroll(
     if detect not in ("auto", "true", "false"):
         typer.echo(f"error: --detect must be auto, true or false, not {detect!r}", err=True)
         raise typer.Exit(2)
-    if not GALLERY_NAME_RE.match(gallery):
+    if not GALLERY_NAME_RE.fullmatch(gallery):
         typer.echo(f"error: --gallery {gallery!r}: 1-128 of A-Z a-z 0-9 . _ - from a letter or digit", err=True)
         raise typer.Exit(2)
     mode = cast("DetectMode", detect)
@@ -391,6 +391,8 @@ def bench_frames_command(
     from service.process import start_server
 
     settings = get_settings()
+    if update_card and not calibrate_routing:
+        raise typer.BadParameter("--update-card goes with --calibrate-routing")
     if calibrate_routing:
         _calibrate_routing(settings, seed, update_card, out)
         return

@@ -14,34 +14,27 @@ the largest: :func:`choose_threshold`).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from lrface.data.lfw import identity_split
-from lrface.detection import MtcnnDetector, subject_box
+from lrface.detection import MtcnnDetector
 from lrface.preprocessing import FRAME_SCALE, load_image_file
 from lrface.settings import Settings
 from service.embedders import Embedders, Space
 from service.faces import DetectionConfig, FaceDecoder, ImageItem
 from service.frame_synthesis import SourceFace, match_detections, synthetic_frames
+from service.frames_bench import encode_image, photo_subject_box
 
 SIZES = (14.0, 16.0, 17.0, 18.0, 19.0, 20.0, 22.0, 24.0)
 # Rank-1 is flat near the crossing: among the thresholds within this much (a fraction) of the best,
 # the largest is taken, because the teacher costs more per face than the student.
 PLATEAU = 0.0025
 FRAME_SIDE = 160  # one face a frame: the search is quick and every face counts once
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def choose_threshold(candidates: Sequence[float], rank1: Sequence[float], plateau: float = PLATEAU) -> float:
@@ -56,10 +49,14 @@ def calibrate_detected_routing(
     """Rank-1 of the teacher and the student on detected faces of validation people by pasted size,
     and the ``face_px`` from which the teacher should serve them."""
     if embedders.teacher is None:
-        raise ValueError("no teacher to route to: the model card has no routing, or dlib is not installed")
+        raise ValueError(
+            "no teacher to route to: the model card has no routing, the teacher's network "
+            "(LRFACE_TEACHER_MODEL) is missing, or dlib is not installed"
+        )
     split = identity_split(lfw_root)
     names = sorted(split.val)
-    decoder = FaceDecoder(Settings().max_image_pixels, DetectionConfig.from_settings(Settings()))
+    settings = Settings()
+    decoder = FaceDecoder(settings.max_image_pixels, DetectionConfig.from_settings(settings))
     reference = MtcnnDetector(min_face_px=20)  # the subject's box in each HR photo, for pasting
     gallery: dict[Space, list[np.ndarray]] = {"student": [], "teacher": []}
     labels, sources = [], []
@@ -73,9 +70,11 @@ def calibrate_detected_routing(
         labels.append(person)
         for path in photos[1:]:
             image = load_image_file(path)
-            box = subject_box(reference.detect(image), image.shape[1], image.shape[0])
+            box = photo_subject_box(image, reference)
             if box is not None:
                 sources.append(SourceFace(image, box, person))
+    if not labels or not sources:
+        raise ValueError(f"{lfw_root}: no validation person enrolled with another photo to paste")
     matrices = {space: np.stack(vectors) for space, vectors in gallery.items()}
     people = np.asarray(labels)
     rows: list[tuple[float, float, int, int]] = []  # (pasted size, face_px, teacher hit, student hit)
@@ -85,7 +84,7 @@ def calibrate_detected_routing(
         for frame in tqdm(frames, desc=f"{size:g} px", disable=not progress):
             if not frame.faces:
                 continue
-            found = decoder.decode(ImageItem(_png(frame.pixels), "frame"), "true")
+            found = decoder.decode(ImageItem(encode_image(frame.pixels), "frame"), "true")
             matched = match_detections([frame.faces[0].box], [f.box for f in found if f.box is not None])
             if 0 not in matched:
                 continue
@@ -96,6 +95,8 @@ def calibrate_detected_routing(
                 for space in ("teacher", "student")
             ]
             rows.append((size, face.face_px, hits[0], hits[1]))
+    if not rows:
+        raise ValueError("the detector found none of the pasted faces: nothing to choose the switch on")
     table = np.asarray(rows, dtype=np.float64)
     by_size = {
         f"{size:g}": {

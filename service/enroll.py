@@ -23,7 +23,14 @@ from service.embedders import Embedders
 from service.enrollment import enroll_images
 from service.faces import DetectMode, FaceDecoder, FaceInputError, ImageItem, content_hash
 from service.gallery.gallery import Gallery
-from service.gallery.tables import DEFAULT_GALLERY
+from service.gallery.tables import DEFAULT_GALLERY, is_gallery_name
+
+
+def _gallery_name(target: str) -> str:
+    """``target`` when it is a gallery name (it goes into a route's path), else ValueError."""
+    if not is_gallery_name(target):
+        raise ValueError(f"--gallery {target!r}: 1-128 of A-Z a-z 0-9 . _ - from a letter or digit")
+    return target
 
 
 class SubjectRejected(Exception):
@@ -60,14 +67,14 @@ class LocalGallery:
         target: str = DEFAULT_GALLERY,
     ) -> None:
         self.gallery, self.embedders, self.decoder, self.detect = gallery, embedders, decoder, detect
-        self.target = target
+        self.target = _gallery_name(target)
 
     def ensure_gallery(self) -> bool:
         """Create the target gallery when missing; True when it was created."""
         return not self.gallery.has_gallery(self.target) and self.gallery.create_gallery(self.target)
 
     def known_hashes(self, subject_id: str) -> set[str]:
-        if not SUBJECT_ID_RE.match(subject_id):
+        if not SUBJECT_ID_RE.fullmatch(subject_id):
             raise SubjectRejected(f"folder name {subject_id!r} is not a valid subject id")
         record = self.gallery.get_subject(subject_id, self.target)
         return {f.content_hash for f in record.faces} if record else set()
@@ -87,7 +94,7 @@ class RemoteService:
     def __init__(
         self, client: httpx.Client, server: str, detect: DetectMode = "auto", target: str = DEFAULT_GALLERY
     ) -> None:
-        self.client, self.server, self.detect, self.target = client, server, detect, target
+        self.client, self.server, self.detect, self.target = client, server, detect, _gallery_name(target)
         # The default gallery through the routes that predate galleries: older services still take it.
         self.subjects = "/gallery/subjects" if target == DEFAULT_GALLERY else f"/galleries/{target}/subjects"
 

@@ -36,7 +36,8 @@ from service.frame_synthesis import Frame, SourceFace, false_detections, match_d
 SIZES = (12, 16, 20, 24, 32, 48, 64)
 
 
-def _encode(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+def encode_image(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+    """``pixels`` as the bytes of an upload (PNG, or JPEG at quality 92)."""
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
     return buffer.getvalue()
@@ -70,7 +71,7 @@ def bench_frames(
             photo = split.test[name][0]
             files = {"images": (photo.name, photo.read_bytes(), "image/jpeg")}
             answer = client.post(f"/gallery/subjects/p{i:04d}/faces", files=files)
-            box = _subject_box(load_image_file(photo), detector) if answer.status_code == 422 else None
+            box = photo_subject_box(load_image_file(photo), detector) if answer.status_code == 422 else None
             if box is not None:  # two people of similar size: say which, as a user would
                 answer = client.post(f"/gallery/subjects/p{i:04d}/faces", files=files,
                                      data={"box": ",".join(f"{v:.1f}" for v in box)})  # fmt: skip
@@ -82,7 +83,7 @@ def bench_frames(
         scenes = synthetic_frames(
             sources, frames, [s / FRAME_SCALE for s in SIZES], seed=seed
         )  # box sides: their framed squares are SIZES
-        sent = [_encode(f.pixels, "JPEG") for f in scenes]
+        sent = [encode_image(f.pixels, "JPEG") for f in scenes]
         answers, latencies = [], []
         for data in tqdm(sent, desc="frames", disable=not progress):
             t0 = time.perf_counter()
@@ -126,7 +127,7 @@ def _sources(
     for k in order:
         person, path = photos[int(k)]
         image = load_image_file(path)
-        box = _subject_box(image, detector)
+        box = photo_subject_box(image, detector)
         if box is None:
             continue
         sources.append(SourceFace(image, box, person))
@@ -134,7 +135,8 @@ def _sources(
     return sources, aligned
 
 
-def _subject_box(image: np.ndarray, detector: MtcnnDetector) -> tuple[float, float, float, float] | None:
+def photo_subject_box(image: np.ndarray, detector: MtcnnDetector) -> tuple[float, float, float, float] | None:
+    """The box of the photo's subject (:func:`lrface.detection.subject_box`), for pasting."""
     return subject_box(detector.detect(image), image.shape[1], image.shape[0])
 
 
@@ -168,7 +170,7 @@ def _score(
                 top = answer["faces"][matched[i]]["matches"]
                 row["rank1"] += bool(top) and top[0]["subject_id"] == truth
             chip = degrade(aligned[face.source], DegradationConfig(size=size), np.random.default_rng((seed, i)))
-            reply = client.post("/identify", files={"image": ("chip.png", _encode(chip))},
+            reply = client.post("/identify", files={"image": ("chip.png", encode_image(chip))},
                                 data={"detect": "false", "top_k": "1"})  # fmt: skip
             reply.raise_for_status()
             top = reply.json()["matches"]
@@ -187,7 +189,9 @@ def _score(
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its descendants (Linux ``/proc``)."""
+    """User + system CPU seconds of a process and its descendants (Linux ``/proc``), those that have
+    exited and been waited for included (their parent's cutime and cstime): a worker that ends
+    between two readings is not lost from the difference."""
     ticks = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
     for entry in Path("/proc").iterdir():
@@ -196,20 +200,19 @@ def _cpu_seconds(pid: int) -> float:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
-    family, total, grew = {pid}, 0.0, True
+            # fields[1]: the parent; 11-14: utime, stime, cutime, cstime (stat's fields 14-17)
+            stats[int(entry.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]) / ticks)
+    family, grew = {pid}, True
     while grew:
         before = len(family)
         family |= {p for p, (parent, _) in stats.items() if parent in family}
         grew = len(family) > before
-    for p in family:
-        total += stats.get(p, (0, 0.0))[1]
-    return total
+    return sum(stats[p][1] for p in family if p in stats)
 
 
 def _throughput(
     url: str, headers: dict[str, str], frames: list[bytes], clients: int, server_pid: int | None = None
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     def send(data: bytes) -> None:
         with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
             client.post("/identify", files={"image": ("f.jpg", data, "image/jpeg")},
@@ -219,18 +222,22 @@ def _throughput(
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(send, frames))
-    out = {"frames_per_s": round(len(frames) / (time.perf_counter() - started), 2), "frames": len(frames)}
+    out: dict[str, float | None] = {
+        "frames_per_s": round(len(frames) / (time.perf_counter() - started), 2),
+        "frames": len(frames),
+    }
     if server_pid:
         per_frame = (_cpu_seconds(server_pid) - cpu) / len(frames)
         cores = len(os.sched_getaffinity(server_pid))
         out |= {"server_cpu_ms_per_frame": round(1000 * per_frame, 1), "cores": cores,
-                "frames_per_s_if_cores_are_free": round(cores / per_frame, 2)}  # fmt: skip
+                "frames_per_s_if_cores_are_free": round(cores / per_frame, 2) if per_frame > 0 else None}  # fmt: skip
     return out
 
 
 def _stages(frames: list[np.ndarray]) -> dict[str, float]:
-    """Median milliseconds per frame of the detector's stages, in this process, with the service's
-    default settings (minimum face, thresholds, threads per search)."""
+    """Median milliseconds per frame of the detector's stages, in this process, with the detector's
+    settings as the environment gives them (minimum face, thresholds, threads per search), which are
+    the service's defaults unless LRFACE_DETECT_* is set."""
     config = DetectionConfig.from_settings(Settings())
     detector = MtcnnDetector(min_face_px=config.min_face_px, thresholds=config.thresholds, threads=config.threads)
     detector.detect(frames[0])  # warm-up
@@ -257,7 +264,7 @@ def calibrate_detection_score(
     for i, name in enumerate(names):
         for path in split.val[name]:
             image = load_image_file(path)
-            box = _subject_box(image, reference)
+            box = photo_subject_box(image, reference)
             if box is not None:
                 sources.append(SourceFace(image, box, i))
     order = np.random.default_rng(seed).permutation(len(sources))

@@ -5,6 +5,7 @@ until it is classified here."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -148,3 +149,25 @@ def test_serve_fails_closed(host: str, keys: str, anonymous: bool, refused: bool
             check_exposure(settings, host)
     else:
         check_exposure(settings, host)
+
+
+def test_gallery_checks_fail_closed_without_a_checked_key() -> None:
+    """A gallery check on a request whose key was never checked (a route that forgot ``require``) is
+    refused while keys are configured, and open only where the service runs without keys."""
+    from types import SimpleNamespace
+
+    from fastapi import HTTPException
+
+    from lrface.settings import KeyGrant
+    from service.api.auth import check_gallery, may_use
+
+    def request(keys: dict[str, KeyGrant], grant: KeyGrant | None = None) -> Any:
+        state = SimpleNamespace(api_grant=grant) if grant is not None else SimpleNamespace()
+        return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(api_keys=keys)), state=state)
+
+    keys = {"k": KeyGrant("read", frozenset({"lobby"}))}
+    with pytest.raises(HTTPException) as refused:
+        check_gallery(request(keys), "staff")
+    assert refused.value.status_code == 403 and "staff" in str(refused.value.detail)
+    assert may_use(request({}), "staff")  # no keys: the service is open
+    assert may_use(request(keys, keys["k"]), "lobby") and not may_use(request(keys, keys["k"]), "staff")

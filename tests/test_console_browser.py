@@ -239,3 +239,42 @@ def test_a_gallery_is_created_filled_searched_and_deleted_in_the_pages(page: Any
     page.wait_for_selector("#subjects[data-state=ready]", state="attached")
     assert page.input_value("#gallery-select") == "default"
     assert "visitors" not in page.inner_text("#gallery-select")
+
+
+def test_a_late_answer_for_the_gallery_left_is_not_shown_under_the_one_chosen(page: Any, url: str) -> None:
+    """The subjects of the gallery left arrive after another was chosen: they are dropped, never shown
+    (their delete buttons would have acted on the gallery chosen)."""
+    import re
+
+    import httpx
+
+    headers = {"X-API-Key": ADMIN}
+    for name in ("slow", "quick"):
+        assert httpx.put(f"{url}/galleries/{name}", headers=headers, timeout=30).status_code in (200, 201)
+    photo = lfw_faces("Colin_Powell", 1)[0]
+    files = {"images": (photo.name, photo.read_bytes())}
+    made = httpx.post(f"{url}/galleries/slow/subjects/Slow_Only/faces", files=files, headers=headers, timeout=60)
+    assert made.status_code == 201, made.text
+    page.goto(url + "/")
+    _use_key(page, ADMIN)
+    page.wait_for_selector("#gallery-select[data-state=ready]")
+    page.select_option("#gallery-select", "slow")
+    page.wait_for_selector("[data-subject-id=Slow_Only]")
+    held: list[Any] = []
+    page.route(re.compile(r"/galleries/slow/subjects\?"), lambda route: held.append(route))  # 'slow' listed: held
+    page.click("#refresh")
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the page did not list 'slow' again"
+    page.select_option("#gallery-select", "quick")
+    page.wait_for_selector("#subjects[data-state=ready]", state="attached")
+    assert page.inner_text("#gallery-count") == "0 subjects"
+    with page.expect_response(lambda r: "/galleries/slow/subjects?" in r.url):
+        held[0].continue_()
+    page.wait_for_timeout(300)
+    assert page.locator("[data-subject-id=Slow_Only]").count() == 0
+    assert page.inner_text("#gallery-count") == "0 subjects"
+    for name in ("slow", "quick"):
+        assert httpx.delete(f"{url}/galleries/{name}", headers=headers, timeout=30).status_code == 200

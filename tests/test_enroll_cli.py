@@ -122,3 +122,14 @@ def test_enroll_into_a_named_gallery_locally_and_through_the_api(folder: Path, t
             page = httpx.get(f"{url}/galleries/{name}/subjects", headers={"X-API-Key": "k1"}).json()
             assert {i["subject_id"]: i["face_count"] for i in page["items"]} == {"bush": 3, "powell": 2}
         assert httpx.get(url + "/gallery/subjects", headers={"X-API-Key": "k1"}).json()["total"] == 0
+
+
+def test_enroll_targets_take_gallery_names_only() -> None:
+    """``--gallery`` goes into a route's path (and names index files): a trailing newline or a path is refused."""
+    from service.enroll import RemoteService
+
+    with httpx.Client(base_url="http://127.0.0.1:9") as client:
+        for bad in ("lobby\n", "../gallery", "a/b"):
+            with pytest.raises(ValueError, match="--gallery"):
+                RemoteService(client, "http://127.0.0.1:9", target=bad)
+        assert RemoteService(client, "http://127.0.0.1:9", target="lobby").subjects == "/galleries/lobby/subjects"

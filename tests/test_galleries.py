@@ -183,11 +183,19 @@ def _revision_0004_with_data(url: str) -> None:
             conn.execute(
                 sa.text(
                     "INSERT INTO faces (face_id, subject_id, content_hash, model_version, embedding, created_at"
-                    + (", embedding_vec) VALUES (:i, :s, :h, 'm:1', :e, 1.0, CAST(:v AS vector))" if pg
-                       else ") VALUES (:i, :s, :h, 'm:1', :e, 1.0)")
+                    + (
+                        ", embedding_vec) VALUES (:i, :s, :h, 'm:1', :e, 1.0, CAST(:v AS vector))"
+                        if pg
+                        else ") VALUES (:i, :s, :h, 'm:1', :e, 1.0)"
+                    )
                 ),  # fmt: skip
-                {"i": face_id, "s": subject, "h": f"h{face_id}", "e": _unit(seed).tobytes(),
-                 "v": vectors.literal(_unit(seed))},  # fmt: skip
+                {
+                    "i": face_id,
+                    "s": subject,
+                    "h": f"h{face_id}",
+                    "e": _unit(seed).tobytes(),
+                    "v": vectors.literal(_unit(seed)),
+                },  # fmt: skip
             )
         conn.exec_driver_sql("DELETE FROM faces WHERE face_id = 4")
         if pg:  # keep the sequence where a BIGSERIAL would be after inserting face 4
@@ -215,3 +223,35 @@ def test_migration_0005_moves_a_0004_gallery_into_default(store_url: str) -> Non
     assert store.delete_gallery("lobby") == (1, [added[0].face_id])  # the cascade stays inside the gallery
     assert store.list_galleries()[0].face_count == 3
     engine_gallery.close()
+
+
+def test_gallery_names_never_leave_the_index_folder(tmp_path: Path) -> None:
+    """A gallery name becomes part of an index file's name: the store refuses a name that is not one
+    (a '/' or '..', a trailing newline) and the index file refuses to name a path with it, so a
+    tampered ``index-student.json`` is not used (the index is built from the store)."""
+    import json
+
+    from service.gallery.gallery import IndexFile
+
+    store_url = f"sqlite:///{tmp_path / 'gallery.sqlite3'}"
+    store = GalleryStore(store_url)
+    for bad in ("../../evil", "a/b", "lobby\n", "", "x" * 129, "é"):
+        with pytest.raises(ValueError, match="not a gallery name"):
+            store.create_gallery(bad)
+        with pytest.raises(ValueError, match="not a gallery name"):
+            IndexFile(tmp_path, "student").path(bad)
+    assert [g.name for g in store.list_galleries()] == ["default"]
+    store.close()
+    first = Gallery(GalleryStore(store_url), 8, "m:1", FaceIndex(8, "flat"), persist_dir=tmp_path)
+    first.load()
+    first.enroll("ann", [NewFace("a", _unit(1))])
+    first.close()
+    meta = tmp_path / "index-student.json"
+    written = json.loads(meta.read_text())
+    written["galleries"]["../outside"] = written["galleries"]["default"]
+    meta.write_text(json.dumps(written))
+    second = Gallery(GalleryStore(store_url), 8, "m:1", FaceIndex(8, "flat"), persist_dir=tmp_path)
+    second.load()  # the file is not used: built from the store
+    assert len(second) == 1 and second.search(_unit(1), 1)[0].subject_id == "ann"
+    assert "../outside" not in json.loads(meta.read_text())["galleries"]
+    second.close()

@@ -105,8 +105,9 @@ def test_unknown_and_malformed_galleries_are_clear_4xx(client: httpx.Client, lob
     for response in (
         _identify(client, 1, gallery="nope"),
         _identify_form(client, 1, gallery="nope"),
-        client.post("/verify", json={"image_a": {"data": face_png(1)}, "subject_id": "x", "gallery": "nope"},
-                    headers=_as(ADMIN)),  # fmt: skip
+        client.post(
+            "/verify", json={"image_a": {"data": face_png(1)}, "subject_id": "x", "gallery": "nope"}, headers=_as(ADMIN)
+        ),  # fmt: skip
         client.get("/galleries/nope", headers=_as(ADMIN)),
         client.get("/galleries/nope/subjects", headers=_as(ADMIN)),
         _enroll(client, "/galleries/nope/subjects/x/faces", 9),
@@ -189,3 +190,31 @@ def test_key_syntax() -> None:
     for bad in ("a:read@", "a:admin@lo by", "a:read@x||y", "a:root@x"):
         with pytest.raises(ValueError, match="LRFACE_API_KEYS"):
             Settings(api_keys=bad).api_key_grants()
+
+
+def test_a_trailing_newline_is_not_a_name(client: httpx.Client) -> None:
+    """Python's ``re.match`` lets ``$`` match before a final newline: 'x\\n' passed as a gallery name
+    (a gallery and index file 'index-student.x\\n.faiss') and as a subject id."""
+    for response in (
+        client.put("/galleries/newline%0A", headers=_as(ADMIN)),
+        client.get("/galleries/default%0A/subjects", headers=_as(ADMIN)),
+        client.get("/gallery/subjects/alice%0A", headers=_as(ADMIN)),
+        _enroll(client, "/gallery/subjects/eve%0A/faces", 8),
+    ):
+        assert response.status_code == 422 and isinstance(response.json()["detail"], str), response.text
+    assert "newline\n" not in [g["name"] for g in client.get("/galleries", headers=_as(ADMIN)).json()["items"]]
+
+
+def test_two_faces_need_no_gallery_but_a_named_one_is_checked(client: httpx.Client, lobby: str) -> None:
+    """/verify of two faces reads no gallery: a key limited to others may use it; naming a gallery
+    (or a subject_id, in 'default' when none is named) is still checked."""
+    pair = {"image_a": {"data": face_png(1)}, "image_b": {"data": face_png(1)}}
+    answer = client.post("/verify", json=pair, headers=_as(LOBBY_READ))
+    assert answer.status_code == 200 and answer.json()["same_person"], answer.text
+    files = {"image_a": ("a.png", base64.b64decode(face_png(1))), "image_b": ("b.png", base64.b64decode(face_png(2)))}
+    assert client.post("/verify", files=files, headers=_as(LOBBY_READ)).status_code == 200
+    assert client.post("/verify", json={**pair, "gallery": lobby}, headers=_as(LOBBY_READ)).status_code == 200
+    assert client.post("/verify", json={**pair, "gallery": "default"}, headers=_as(LOBBY_READ)).status_code == 403
+    assert client.post("/verify", json={**pair, "gallery": "nope"}, headers=_as(ADMIN)).status_code == 404
+    subject = {"image_a": {"data": face_png(1)}, "subject_id": "alice"}
+    assert client.post("/verify", json=subject, headers=_as(LOBBY_READ)).status_code == 403

@@ -1,5 +1,5 @@
 """Each face goes to the model that serves it best: with a routing in the model card, faces of at
-least ``min_face_px`` are matched by the teacher (dlib's ResNet, no torch) against the gallery's
+least ``min_face_px`` are matched by the teacher (dlib's ResNet in ONNX Runtime) against the gallery's
 teacher embeddings, smaller ones by the student. Real photos, a real server."""
 
 from __future__ import annotations
@@ -135,3 +135,55 @@ def test_detected_faces_switch_at_the_cards_detected_size() -> None:
     assert [embedders.space_for(f) for f in chips] == ["student", "teacher"]  # a chip's switch is the card's
     embedders.routing = Routing(teacher_version="v", min_face_px=20, threshold=0.9)  # no detected switch
     assert [embedders.space_for(f) for f in detected] == ["student", "student"]
+
+
+def test_without_a_teacher_no_face_reaches_it_and_the_description_names_the_detected_switch() -> None:
+    import math
+    from types import SimpleNamespace
+
+    from lrface.embedder import FaceInput
+    from service.embedders import Embedders
+    from service.faces import DecodedFace
+
+    face = DecodedFace(FaceInput(np.zeros((8, 8, 3), np.uint8), None), "", None, face_px=500.0, input="detected")
+    routing = Routing(teacher_version="v", min_face_px=20, threshold=0.9, detected_min_face_px=16.0)
+    alone = Embedders(student=None, teacher=None, routing=routing)  # type: ignore[arg-type]
+    assert alone.teacher_from(face) == math.inf and alone.space_for(face) == "student"
+    student = SimpleNamespace(model_version="s:1")
+    teacher = SimpleNamespace(model_id="teacher-dlib:v")
+    both = Embedders(student=student, teacher=teacher, routing=routing)  # type: ignore[arg-type]
+    assert both.describe() == "student s:1 below 20 px (16 px for detected faces), teacher teacher-dlib:v from there"
+
+
+def test_the_teacher_runs_on_the_settings_providers_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import service.embedders as embedders_module
+    from lrface.settings import Settings
+    from service.embedders import Embedders
+
+    opened: list[tuple[object, ...]] = []
+
+    class FakeTeacher:
+        version = "v"
+
+        def __init__(self, *args: object) -> None:
+            opened.append(args)
+
+    routing = Routing(teacher_version="v", min_face_px=20, threshold=0.9)
+    student = SimpleNamespace(card=SimpleNamespace(routing=routing))
+    monkeypatch.setattr(embedders_module, "DlibEmbedder", FakeTeacher)
+    monkeypatch.setattr(embedders_module, "get_settings", lambda: Settings(providers="cpu", threads=3))
+    assert Embedders.for_model(student).teacher is not None  # type: ignore[arg-type]
+    assert opened[-1][1:] == ("cpu", 3)  # as LRFACE_PROVIDERS and LRFACE_THREADS say, like the student
+    Embedders.for_model(student, providers="auto", threads=0)  # type: ignore[arg-type]
+    assert opened[-1][1:] == ("auto", 0)
+
+
+def test_the_detected_switch_is_the_largest_threshold_on_the_rank1_plateau() -> None:
+    from service.detected_routing import choose_threshold
+
+    candidates = [14.0, 15.0, 16.0, 17.0, 18.0]
+    assert choose_threshold(candidates, [0.70, 0.701, 0.702, 0.699, 0.69], plateau=0.0025) == 16.0
+    assert choose_threshold(candidates, [0.70, 0.701, 0.702, 0.699, 0.69], plateau=0.0) == 16.0
+    assert choose_threshold(candidates, [0.5, 0.5, 0.5, 0.5, 0.5]) == 18.0  # flat: the teacher from the largest

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lrface.alignment import ENLARGE_BELOW_PX, DlibAligner, enlarged_region
+from lrface.alignment import ENLARGE_BELOW_PX, ENLARGED_MAX_SIDE, DlibAligner, enlarged_region
 from lrface.detection import MtcnnDetector, subject_box
 from lrface.preprocessing import load_image_file
 from lrface.teacher import DlibEmbedder
@@ -76,3 +76,38 @@ def test_enlarged_region_maps_the_box_and_stays_bounded() -> None:
     # a box at the image's edge: the region is clipped to the image, the box still maps into it
     region, box = enlarged_region(image, (0, 0, 20, 20), 7.5)
     assert box[0] == 0 and box[1] == 0 and region.shape[0] == round(50 * 7.5)  # centre 10, reach 40: rows 0-50
+
+
+def _huge_image(side: int = 20_000) -> np.ndarray:
+    """A ``side x side`` RGB image that costs no memory (read-only, every pixel the same array)."""
+    return np.broadcast_to(np.full((1, 1, 3), 128, np.uint8), (side, side, 3))
+
+
+@pytest.mark.parametrize(
+    ("box", "factor"),
+    [
+        ((10_000.0, 10_000.0, 10_000.05, 10_000.05), 150 / 0.05),  # a sub-pixel box: a 1-2 px region, x3000
+        ((5_000.0, 5_000.0, 5_001.0, 5_001.0), 150.0),  # a 1-px box in a 20,000-px image
+        ((100.0, 100.0, 130.0, 130.0), 1e6),  # a hostile factor
+        ((0.0, 0.0, 1e-9, 1e-9), 150 / 1e-9),  # at the corner, vanishing
+    ],
+)
+def test_enlarged_region_is_bounded_whatever_the_box(box: tuple[float, ...], factor: float) -> None:
+    region, mapped = enlarged_region(_huge_image(), box, factor)
+    assert max(region.shape[:2]) <= ENLARGED_MAX_SIDE and region.flags.c_contiguous
+    assert all(np.isfinite(mapped)) and mapped[0] <= mapped[2] and mapped[1] <= mapped[3]
+
+
+def test_enlarged_region_refuses_nonsense_and_passes_a_box_outside_the_image() -> None:
+    image = np.zeros((50, 50, 3), np.uint8)
+    for box, factor in (((0, 0, 10, 10), 0.0), ((0, 0, 10, 10), float("inf")), ((0, 0, float("nan"), 10), 2.0)):
+        with pytest.raises(ValueError, match="finite"):
+            enlarged_region(image, box, factor)
+    outside = (500.0, 500.0, 510.0, 510.0)
+    region, mapped = enlarged_region(image, outside, 15.0)
+    assert region is image and mapped == outside
+
+
+def test_a_one_pixel_face_in_a_huge_frame_aligns_to_a_chip() -> None:
+    chip = DlibAligner().align(_huge_image(), (10_000.0, 10_000.0, 10_000.4, 10_000.4))
+    assert chip.shape == (150, 150, 3) and chip.dtype == np.uint8

@@ -69,21 +69,20 @@ def _torch_student(model_dir: str, threads: int, repeats: int) -> dict[str, Any]
 
 
 def _teacher(model_dir: str, threads: int, repeats: int) -> dict[str, Any]:
-    from training.teachers import get_teacher
+    from lrface.settings import get_settings
+    from lrface.teacher import TEACHER_FILE, DlibEmbedder
 
-    teacher = get_teacher("dlib")
+    teacher = DlibEmbedder(get_settings().teacher_model, "cpu", threads)  # what the service runs, on the CPU
     chips = np.random.default_rng(0).integers(0, 256, size=(64, 150, 150, 3), dtype=np.uint8)
     result = _summary(
-        _timings(lambda: teacher.embed(chips[:1]), max(10, repeats), warmup=1),
-        _timings(lambda: teacher.embed(chips), max(3, repeats // 10), warmup=1),
+        _timings(lambda: teacher.embed_chips(chips[:1]), max(10, repeats), warmup=1),
+        _timings(lambda: teacher.embed_chips(chips), max(3, repeats // 10), warmup=1),
     )
-    import face_recognition_models as frm
-
-    return {**result, "size_mb": Path(frm.face_recognition_model_location()).stat().st_size / 2**20}
+    return {**result, "size_mb": (get_settings().teacher_model / TEACHER_FILE).stat().st_size / 2**20}
 
 
 RUNNERS: dict[str, Callable[[str, int, int], dict[str, Any]]] = {
-    "teacher (dlib ResNet, 150 px)": _teacher,
+    "teacher (dlib ResNet in ONNX Runtime, 150 px)": _teacher,
     "student (torch)": _torch_student,
     "student (ONNX Runtime)": _onnx_student,
 }
@@ -108,7 +107,7 @@ def bench_models(model_dir: Path, threads: int = 2, repeats: int = 50, int8_dir:
         proc.start()
         results[label] = queue.get()
         proc.join()
-    teacher = results["teacher (dlib ResNet, 150 px)"]["batch64_faces_per_s"]
+    teacher = results["teacher (dlib ResNet in ONNX Runtime, 150 px)"]["batch64_faces_per_s"]
     for entry in results.values():
         entry["speedup_vs_teacher_batch64"] = entry["batch64_faces_per_s"] / teacher
     return results

@@ -45,21 +45,33 @@ class DlibFormatError(ValueError):
 
 
 class _Reader:
+    """dlib's serialisation read from ``data`` at ``at``; a value that runs past the end, or that dlib
+    could not have written, raises :class:`DlibFormatError`."""
+
     def __init__(self, data: bytes, at: int = 0) -> None:
         self.data, self.at = data, at
 
+    def _take(self, size: int) -> bytes:
+        if size < 0 or self.at + size > len(self.data):
+            raise DlibFormatError(f"{size} bytes wanted at byte {self.at} of {len(self.data)}: truncated file")
+        chunk = self.data[self.at : self.at + size]
+        self.at += size
+        return chunk
+
     def integer(self) -> int:
-        head = self.data[self.at]
+        head = self._take(1)[0]
         size, negative = head & 0x0F, bool(head & 0x80)
-        value = int.from_bytes(self.data[self.at + 1 : self.at + 1 + size], "little")
-        self.at += 1 + size
+        if size > 8 or head & 0x70:
+            raise DlibFormatError(f"byte {self.at - 1}: {head:#04x} does not start an integer")
+        value = int.from_bytes(self._take(size), "little")
         return -value if negative else value
 
     def string(self) -> str:
-        size = self.integer()
-        text = self.data[self.at : self.at + size].decode("ascii")
-        self.at += size
-        return text
+        raw = self._take(self.integer())
+        try:
+            return raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise DlibFormatError(f"byte {self.at - len(raw)}: a layer name that is not ASCII") from None
 
     def double(self) -> float:
         mantissa = self.integer()
@@ -70,10 +82,12 @@ class _Reader:
         if version != 2:
             raise DlibFormatError(f"tensor version {version} at byte {self.at}: only version 2 is known")
         shape = [self.integer() for _ in range(4)]
-        count = int(np.prod(shape))
-        values = np.frombuffer(self.data, "<f4", count, self.at).copy()
-        self.at += 4 * count
-        return values
+        if any(n < 0 for n in shape):
+            raise DlibFormatError(f"tensor shape {shape} at byte {self.at}")
+        count = 1
+        for n in shape:  # Python integers: a hostile shape cannot wrap around as numpy's would
+            count *= n
+        return np.frombuffer(self._take(4 * count), "<f4").astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -88,19 +102,25 @@ class Layer:
 
 
 def parse_dlib_resnet(path: Path) -> list[Layer]:
-    """The layers of dlib's serialised face-recognition network, in forward order."""
+    """The layers of dlib's serialised face-recognition network, in forward order. Raises
+    :class:`DlibFormatError` on a file that is not that network (truncated, or another format)."""
     data = path.read_bytes()
     layers: list[Layer] = []
+    end = 0  # where the last layer read ends: a name-like run of bytes before it is that layer's data
     for match in LAYER_NAME.finditer(data):
         # The name is as long as its length byte says: bytes after it may be letters too ("relu_110").
-        # Bytes of a tensor may look like a name; a layer this exporter does not know would show as
-        # a network that disagrees with dlib (the export's parity check).
+        # Bytes of a tensor may still look like a name; a layer this exporter does not know would show
+        # as a network that disagrees with dlib (the export's parity check).
         name = data[match.start(2) : match.start(2) + match.group(1)[0]].decode("ascii", "replace")
-        if name not in KNOWN_LAYERS:
+        if name not in KNOWN_LAYERS or match.start() < end:
             continue
         reader = _Reader(data, match.start())
         reader.string()
-        layers.append(_layer(name, reader))
+        try:
+            layers.append(_layer(name, reader))
+        except ValueError as exc:  # a reshape that does not fit; DlibFormatError is one too
+            raise DlibFormatError(f"{path}: layer {name} at byte {match.start()}: {exc}") from None
+        end = reader.at
     if not layers or layers[0].kind != "input_rgb_image_sized" or layers[-1].kind != "fc_2":
         raise DlibFormatError(f"{path}: not dlib's face-recognition network (input layer ... fc layer)")
     return layers
@@ -113,19 +133,30 @@ def _layer(name: str, reader: _Reader) -> Layer:
     if name == "con_4":
         params = reader.tensor()
         filters, rows, cols, stride_y, stride_x, pad_y, pad_x = (reader.integer() for _ in range(7))
-        inputs = (params.size - filters) // (filters * rows * cols)
+        if min(filters, rows, cols, stride_y, stride_x) < 1 or min(pad_y, pad_x) < 0:
+            raise DlibFormatError(f"convolution of {filters} {rows}x{cols} filters, stride {stride_y}x{stride_x}")
+        inputs, extra = divmod(params.size - filters, filters * rows * cols)
+        if inputs < 1 or extra:
+            raise DlibFormatError(f"{params.size} parameters for {filters} {rows}x{cols} filters and their biases")
         weight = params[: params.size - filters].reshape(filters, inputs, rows, cols)
         return Layer(name, weight, params[-filters:], (stride_y, stride_x), (pad_y, pad_x))
     if name == "affine_":
         params = reader.tensor()
+        if params.size % 2:
+            raise DlibFormatError(f"{params.size} affine parameters: not gamma and beta of one size")
         half = params.size // 2
         return Layer(name, params[:half], params[half:])
     if name in ("max_pool_2", "avg_pool_2"):
         rows, cols, stride_y, stride_x, pad_y, pad_x = (reader.integer() for _ in range(6))
+        if min(rows, cols, pad_y, pad_x) < 0 or min(stride_y, stride_x) < 1:
+            raise DlibFormatError(f"pool of {rows}x{cols}, stride {stride_y}x{stride_x}, padding {pad_y}x{pad_x}")
         return Layer(name, stride=(stride_y, stride_x), padding=(pad_y, pad_x), window=(rows, cols))
     if name == "fc_2":
         outputs, inputs = reader.integer(), reader.integer()
-        return Layer(name, reader.tensor().reshape(inputs, outputs))
+        weight = reader.tensor()
+        if outputs < 1 or inputs < 1 or weight.size != inputs * outputs:
+            raise DlibFormatError(f"{weight.size} weights for {inputs} -> {outputs} (a layer with a bias?)")
+        return Layer(name, weight.reshape(inputs, outputs))
     return Layer(name)
 
 

@@ -44,7 +44,9 @@ def grant_of(request: Request) -> KeyGrant | None:
 
 def may_use(request: Request, gallery: str) -> bool:
     grant = grant_of(request)
-    return grant is None or grant.galleries is None or gallery in grant.galleries
+    if grant is None:  # no key checked: open only where the service runs without keys (fail closed)
+        return not request.app.state.api_keys
+    return grant.galleries is None or gallery in grant.galleries
 
 
 def check_gallery(request: Request, gallery: str) -> None:
@@ -52,7 +54,9 @@ def check_gallery(request: Request, gallery: str) -> None:
     learns nothing of galleries it may not use)."""
     if not may_use(request, gallery):
         grant = grant_of(request)
-        allowed = ", ".join(sorted(grant.galleries or ())) if grant is not None else ""
+        if grant is None:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"no API key was checked for gallery {gallery!r}")
+        allowed = ", ".join(sorted(grant.galleries or ()))
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"this API key may use the galleries {allowed} only, not {gallery!r}"
         )

@@ -52,6 +52,9 @@ def readyz(request: Request) -> s.Ready:
         index_kind=gallery.index.active_kind,
         embedders=state.embedders.describe(),
         teacher_from_px=state.embedders.routing.min_face_px if state.embedders.teacher is not None else None,
+        detected_teacher_from_px=(
+            state.embedders.routing.detected_min_face_px if state.embedders.teacher is not None else None
+        ),
         teacher_faces=len(gallery.teacher) if gallery.teacher is not None else None,
         index_device=gallery.index.device,
     )

@@ -95,8 +95,9 @@ async def embed(request: Request) -> s.EmbedResponse:
     "enrolled face), a `decision` at the calibrated threshold (or `threshold`) and an `outcome` ('match', or "
     "'unknown' when no enrolled subject reaches it). The top-level `matches`, `decision`, `threshold`, "
     "`embedder`, `face_px` and `input` are the largest face's; the top-level `outcome` is 'no_face' when none "
-    "was found. A face of at least the model card's `routing.min_face_px` (in the image as sent) is matched by "
-    "the teacher against the gallery's teacher embeddings, a smaller one by the student." + FACES_DOC + " Send "
+    "was found. A face of at least the model card's `routing.min_face_px` (in the image as sent; a face the "
+    "detector found: `routing.detected_min_face_px`) is matched by the teacher against the gallery's teacher "
+    "embeddings, a smaller one by the student." + FACES_DOC + " Send "
     "one image, an `embedding` computed at the edge, or several images of one person with `fuse=true` "
     "(multipart: several `image` files; JSON: `images`): each image's largest face is embedded, the embeddings "
     "averaged and searched once (the teacher only when every face is large enough); `fused` says how many. "
@@ -239,7 +240,7 @@ def _identify_track(
     summary="Are two faces the same person? Or: is this face an enrolled subject?",
     description="Each image gives one face: a chip or box as it is, a searched photo its largest face (422 when "
     "none is found); `input_a` / `input_b` say how each was taken. A `subject_id` is looked up in `gallery` "
-    "(default: 'default').",
+    "(default: 'default'); two faces need no gallery (one named is still checked: 404, or 403 for the key).",
     openapi_extra=both_bodies(
         s.VerifyRequest,
         {
@@ -255,7 +256,9 @@ def _identify_track(
 async def verify(request: Request) -> s.VerifyResponse:
     ctx = RequestContext(request)
     body, form = await ctx.read(s.VerifyRequest, VERIFY_FORM, ("image_a", "image_b"), 3)
-    target = await ctx.gallery_named(body.gallery)
+    # Two faces touch no gallery: a key limited to others may compare them unless it names one.
+    named = body.subject_id is not None or "gallery" in body.model_fields_set
+    target = await ctx.gallery_named(body.gallery) if named else body.gallery
     probe_a = await ctx.optional_probe(form, "image_a", body.image_a, body.embedding_a, body.detect)
     probe_b = await ctx.optional_probe(form, "image_b", body.image_b, body.embedding_b, body.detect)
     if probe_a is None:

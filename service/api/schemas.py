@@ -91,7 +91,8 @@ EmbedderName = Annotated[
     Literal["student", "teacher"],
     Field(
         description="Which model embedded the face: 'student' (small faces) or 'teacher' (faces of at least the "
-        "card's routing.min_face_px); scores of one are not comparable with the other's."
+        "card's routing.min_face_px, or routing.detected_min_face_px for a detected face); scores of one are not "
+        "comparable with the other's."
     ),
 ]
 
@@ -110,7 +111,8 @@ class FaceFound(BaseModel):
     face_px: float = Field(
         0.0,
         description="Side of the square the models see, in the image's pixels (a chip: its longer side); the "
-        "routing to the teacher compares it with the card's routing.min_face_px.",
+        "routing to the teacher compares it with the card's routing.min_face_px (a detected face: "
+        "routing.detected_min_face_px).",
     )
     embedder: EmbedderName = "student"
     input_png: str | None = Field(
@@ -300,7 +302,14 @@ class Ready(BaseModel):
     index_kind: str
     index_device: str
     embedders: str = Field(description="Which model serves which faces.")
-    teacher_from_px: int | None = Field(None, description="Faces of at least this side go to the teacher.")
+    teacher_from_px: int | None = Field(
+        None, description="Chips and boxes of at least this side go to the teacher (the card's routing.min_face_px)."
+    )
+    detected_teacher_from_px: float | None = Field(
+        None,
+        description="Faces the detector found go to the teacher from this face_px (the card's "
+        "routing.detected_min_face_px; None: teacher_from_px).",
+    )
     teacher_faces: int | None = Field(None, description="Faces in the teacher's index (None: no teacher).")
 
 
@@ -309,7 +318,7 @@ class Problem(BaseModel):
 
 
 def check_gallery_name(name: str) -> str:
-    if not SUBJECT_ID_RE.match(name):
+    if not SUBJECT_ID_RE.fullmatch(name):  # fullmatch: re.match's '$' lets a trailing newline through
         raise ValueError(
             "a gallery name must be 1-128 characters of A-Z a-z 0-9 . _ - and start with a letter or digit"
         )
@@ -317,6 +326,6 @@ def check_gallery_name(name: str) -> str:
 
 
 def check_subject_id(subject_id: str) -> str:
-    if not SUBJECT_ID_RE.match(subject_id):
+    if not SUBJECT_ID_RE.fullmatch(subject_id):
         raise ValueError("subject_id must be 1-128 characters of A-Z a-z 0-9 . _ - and start with a letter or digit")
     return subject_id

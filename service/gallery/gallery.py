@@ -31,7 +31,7 @@ from service.gallery.store import (
     SubjectRecord,
     open_store,
 )
-from service.gallery.tables import DEFAULT_GALLERY
+from service.gallery.tables import DEFAULT_GALLERY, is_gallery_name
 
 log = logging.getLogger("lrface.gallery")
 
@@ -51,6 +51,8 @@ class IndexFile:
         self.meta = directory / f"index-{space}.json"
 
     def path(self, gallery: str) -> Path:
+        if not is_gallery_name(gallery):  # a name from the store or the .json, never a path out of the folder
+            raise ValueError(f"{gallery!r} is not a gallery name")
         return self.index if gallery == DEFAULT_GALLERY else self.directory / f"index-{self.space}.{gallery}.faiss"
 
     def exists(self) -> bool:

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from service.gallery import schema, vectors
 from service.gallery.schema import MIGRATION_LOCK
-from service.gallery.tables import DEFAULT_GALLERY, SPACES, changes, faces, galleries, meta, subjects
+from service.gallery.tables import DEFAULT_GALLERY, SPACES, changes, faces, galleries, is_gallery_name, meta, subjects
 
 WRITE_LOCK = 0x6C72_6661_6366  # pg_advisory_xact_lock key every writer holds until it commits
 
@@ -183,7 +183,10 @@ class GalleryStore:
     # -- galleries ----------------------------------------------------------------------------------
 
     def create_gallery(self, name: str) -> bool:
-        """Create an empty gallery; False when it exists already."""
+        """Create an empty gallery; False when it exists already. ValueError for a malformed name (it
+        names the gallery's index files)."""
+        if not is_gallery_name(name):
+            raise ValueError(f"{name!r} is not a gallery name: 1-128 of A-Z a-z 0-9 . _ - from a letter or digit")
         with self._write() as conn:
             insert = self._insert(galleries).values(name=name, created_at=time.time()).on_conflict_do_nothing()
             created = conn.execute(insert.returning(galleries.c.name)).first()

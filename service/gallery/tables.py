@@ -7,6 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from lrface.settings import GALLERY_NAME_RE
+
 
 class Vector(sa.types.UserDefinedType[Any]):
     """pgvector's ``vector`` (bound as its text form, ``service.gallery.vectors.literal``)."""
@@ -30,6 +32,12 @@ meta = sa.Table(
 )
 
 DEFAULT_GALLERY = "default"  # every gallery made before revision 0005, and today's /gallery/... routes
+
+
+def is_gallery_name(name: str) -> bool:
+    """1-128 of A-Z a-z 0-9 . _ - from a letter or digit (no '/', so safe in the index files' names)."""
+    return GALLERY_NAME_RE.fullmatch(name) is not None  # fullmatch: '$' alone lets a trailing newline through
+
 
 # Revision 0005: named galleries. A subject id is unique within its gallery; faces carry their gallery.
 galleries = sa.Table(

@@ -20,7 +20,10 @@ class DlibTeacher(Teacher):
     chip_size = CHIP_SIZE
 
     def __init__(self) -> None:
-        self._embedder = DlibEmbedder()
+        import torch
+
+        # As many threads as torch uses here: 1 in a data-loader or cache worker, all cores in the main process.
+        self._embedder = DlibEmbedder(threads=torch.get_num_threads())
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):

@@ -82,9 +82,9 @@
     sessionStorage.setItem(GALLERY, name);
   }
 
-  // The subject routes of the chosen gallery: the default one's are /gallery/subjects (as before galleries).
-  function subjectsPath(subjectId) {
-    const gallery = currentGallery();
+  // The subject routes of a gallery (the chosen one unless named): the default one's are /gallery/subjects
+  // (as before galleries). What a page shows keeps the gallery it came from, whatever is chosen since.
+  function subjectsPath(subjectId, gallery = currentGallery()) {
     const base = gallery === DEFAULT_GALLERY ? "/gallery/subjects"
       : "/galleries/" + encodeURIComponent(gallery) + "/subjects";
     return subjectId === undefined ? base : base + "/" + encodeURIComponent(subjectId);

@@ -9,6 +9,7 @@
   const PAGE = 24;
   const MAX_THUMBS = 12;
   let offset = 0;
+  let shown = 0; // which load() the list belongs to: an answer for an older one (another gallery) is dropped
   const blobUrls = [];
 
   function releaseThumbnails() {
@@ -16,8 +17,8 @@
   }
 
   // The stored HR chip (150 px) when kept, else the canonical chip (at most 64 px).
-  async function chipUrl(subjectId, faceId) {
-    const base = subjectsPath(subjectId) + "/faces/" + faceId + "/chip?kind=";
+  async function chipUrl(subjectId, faceId, gallery) {
+    const base = subjectsPath(subjectId, gallery) + "/faces/" + faceId + "/chip?kind=";
     let response;
     try {
       response = await request("GET", base + "hr");
@@ -36,17 +37,17 @@
     notice(message, kind);
   }
 
-  async function enrol(subjectId, files) {
+  async function enrol(subjectId, files, gallery = currentGallery()) {
     const detect = document.getElementById("enrol-detect").checked;
     const body = new FormData();
     for (const file of files) body.append("images", file, file.name);
     body.append("detect", detect ? "true" : "false");
     say("Enrolling " + files.length + " photo(s) of " + subjectId + "…", "info");
     try {
-      const answer = await json("POST", subjectsPath(subjectId) + "/faces", body);
+      const answer = await json("POST", subjectsPath(subjectId, gallery) + "/faces", body);
       const added = answer.faces.filter((f) => f.created).length;
       const already = answer.faces.length - added;
-      const where = currentGallery() === DEFAULT_GALLERY ? "" : " in gallery " + currentGallery();
+      const where = gallery === DEFAULT_GALLERY ? "" : " in gallery " + gallery;
       say("Enrolled " + added + " face(s) of " + subjectId + where +
         (already ? " (" + already + " already enrolled)" : "") + ".", "info");
       await load(true);
@@ -68,38 +69,41 @@
     }
   }
 
-  async function fillFaces(card, subjectId) {
+  async function fillFaces(card, subjectId, gallery) {
     const holder = card.querySelector(".faces");
-    const subject = await json("GET", subjectsPath(subjectId));
+    const subject = await json("GET", subjectsPath(subjectId, gallery));
     for (const face of subject.faces.slice(0, MAX_THUMBS)) {
       const figure = el("figure", { class: "thumb", "data-face-id": String(face.face_id) });
       const img = el("img", { alt: subjectId + ", face " + face.face_id, title: "face " + face.face_id });
       const del = el("button", { type: "button", class: "delete-face", title: "Delete this face", text: "×" });
       del.addEventListener("click", () =>
-        remove(subjectsPath(subjectId) + "/faces/" + face.face_id, "face " + face.face_id + " of " + subjectId));
+        remove(subjectsPath(subjectId, gallery) + "/faces/" + face.face_id, "face " + face.face_id + " of " + subjectId));
       figure.append(img, del);
       holder.append(figure);
-      chipUrl(subjectId, face.face_id).then((url) => { img.src = url; }).catch(() => { img.alt = "no chip"; });
+      chipUrl(subjectId, face.face_id, gallery).then((url) => { img.src = url; }).catch(() => { img.alt = "no chip"; });
     }
     if (subject.faces.length > MAX_THUMBS) {
       holder.append(el("span", { class: "muted", text: "+" + (subject.faces.length - MAX_THUMBS) + " more" }));
     }
   }
 
-  function subjectCard(item) {
+  function subjectCard(item, gallery) {
     const template = document.getElementById("subject-template");
     const card = template.content.firstElementChild.cloneNode(true);
     card.dataset.subjectId = item.subject_id;
+    card.dataset.gallery = gallery;
     card.querySelector(".name").textContent = item.subject_id;
     card.querySelector(".count").textContent = item.face_count + (item.face_count === 1 ? " face" : " faces");
     card.querySelector(".delete-subject").addEventListener("click", () =>
-      remove(subjectsPath(item.subject_id), item.subject_id + " and all their faces"));
-    dropZone(card, null, (files) => enrol(item.subject_id, files));
+      remove(subjectsPath(item.subject_id, gallery), item.subject_id + " and all their faces"));
+    dropZone(card, null, (files) => enrol(item.subject_id, files, gallery));
     return card;
   }
 
   async function load(reset) {
     const list = document.getElementById("subjects");
+    const mine = ++shown;
+    const gallery = currentGallery();
     list.dataset.state = "loading"; // "ready" once the page of subjects is shown
     if (reset) {
       offset = 0;
@@ -107,19 +111,21 @@
       list.replaceChildren();
     }
     try {
-      const page = await json("GET", subjectsPath() + "?offset=" + offset + "&limit=" + PAGE);
+      const page = await json("GET", subjectsPath(undefined, gallery) + "?offset=" + offset + "&limit=" + PAGE);
+      if (mine !== shown) return; // another gallery (or page) was asked for meanwhile
       document.getElementById("gallery-count").textContent =
         page.total + (page.total === 1 ? " subject" : " subjects");
       document.getElementById("subjects-empty").hidden = page.total > 0;
       for (const item of page.items) {
-        const card = subjectCard(item);
+        const card = subjectCard(item, gallery);
         list.append(card);
-        fillFaces(card, item.subject_id).catch((err) => notice(explain(err, "Loading " + item.subject_id)));
+        fillFaces(card, item.subject_id, gallery).catch((err) => notice(explain(err, "Loading " + item.subject_id)));
       }
       offset += page.items.length;
       document.getElementById("more").hidden = offset >= page.total;
       list.dataset.state = "ready";
     } catch (err) {
+      if (mine !== shown) return;
       list.dataset.state = "error";
       notice(explain(err, "Loading the gallery"));
     }
