@@ -78,10 +78,12 @@ class Settings(BaseSettings):
     )
     detect_min_face_px: float = Field(12.0, ge=6.0, description="Smallest face side the detector looks for (px).")
     detect_thresholds: Annotated[tuple[float, float, float], NoDecode] = Field(
-        (0.6, 0.7, 0.9),
-        description="MTCNN's three stage thresholds (P-, R-, O-Net), as 'p,r,o'. The last was chosen on frames of "
-        "validation people (`lrface bench frames --calibrate`): 0.05 false faces per frame, every face of 16 px "
-        "and more found (0.7, MTCNN's own: 0.21 per frame).",
+        (0.85, 0.7, 0.9),
+        description="MTCNN's three stage thresholds (P-, R-, O-Net), as 'p,r,o', chosen on frames of validation "
+        "people (`lrface bench frames --calibrate`, reports/bench/detect-threshold.json). O-Net 0.9: 0.03 false "
+        "faces per frame, every face of 20 px and more found (MTCNN's own 0.7: 0.18). P-Net 0.85: a third of the "
+        "CPU per 1280x720 frame of MTCNN's 0.6 (fewer candidates for R-Net), one face fewer found at 12 and at "
+        "16 px of about 60 each.",
     )
     max_faces_per_frame: int = Field(32, ge=1, le=1000, description="Faces kept per image, the largest first.")
     detect_max_pixels: int = Field(

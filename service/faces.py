@@ -170,7 +170,7 @@ class DetectionConfig:
     enabled: bool = True
     model_dir: Path | None = None  # None: the bundled models/mtcnn
     min_face_px: float = 12.0
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.9)  # see Settings.detect_thresholds
+    thresholds: tuple[float, float, float] = (0.85, 0.7, 0.9)  # see Settings.detect_thresholds
     max_faces: int = 32
     max_pixels: int = 2_100_000  # larger images are shrunk for the search (memory and time bounded)
     threads: int = 1  # per search; see Settings.detect_threads
