@@ -448,6 +448,11 @@ class GalleryStore:
         with self._read() as conn:
             return vectors.counts(conn)
 
+    def vector_counts_of_faces(self, space: str, face_ids: Sequence[int]) -> dict[str, int]:
+        """``{gallery: how many of face_ids have a vector in space}`` (faces still present)."""
+        with self._read() as conn:
+            return vectors.counts_of_faces(conn, space, face_ids)
+
     def vector_counts_by_gallery(self, space: str = "student") -> dict[str, int]:
         """``{gallery: faces with a vector in space}`` (galleries without any are absent)."""
         with self._read() as conn:

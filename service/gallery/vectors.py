@@ -198,6 +198,18 @@ def counts(conn: sa.Connection) -> dict[str, int]:
     return {"student": int(row[0]), "teacher": int(row[1])}
 
 
+def counts_of_faces(conn: sa.Connection, space: str, face_ids: Sequence[int]) -> dict[str, int]:
+    """Of the faces ``face_ids`` (those still present), how many have a vector in ``space``, per gallery."""
+    if not face_ids:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            f"SELECT gallery, count({COLUMNS[space]}) FROM faces WHERE face_id = ANY(:ids) GROUP BY gallery"
+        ).bindparams(ids=[int(i) for i in face_ids])
+    ).all()
+    return {str(r[0]): int(r[1]) for r in rows if int(r[1]) > 0}
+
+
 def counts_by_gallery(conn: sa.Connection, space: str) -> dict[str, int]:
     """Faces with a vector in ``space``, per gallery (galleries without any are absent)."""
     rows = conn.exec_driver_sql(
