@@ -32,6 +32,7 @@ from lrface.preprocessing import FRAME_SCALE, load_image_file
 from lrface.settings import Settings
 from service.faces import DetectionConfig
 from service.frame_synthesis import Frame, SourceFace, false_detections, match_detections, synthetic_frames
+from service.process import cpu_seconds
 
 SIZES = (12, 16, 20, 24, 32, 48, 64)
 
@@ -188,28 +189,6 @@ def _score(
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its descendants (Linux ``/proc``), those that have
-    exited and been waited for included (their parent's cutime and cstime): a worker that ends
-    between two readings is not lost from the difference."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            # fields[1]: the parent; 11-14: utime, stime, cutime, cstime (stat's fields 14-17)
-            stats[int(entry.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]) / ticks)
-    family, grew = {pid}, True
-    while grew:
-        before = len(family)
-        family |= {p for p, (parent, _) in stats.items() if parent in family}
-        grew = len(family) > before
-    return sum(stats[p][1] for p in family if p in stats)
-
-
 def _throughput(
     url: str, headers: dict[str, str], frames: list[bytes], clients: int, server_pid: int | None = None
 ) -> dict[str, float | None]:
@@ -218,7 +197,7 @@ def _throughput(
             client.post("/identify", files={"image": ("f.jpg", data, "image/jpeg")},
                         data={"detect": "true", "top_k": "1"}).raise_for_status()  # fmt: skip
 
-    cpu = _cpu_seconds(server_pid) if server_pid else 0.0
+    cpu = cpu_seconds(server_pid) if server_pid else 0.0
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(send, frames))
@@ -227,7 +206,7 @@ def _throughput(
         "frames": len(frames),
     }
     if server_pid:
-        per_frame = (_cpu_seconds(server_pid) - cpu) / len(frames)
+        per_frame = (cpu_seconds(server_pid) - cpu) / len(frames)
         cores = len(os.sched_getaffinity(server_pid))
         out |= {"server_cpu_ms_per_frame": round(1000 * per_frame, 1), "cores": cores,
                 "frames_per_s_if_cores_are_free": round(cores / per_frame, 2) if per_frame > 0 else None}  # fmt: skip

@@ -564,23 +564,16 @@ def pgvector_plan(gallery: Any, query: np.ndarray) -> str:
 
 def _postgres_cpu_s(store: Any) -> float | None:
     """CPU seconds (user + system) the PostgreSQL server's processes have used so far: the postmaster
-    and its children, found from the data directory's postmaster.pid (a local server only)."""
+    and its descendants, found from the data directory's postmaster.pid (a local server only)."""
     try:
         with store.engine.connect() as conn:
             data_dir = conn.exec_driver_sql("SHOW data_directory").scalar_one()
         postmaster = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
     except Exception:  # noqa: BLE001 - a remote or locked-down server: not measured
         return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(stat.parent.name) == postmaster or int(fields[1]) == postmaster:  # fields[1]: the parent pid
-            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
+    from service.process import cpu_seconds
+
+    return cpu_seconds(postmaster)  # the postmaster and its backends, those that ended included
 
 
 def search_throughput(gallery: Any, probes: np.ndarray, clients: int, seconds: float) -> dict[str, Any]:

@@ -97,3 +97,25 @@ def running_server(env: dict[str, str], command: list[str] | None = None, timeou
         yield server.url
     finally:
         server.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (Linux ``/proc``), those that have
+    exited and been waited for included (their parent's cutime and cstime): a worker that ends
+    between two readings is not lost from the difference."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # fields[1]: the parent; 11-14: utime, stime, cutime, cstime (stat's fields 14-17)
+            stats[int(entry.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]) / ticks)
+    family, grew = {pid}, True
+    while grew:
+        before = len(family)
+        family |= {p for p, (parent, _) in stats.items() if parent in family}
+        grew = len(family) > before
+    return sum(stats[p][1] for p in family if p in stats)
