@@ -19,7 +19,8 @@ def test_card_matches_graph_and_serves() -> None:
     embedder = OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu")
     assert embedder.card == card
     assert 8 <= card.input_size <= 32 and card.embedding_size in (128, 512)
-    assert (BUNDLED_MODEL_DIR / card.onnx_file).stat().st_size < 5 * 2**20
+    # teacher-lr (v5) is dlib's 5.6 M-parameter network fine-tuned for LR faces: 22.6 MB in float32
+    assert (BUNDLED_MODEL_DIR / card.onnx_file).stat().st_size < 32 * 2**20
     assert -1 < card.threshold < 1 and {"far_1e-2", "far_1e-3"} <= set(card.thresholds)
     assert card.training.teacher == "dlib" and "pairsDevTest.txt excluded" in card.training.data
 

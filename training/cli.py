@@ -13,6 +13,7 @@ import typer
 
 from lrface.settings import get_settings
 from training.ablation import ABLATION_ROWS, DEFAULT_PROTOCOLS, with_run_paths
+from training.pack import QUALITY
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -102,6 +103,9 @@ def _prepared(cfg: TrainConfig) -> tuple[FaceArrays, ValData]:
 def pack(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="A JSON config (training/configs/*.json)."),
     out: Path = typer.Option(..., help="The pack file to write (.npz)."),
+    quality: int = typer.Option(
+        QUALITY, min=50, max=95, help="JPEG quality of the chips (lower: a smaller pack, for a device's upload)."
+    ),
 ) -> None:
     """Write the config's training faces (canonical chips, detector-box chips where the config uses
     them, teacher targets) and validation faces into one compact file, for `lrface train --pack` on a
@@ -110,7 +114,7 @@ def pack(
 
     cfg = _config(config)
     train_data, val = _prepared(cfg)
-    size = write_pack(out, train_data, val)
+    size = write_pack(out, train_data, val, quality)
     faces = f"{len(train_data.labels)} training faces, {len(val.chips)} validation faces"
     typer.echo(f"wrote {out}: {faces}, {size / 2**20:.1f} MiB")
 

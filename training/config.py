@@ -54,6 +54,12 @@ class TrainConfig(BaseModel):
     batch_size: int = 128
     lr: float = 0.05
     weight_decay: float = 5e-4
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd",
+        description="SGD with Nesterov momentum (students from scratch), or AdamW: per-parameter steps for "
+        "fine-tuning a pre-trained network without batch norm (teacher-lr), whose layers' gradients differ by "
+        "orders of magnitude.",
+    )
     warmup_epochs: int = 1
     margin_scale: float = 32.0
     arc_margin: float = 0.3

@@ -179,11 +179,18 @@ def train(
     if not terms:
         raise ValueError("every loss weight is zero: nothing to train")
     params = [p for m in (model, head, projector) if m is not None for p in m.parameters()]
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    optimizer: torch.optim.Optimizer = (
+        torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        if config.optimizer == "adamw"
+        else torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    )
 
     hr_size = assistant.own_view_size(config.input_size) if assistant is not None else None
     train_data = canonical_chips(train_data, max(CHIP_SIDE, hr_size or 0))
     if config.center_targets:
+        if isinstance(getattr(model, "centre", None), torch.Tensor) and not last.exists():
+            # A model that outputs centred embeddings (teacher-lr) starts at the targets' centre.
+            model.centre.copy_(torch.from_numpy(train_data.emb.mean(axis=0)).to(device))  # type: ignore[operator]
         train_data = center_targets(train_data)
     augment = config.augment if config.augment_enabled else None
     dataset = DistillDataset(train_data, config.input_size, augment, config.seed, hr_size, config.detector_crops)

@@ -32,7 +32,7 @@ def _canonical(chips: np.ndarray) -> np.ndarray:
     return np.stack([resize(box_to_chip(np.asarray(chip)), CHIP_SIDE) for chip in chips])
 
 
-def encode_chips(chips: np.ndarray) -> list[bytes]:
+def encode_chips(chips: np.ndarray, quality: int = QUALITY) -> list[bytes]:
     """Canonical chips -> JPEG mosaics of ``TILES x TILES`` chips (the last one padded with black)."""
     chips = _canonical(chips)
     per = TILES * TILES
@@ -43,7 +43,7 @@ def encode_chips(chips: np.ndarray) -> list[bytes]:
         padded[: len(part)] = part
         mosaic = padded.reshape(TILES, TILES, CHIP_SIDE, CHIP_SIDE, 3).transpose(0, 2, 1, 3, 4)
         buffer = io.BytesIO()
-        Image.fromarray(mosaic.reshape(TILES * CHIP_SIDE, TILES * CHIP_SIDE, 3)).save(buffer, "JPEG", quality=QUALITY)
+        Image.fromarray(mosaic.reshape(TILES * CHIP_SIDE, TILES * CHIP_SIDE, 3)).save(buffer, "JPEG", quality=quality)
         out.append(buffer.getvalue())
     return out
 
@@ -67,8 +67,8 @@ def _unblob(data: np.ndarray, offsets: np.ndarray) -> list[bytes]:
     return [raw[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
-def write_pack(path: Path, train: FaceArrays, val: ValData) -> int:
-    """Write ``train`` and ``val`` to ``path`` (.npz); returns its size in bytes."""
+def write_pack(path: Path, train: FaceArrays, val: ValData, quality: int = QUALITY) -> int:
+    """Write ``train`` and ``val`` to ``path`` (.npz), chips at JPEG ``quality``; returns its size in bytes."""
     arrays: dict[str, np.ndarray] = {
         "labels": train.labels.astype(np.int32),
         "emb": train.emb.astype(np.float16),
@@ -82,7 +82,7 @@ def write_pack(path: Path, train: FaceArrays, val: ValData) -> int:
     if train.detector_chips is not None:
         named["detector_chips"] = train.detector_chips
     for name, chips in named.items():
-        arrays[name], arrays[f"{name}_offsets"] = _blob(encode_chips(chips))
+        arrays[name], arrays[f"{name}_offsets"] = _blob(encode_chips(chips, quality))
         arrays[f"{name}_count"] = np.asarray(len(chips))
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, allow_pickle=False, **arrays)

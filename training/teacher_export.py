@@ -319,3 +319,57 @@ def export_teacher(out: Path, dat_path: Path | None = None) -> dict[str, object]
         (stage / TEACHER_CARD).write_text(json.dumps(card, indent=2) + "\n")
         publish_model_dir(stage, out)
     return card
+
+
+def layers_from_onnx(path: Path) -> list[Layer]:
+    """The layers of the exported teacher (``dlib_resnet.onnx``), read back from its graph: the
+    released file is enough to rebuild :class:`DlibResNet` (to initialise a student from it) where
+    neither dlib nor its ``.dat`` is installed, e.g. a GPU machine. The graph is walked in the order
+    :func:`export_teacher` traced it; anything else raises :class:`DlibFormatError`."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {init.name: numpy_helper.to_array(init).astype(np.float32) for init in graph.initializer}
+    if "mean" not in weights:
+        raise DlibFormatError(f"{path}: no input mean: not a teacher exported by lrface export-teacher")
+    layers = [Layer("input_rgb_image_sized", mean=tuple(float(v) for v in weights["mean"].ravel()))]  # type: ignore[arg-type]
+    skip_next_add = False
+    gamma: np.ndarray | None = None
+    for node in graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        consts = [weights[name] for name in node.input if name in weights]
+        if node.op_type == "Conv":
+            pads = list(attrs.get("pads", [0, 0, 0, 0]))
+            if pads[:2] != pads[2:]:
+                raise DlibFormatError(f"{path}: asymmetric padding {pads}")
+            weight, bias = weights[node.input[1]], weights[node.input[2]]
+            layers.append(Layer("con_4", weight, bias, tuple(attrs["strides"]), (pads[0], pads[1])))  # type: ignore[arg-type]
+        elif node.op_type == "Mul" and consts:
+            gamma = consts[0].ravel()
+        elif node.op_type == "Add" and consts:  # an affine layer's beta follows its gamma
+            if gamma is None:
+                raise DlibFormatError(f"{path}: an affine shift without its scale")
+            layers.append(Layer("affine_", gamma, consts[0].ravel()))
+            gamma = None
+        elif node.op_type == "Add":
+            if not skip_next_add:
+                layers.append(Layer("add_prev_"))
+            skip_next_add = False
+        elif node.op_type == "Relu":
+            layers.append(Layer("relu_"))
+        elif node.op_type in ("MaxPool", "AveragePool"):
+            pads = list(attrs.get("pads", [0, 0, 0, 0]))
+            kind = "max_pool_2" if node.op_type == "MaxPool" else "avg_pool_2"
+            window, stride = tuple(attrs["kernel_shape"]), tuple(attrs["strides"])
+            layers.append(Layer(kind, stride=stride, padding=(pads[0], pads[1]), window=window))  # type: ignore[arg-type]
+            skip_next_add = kind == "avg_pool_2"  # DlibResNet adds the pooled input itself
+            if kind == "avg_pool_2":
+                layers.append(Layer("add_prev_"))
+        elif node.op_type == "ReduceMean":
+            layers.append(Layer("avg_pool_2"))
+        elif node.op_type == "MatMul":
+            layers.append(Layer("fc_2", consts[0]))
+    if layers[-1].kind != "fc_2":
+        raise DlibFormatError(f"{path}: no final fc layer: not a teacher exported by lrface export-teacher")
+    return layers

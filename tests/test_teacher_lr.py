@@ -1,0 +1,86 @@
+"""The ``teacher-lr`` student: dlib's network rebuilt from the released teacher ONNX file (no dlib,
+no ``.dat``: how a GPU machine builds it), which at initialisation *is* the teacher, reading the
+same normalised LR input as any student; the training loop starts its output at the targets' centre."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lrface.preprocessing import HR_CHIP_SIDE, normalise  # noqa: E402
+from lrface.teacher import BUNDLED_TEACHER_DIR, TEACHER_FILE, DlibEmbedder  # noqa: E402
+from training.teacher_export import DlibFormatError, DlibResNet, layers_from_onnx  # noqa: E402
+
+TEACHER_ONNX = BUNDLED_TEACHER_DIR / TEACHER_FILE
+
+
+def test_onnx_layers_rebuild_dlibs_network() -> None:
+    pytest.importorskip("dlib")
+    from lrface.alignment import _load_dlib
+    from training.teacher_export import parse_dlib_resnet
+
+    _, models = _load_dlib()
+    from_dat = parse_dlib_resnet(Path(models.face_recognition_model_location()))
+    from_onnx = layers_from_onnx(TEACHER_ONNX)
+    assert [(a.kind, a.stride, a.padding, a.window) for a in from_dat] == [
+        (b.kind, b.stride, b.padding, b.window) for b in from_onnx
+    ]
+    x = torch.rand(2, 3, HR_CHIP_SIDE, HR_CHIP_SIDE) * 255
+    with torch.no_grad():
+        assert torch.equal(DlibResNet(from_dat)(x), DlibResNet(from_onnx)(x))
+
+
+def test_another_onnx_file_is_refused() -> None:
+    with pytest.raises(DlibFormatError):
+        layers_from_onnx(Path(__file__).parents[1] / "models" / "mtcnn" / "pnet.onnx")
+
+
+def test_untrained_teacher_lr_is_the_teacher_on_its_own_input() -> None:
+    """A 150-px chip through the student's normalised input gives the released teacher's embedding
+    (the up-sampling inside is the identity at 150 px): the un-normalisation is right."""
+    from training.models import get_model
+
+    rng = np.random.default_rng(0)
+    coarse = rng.uniform(0, 255, size=(4, 10, 10, 3))
+    chips = np.stack([np.kron(c, np.ones((15, 15, 1))) for c in coarse]).astype(np.uint8)
+    model = get_model("teacher-lr", 16, 128).eval()
+    with torch.no_grad():
+        got = model(torch.from_numpy(np.stack([normalise(c) for c in chips]))).numpy()
+    want = DlibEmbedder().embed_chips(chips)
+    assert np.abs(got - want).max() < 1e-4
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) > 5_000_000
+
+
+def test_training_starts_the_output_at_the_targets_centre(tmp_path: Path) -> None:
+    from training.config import TrainConfig
+    from training.dataset import FaceArrays
+    from training.loop import train
+
+    rng = np.random.default_rng(1)
+    n = 16
+    emb = rng.normal(size=(n, 128)).astype(np.float32) + 3.0
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    data = FaceArrays(
+        chips=rng.integers(0, 255, size=(n, 64, 64, 3), dtype=np.uint8),
+        labels=np.arange(n) % 4,
+        emb=emb,
+        emb_flip=emb,
+    )
+    config = TrainConfig(
+        name="t",
+        model="teacher-lr",
+        epochs=1,
+        batch_size=8,
+        lr=0.0,
+        optimizer="sgd",
+        losses={"identity": 0.0, "instance": 1.0},
+        augment_enabled=False,
+        device="cpu",
+    )
+    train(config, tmp_path, data, progress=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert np.allclose(state["model"]["centre"].numpy(), emb.mean(axis=0), atol=1e-6)
