@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from lrface.preprocessing import Normalisation
 
@@ -66,6 +67,25 @@ class Routing(BaseModel):
     )
 
 
+class GalleryFromTeacher(BaseModel):
+    """A student that embeds faces in the teacher's centred space (``teacher-lr``, v5): its gallery index
+    holds the teacher's embedding of each enrolled face's HR chip minus :attr:`centre`, re-normalised
+    (:meth:`vectors`), so a small probe is matched against the HR photo itself rather than against the
+    photo shrunk to the student's input. Chosen because it identified better on validation people."""
+
+    centre: list[float] = Field(description="The mean teacher embedding the student's outputs are centred on.")
+    threshold: float = Field(
+        description="Same-person cosine of a student probe against a centred teacher gallery vector (validation)."
+    )
+    validation: dict[str, Any] = Field(default_factory=dict, description="The measurements the choice was made on.")
+
+    def vectors(self, teacher: np.ndarray) -> np.ndarray:
+        """Unit teacher embeddings ``(N, D)`` -> the student's gallery vectors (the one rule: service,
+        re-embedding, evaluation and calibration)."""
+        out = np.asarray(teacher, dtype=np.float32) - np.asarray(self.centre, dtype=np.float32)
+        return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 class ModelCard(BaseModel):
     name: str
     version: str
@@ -85,11 +105,24 @@ class ModelCard(BaseModel):
     routing: Routing | None = Field(
         None, description="Which faces the teacher serves (absent: the student serves all)."
     )
+    gallery_from_teacher: GalleryFromTeacher | None = Field(
+        None, description="Where present (and the teacher serves), the student's gallery index holds centred "
+        "teacher embeddings of the enrolled HR chips; absent: the student's own embeddings of the enrolled faces.",
+    )
     onnx_sha256: str = Field(
         "",
         description="SHA-256 of the ONNX file's bytes: the model's identity. Re-released weights under an "
         "old version string get another hash, so a gallery never mixes their embeddings.",
     )
+
+    @model_validator(mode="after")
+    def _centre_fits(self) -> ModelCard:
+        rule = self.gallery_from_teacher
+        if rule is not None and len(rule.centre) != self.embedding_size:
+            raise ValueError(
+                f"gallery_from_teacher.centre has {len(rule.centre)} values for {self.embedding_size}-d embeddings"
+            )
+        return self
 
     @property
     def model_version(self) -> str:

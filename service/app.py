@@ -204,7 +204,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.model.info({"name": embedder.card.name, "version": embedder.model_version})
         # A gallery of another model version stops start-up here.
         card = embedder.card
-        gallery = open_gallery(settings, card.embedding_size, card.model_id, False, embedders.teacher_space)
+        gallery = open_gallery(
+            settings, card.embedding_size, embedders.gallery_model_id, False, embedders.teacher_space
+        )
         loader = GalleryLoader(app, gallery, settings)
         app.state.gallery_loader = loader
         log.info("serving %s on %s; loading gallery %s", embedders.describe(), embedder.providers,

@@ -119,13 +119,14 @@ def bench_http(url: str, requests: int = 200, api_key: str | None = None) -> dic
 
 def seed_gallery(gallery_dir: Path, model_dir: Path, count: int) -> None:
     """Fill a SQLite gallery with ``count`` synthetic embeddings under the model's version."""
-    from lrface.model_card import load_card
+    from lrface.embedder import OnnxEmbedder
+    from service.embedders import Embedders
     from service.gallery.store import GalleryStore
 
-    card = load_card(model_dir)
+    embedders = Embedders.for_model(OnnxEmbedder(model_dir, "cpu", 1))  # the version the service will expect
     store = GalleryStore.sqlite(gallery_dir)
-    vectors = synthetic_embeddings(count, card.embedding_size)
-    version = card.model_id
+    vectors = synthetic_embeddings(count, embedders.student.card.embedding_size)
+    version = embedders.gallery_model_id
     for start in range(0, count, 50_000):
         rows = [(f"s{i // 4:08d}", f"synthetic-{i}", vectors[i]) for i in range(start, min(count, start + 50_000))]
         store.import_faces(rows, version)

@@ -137,9 +137,13 @@ def enroll(
         if server:
             summary = enroll_remote(directory, server, api_key or None, progress, mode, gallery)
         else:
-            embedders = Embedders.for_model(OnnxEmbedder(settings.model, settings.providers, settings.threads))
+            embedders = Embedders.for_model(
+                OnnxEmbedder(settings.model, settings.providers, settings.threads), settings.use_teacher
+            )
             card = embedders.student.card
-            local = open_gallery(settings, card.embedding_size, card.model_id, teacher=embedders.teacher_space)
+            local = open_gallery(
+                settings, card.embedding_size, embedders.gallery_model_id, teacher=embedders.teacher_space
+            )
             try:
                 target = LocalGallery(local, embedders, FaceDecoder.from_settings(settings), mode, gallery)
                 created = EnrollSummary(created_gallery=target.ensure_gallery())
@@ -172,7 +176,7 @@ def gallery_rebuild_index() -> None:
     settings = get_settings()
     embedders = Embedders.for_model(OnnxEmbedder(settings.model, "cpu"), settings.use_teacher)
     card = embedders.student.card
-    gallery = open_gallery(settings, card.embedding_size, card.model_id, False, embedders.teacher_space)
+    gallery = open_gallery(settings, card.embedding_size, embedders.gallery_model_id, False, embedders.teacher_space)
     gallery.load(from_file=False)
     typer.echo(f"{gallery.store.describe()}: {len(gallery)} faces indexed ({gallery.index.active_kind})")
     gallery.close()
@@ -198,11 +202,11 @@ def gallery_reembed() -> None:
     from service.gallery.store import open_store
 
     settings = get_settings()
-    embedders = Embedders.for_model(OnnxEmbedder(settings.model, settings.providers))
+    embedders = Embedders.for_model(OnnxEmbedder(settings.model, settings.providers), settings.use_teacher)
     embedder = embedders.student
     store = open_store(settings.database_url, settings.gallery_dir)
     try:
-        done, missing, no_hr = reembed_store(store, embedder, embedders.teacher)
+        done, missing, no_hr = reembed_store(store, embedders)
     finally:
         store.close()
     typer.echo(f"re-embedded {done} faces with {embedder.model_version}; {missing} had no stored chip")

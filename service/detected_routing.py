@@ -65,8 +65,9 @@ def calibrate_detected_routing(
         faces = decoder.decode(ImageItem(photos[0].read_bytes(), photos[0].name), "auto")
         if not faces:
             continue
-        for space in gallery:
-            gallery[space].append(embedders.embed(faces[:1], space)[0])
+        teacher = embedders.embed(faces[:1], "teacher")
+        gallery["teacher"].append(teacher[0])
+        gallery["student"].append(embedders.gallery_vectors(faces[:1], teacher)[0])  # as enrolment fills it
         labels.append(person)
         for path in photos[1:]:
             image = load_image_file(path)

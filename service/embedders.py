@@ -17,7 +17,7 @@ import numpy as np
 
 from lrface.alignment import aligner_available
 from lrface.embedder import OnnxEmbedder
-from lrface.model_card import Routing
+from lrface.model_card import GalleryFromTeacher, Routing
 from lrface.settings import get_settings
 from lrface.teacher import DlibEmbedder, TeacherUnavailable
 from service.faces import DecodedFace
@@ -75,10 +75,45 @@ class Embedders:
         detected = self.routing.detected_min_face_px
         return detected if face.input == "detected" and detected is not None else float(self.routing.min_face_px)
 
-    def threshold(self, space: Space) -> float:
+    def threshold(self, space: Space, against_gallery: bool = True) -> float:
+        """The calibrated same-person threshold for a probe in ``space``, against the gallery (or, with
+        ``against_gallery`` False, against another probe: ``/verify`` of two faces)."""
         if space == "teacher" and self.routing is not None:
             return self.routing.threshold
+        if against_gallery and self.from_teacher is not None:
+            return self.from_teacher.threshold
         return self.student.card.threshold
+
+    @property
+    def from_teacher(self) -> GalleryFromTeacher | None:
+        """The card's rule for student gallery vectors made from the teacher's HR embeddings, when the
+        teacher serves here (without it the student's own embeddings fill its index)."""
+        return self.student.card.gallery_from_teacher if self.teacher is not None else None
+
+    @property
+    def gallery_model_id(self) -> str:
+        """What the student's gallery index records with each vector: the student's model id, joined by
+        the teacher's where its vectors are centred teacher embeddings (a gallery filled one way is
+        refused by a service that would fill it the other: ``lrface gallery reembed``)."""
+        rule = self.from_teacher
+        if rule is None or self.teacher is None:
+            return self.student.model_id
+        return f"{self.student.model_id}+{self.teacher.model_id}"
+
+    def gallery_vectors(self, faces: list[DecodedFace], teacher: np.ndarray | None = None) -> np.ndarray:
+        """The student-index vectors of faces being enrolled: the student's embeddings, or, where the
+        card says so (:attr:`from_teacher`), the teacher's (``teacher``, when already computed) centred
+        for every face the teacher would serve; a face smaller than that (a small chip, a distant face
+        in a frame) keeps the student's own embedding, in the same centred space, since the teacher's
+        view of it is poor."""
+        rule = self.from_teacher
+        if rule is None:
+            return self.embed(faces, "student")
+        vectors = rule.vectors(self.embed(faces, "teacher") if teacher is None else teacher)
+        small = [i for i, face in enumerate(faces) if face.face_px < self.teacher_from(face)]
+        if small:
+            vectors[small] = self.embed([faces[i] for i in small], "student")
+        return vectors
 
     def embed(self, faces: list[DecodedFace], space: Space) -> np.ndarray:
         """Unit embeddings of ``faces`` in ``space``: the student's framed square, or the teacher's
@@ -101,4 +136,5 @@ class Embedders:
             f"student {self.student.model_version} below {self.routing.min_face_px} px"
             + ("" if detected is None else f" ({detected:g} px for detected faces)")
             + f", teacher {self.teacher.model_id} from there"
+            + ("; the student's gallery from the teacher's centred HR embeddings" if self.from_teacher else "")
         )

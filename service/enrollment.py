@@ -14,9 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from lrface.embedder import FaceInput, OnnxEmbedder
+from lrface.embedder import FaceInput
 from lrface.preprocessing import box_to_chip, hr_chip, load_image
-from lrface.teacher import DlibEmbedder
 from service.embedders import Embedders
 from service.faces import DecodedFace, DetectMode, FaceDecoder, ImageItem, largest_face
 from service.gallery.gallery import Gallery
@@ -64,11 +63,18 @@ def enroll_images(
     item (``created`` False for an image already enrolled the same way). Raises
     :class:`service.faces.FaceInputError` for an unusable image before anything is stored: a request
     is enrolled whole or not at all."""
+    if gallery.model_version != embedders.gallery_model_id:
+        raise ValueError(
+            f"the gallery was opened for {gallery.model_version}, these embedders fill it as "
+            f"{embedders.gallery_model_id}: open it with Embedders.gallery_model_id"
+        )
     found = decoder.decode_all(items, detect, max_request_pixels)
     faces = [largest_face([f for f in found if f.image == i], item.label) for i, item in enumerate(items)]
-    vectors = embedders.embed(faces, "student")
-    use_teacher = embedders.teacher is not None and gallery.teacher is not None
+    use_teacher = embedders.teacher is not None and (gallery.teacher is not None or embedders.from_teacher is not None)
     teacher = embedders.embed(faces, "teacher") if use_teacher else None
+    vectors = embedders.gallery_vectors(faces, teacher)
+    if gallery.teacher is None:
+        teacher = None
     new = [
         NewFace(f.digest, v, face_chip_png(f.face), None if teacher is None else teacher[i],
                 hr_chip_png(f.teacher_face()))
@@ -77,25 +83,30 @@ def enroll_images(
     return list(zip(gallery.enroll(subject_id, new, target), faces, strict=True))
 
 
-def reembed_store(
-    store: GalleryStore, embedder: OnnxEmbedder, teacher: DlibEmbedder | None = None
-) -> tuple[int, int, int]:
-    """Re-embed every stored face with ``embedder`` (from its canonical chip) and ``teacher`` (from its
-    HR chip). A face enrolled before HR chips were kept gets no teacher embedding (its 64-px chip,
-    up-sampled, would serve large probes worse than the student does): while any face lacks one, the
-    student serves every face against the gallery. Returns (re-embedded, faces without a chip, faces
+def reembed_store(store: GalleryStore, embedders: Embedders) -> tuple[int, int, int]:
+    """Re-embed every stored face the way :func:`enroll_images` embeds it now: the student index from
+    the canonical chip (or, where the card says so, the teacher's centred embedding of the HR chip:
+    :meth:`Embedders.gallery_vectors`), the teacher's from the HR chip. A face enrolled before HR chips
+    were kept gets no teacher embedding (its 64-px chip, up-sampled, would serve large probes worse than
+    the student does): while any face lacks one, the student serves every face against the gallery, and
+    its student-index vector is the student's own. Returns (re-embedded, faces without a chip, faces
     without an HR chip)."""
     updates, teacher_updates = [], []
     missing = no_hr = 0
+    teacher, rule = embedders.teacher, embedders.from_teacher
     for face_id, png, hr_png in store.chips():
         if png is None:
             missing += 1
             continue
-        updates.append((face_id, embedder.embed([chip_face(png)])[0]))
-        if teacher is not None and hr_png is not None:
-            teacher_updates.append((face_id, teacher.embed([chip_face(hr_png)])[0]))
+        hr_vector = teacher.embed([chip_face(hr_png)])[0] if teacher is not None and hr_png is not None else None
+        if rule is not None and hr_vector is not None:
+            updates.append((face_id, rule.vectors(hr_vector[None])[0]))
+        else:
+            updates.append((face_id, embedders.student.embed([chip_face(png)])[0]))
+        if hr_vector is not None:
+            teacher_updates.append((face_id, hr_vector))
         no_hr += hr_png is None
-    store.replace_embeddings(updates, embedder.model_id)
+    store.replace_embeddings(updates, embedders.gallery_model_id)
     if teacher is not None:
         store.replace_embeddings(teacher_updates, teacher.model_id, space="teacher")
     return len(updates), missing, no_hr

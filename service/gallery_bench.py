@@ -630,8 +630,8 @@ def bench_engine(engine: str, fit: EmbeddingFit, size: int, model_dir: Path, que
     from service.gallery.gallery import open_gallery
 
     card = load_card(model_dir)
-    dim, version = card.embedding_size, card.model_id
-    teacher = Embedders.for_model(OnnxEmbedder(model_dir, "cpu", 1)).teacher_space  # as the service opens it
+    embedders = Embedders.for_model(OnnxEmbedder(model_dir, "cpu", 1))  # as the service opens the gallery
+    dim, version, teacher = card.embedding_size, embedders.gallery_model_id, embedders.teacher_space
     work = workload(fit, size, dim, queries)
     result: dict[str, Any] = {"engine": engine, "size": size, "queries": queries}
     with tempfile.TemporaryDirectory(prefix="lrface-bench-") as tmp:

@@ -87,9 +87,10 @@ def test_enrolment_in_process_splits_embedding_from_storing(tmp_path: Path) -> N
     photos = [("Colin_Powell", p) for p in lfw_faces("Colin_Powell", 2)]
     card_dim = 128
     settings = Settings(gallery_dir=tmp_path, index="flat", gallery_engine="faiss")
-    from lrface.model_card import load_card
+    from lrface.embedder import OnnxEmbedder
+    from service.embedders import Embedders
 
-    version = load_card(BUNDLED_MODEL_DIR).model_id
+    version = Embedders.for_model(OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu", 1)).gallery_model_id  # as the service
     gallery = open_gallery(settings, card_dim, version)
     result = enrol_in_process(gallery, BUNDLED_MODEL_DIR, photos)
     assert result["faces"] == 2 and result["faces_per_s"] > 0

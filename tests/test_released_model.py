@@ -30,7 +30,11 @@ def test_onnx_matches_torch_on_a_real_face() -> None:
     from training.config import TrainConfig
     from training.models import get_model
 
-    state = torch.load(BUNDLED_MODEL_DIR / "student.pt", map_location="cpu", weights_only=False)
+    weights = BUNDLED_MODEL_DIR / "student.pt"
+    if not weights.exists():  # released with --no-torch-weights: the release's own check, on validation faces
+        assert load_card(BUNDLED_MODEL_DIR).accuracy["onnx_torch_max_abs_diff"] < 1e-4
+        pytest.skip("released without torch weights (lrface release --no-torch-weights)")
+    state = torch.load(weights, map_location="cpu", weights_only=False)
     config = TrainConfig.model_validate(state["config"])
     model = get_model(config.model, config.input_size, config.embedding_size).eval()
     model.load_state_dict(state["model"])

@@ -149,7 +149,7 @@ def test_without_a_teacher_no_face_reaches_it_and_the_description_names_the_dete
     routing = Routing(teacher_version="v", min_face_px=20, threshold=0.9, detected_min_face_px=16.0)
     alone = Embedders(student=None, teacher=None, routing=routing)  # type: ignore[arg-type]
     assert alone.teacher_from(face) == math.inf and alone.space_for(face) == "student"
-    student = SimpleNamespace(model_version="s:1")
+    student = SimpleNamespace(model_version="s:1", card=SimpleNamespace(gallery_from_teacher=None))
     teacher = SimpleNamespace(model_id="teacher-dlib:v")
     both = Embedders(student=student, teacher=teacher, routing=routing)  # type: ignore[arg-type]
     assert both.describe() == "student s:1 below 20 px (16 px for detected faces), teacher teacher-dlib:v from there"

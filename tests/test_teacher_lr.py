@@ -84,3 +84,36 @@ def test_training_starts_the_output_at_the_targets_centre(tmp_path: Path) -> Non
     train(config, tmp_path, data, progress=False)
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     assert np.allclose(state["model"]["centre"].numpy(), emb.mean(axis=0), atol=1e-6)
+
+
+def test_release_keeps_the_teacher_gallery_only_where_it_identifies_better(tmp_path: Path) -> None:
+    """``choose_gallery_from_teacher`` on validation-like data: faces of one person share a base image
+    under heavy noise, so the student's own gallery (one noisy face a person) identifies moderately; a
+    "teacher" gallery of each person's clean prototype in the student's space is kept, with a threshold
+    from the pairs; one of random vectors is not."""
+    from lrface.model_card import load_card
+    from tests.model_fixtures import write_tiny_model
+    from training.evaluate import student_embedder
+    from training.release import choose_gallery_from_teacher
+    from training.validation import ValData
+
+    model = write_tiny_model(tmp_path / "m", dim=32)
+    rng = np.random.default_rng(0)
+    people, per = 12, 4
+    labels = np.repeat(np.arange(people), per)
+    base = rng.uniform(60, 200, size=(people, 64, 64, 3))
+    chips = np.clip(base[labels] + rng.normal(0, 60, size=(len(labels), 64, 64, 3)), 0, 255).astype(np.uint8)
+    pairs = np.asarray([[i, j] for i in range(len(labels)) for j in range(i + 1, len(labels))])
+    val = ValData(chips, pairs, labels[pairs[:, 0]] == labels[pairs[:, 1]], labels)
+    probes = student_embedder(model)(list(chips))
+    prototypes = np.stack([probes[labels == p].mean(0) for p in range(people)])[labels]
+    centre = [0.0] * 32
+    choose_gallery_from_teacher(load_card(model), model, val, prototypes, centre)
+    rule = load_card(model).gallery_from_teacher
+    assert rule is not None and -1 < rule.threshold < 1
+    assert rule.validation["rank1_16px_gallery_teacher"] > rule.validation["rank1_16px_gallery_student"]
+    noise = rng.normal(size=(len(labels), 32)).astype(np.float32)
+    card = load_card(model)
+    card.gallery_from_teacher = None
+    choose_gallery_from_teacher(card, model, val, noise, centre)
+    assert load_card(model).gallery_from_teacher is None

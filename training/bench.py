@@ -97,7 +97,9 @@ def _child(name: str, model_dir: str, threads: int, repeats: int, queue: Any) ->
 def bench_models(model_dir: Path, threads: int = 2, repeats: int = 50, int8_dir: Path | None = None) -> dict[str, Any]:
     """Every runner on ``model_dir``, plus the ONNX runner on ``int8_dir`` when given."""
     ctx = mp.get_context("spawn")
-    jobs = [(name, name, model_dir) for name in RUNNERS]
+    # a student released without torch weights (lrface release --no-torch-weights) has no torch row
+    torch_weights = (model_dir / "student.pt").exists()
+    jobs = [(name, name, model_dir) for name in RUNNERS if torch_weights or name != "student (torch)"]
     if int8_dir is not None:
         jobs.append(("student INT8 (ONNX Runtime)", "student (ONNX Runtime)", int8_dir))
     results: dict[str, Any] = {}

@@ -13,7 +13,7 @@ import typer
 
 from lrface.settings import get_settings
 from training.ablation import ABLATION_ROWS, DEFAULT_PROTOCOLS, with_run_paths
-from training.pack import QUALITY
+from training.config import PACK_JPEG_QUALITY
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -104,7 +104,7 @@ def pack(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="A JSON config (training/configs/*.json)."),
     out: Path = typer.Option(..., help="The pack file to write (.npz)."),
     quality: int = typer.Option(
-        QUALITY, min=50, max=95, help="JPEG quality of the chips (lower: a smaller pack, for a device's upload)."
+        PACK_JPEG_QUALITY, min=50, max=95, help="JPEG quality of the chips (lower: a smaller pack, e.g. for an upload)."
     ),
 ) -> None:
     """Write the config's training faces (canonical chips, detector-box chips where the config uses
@@ -124,6 +124,12 @@ def release(
     out: Path = typer.Option(Path("models/lrface-student"), help="Where model.onnx and card.json go."),
     name: str = typer.Option("lrface-student", help="Model name in the card."),
     version: str = typer.Option("1", help="Model version in the card."),
+    torch_weights: bool = typer.Option(
+        True,
+        help="Keep the torch weights (student.pt) beside the ONNX file, for CI to re-check ONNX/torch parity. "
+        "--no-torch-weights for a large student (teacher-lr: 11 MB more in every clone); parity is still "
+        "checked here and recorded in the card.",
+    ),
 ) -> None:
     """Export a run's best checkpoint to ONNX, check ONNX Runtime against torch (1e-4) on real
     validation faces, calibrate thresholds on the validation split, and write the model directory
@@ -131,7 +137,7 @@ def release(
     from training.release import release_run
 
     settings = get_settings()
-    card = release_run(settings, settings.cache / "runs" / run_name, out, name, version)
+    card = release_run(settings, settings.cache / "runs" / run_name, out, name, version, torch_weights)
     typer.echo(
         f"released {card.model_version} to {out}: threshold {card.threshold:.4f}, "
         f"onnx/torch max diff {card.accuracy['onnx_torch_max_abs_diff']:.2e}"

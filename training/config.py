@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+PACK_JPEG_QUALITY = 85  # `lrface pack`'s default JPEG quality for the chips (training.pack)
+
 
 class LossWeights(BaseModel):
     """Weights of the loss plug-ins; 0 turns a term off."""

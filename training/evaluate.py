@@ -167,23 +167,30 @@ def teacher_embedder(name: str, workers: int = 1) -> Embed:
     return embed
 
 
-def evaluate_model(embed_protocol: Callable[[str], np.ndarray], test: TestSet, protocols: list[str]) -> dict[str, Any]:
+def evaluate_model(
+    embed_protocol: Callable[[str], np.ndarray], test: TestSet, protocols: list[str], gallery: np.ndarray | None = None
+) -> dict[str, Any]:
     """Metrics for every probe protocol; ``embed_protocol(p)`` gives the model's embeddings of all test
-    faces under protocol ``p`` ('hr' for the clean HR faces)."""
+    faces under protocol ``p`` ('hr' for the clean HR faces). The enrolled side of identification and of
+    HR-LR pairs is the model's own HR embedding, or ``gallery`` where given (a student whose gallery holds
+    centred teacher embeddings: :meth:`lrface.model_card.GalleryFromTeacher.vectors`)."""
     hr_emb = embed_protocol("hr")
+    enrolled = hr_emb if gallery is None else gallery
     results: dict[str, Any] = {
         "hr-hr": _pairs_report(hr_emb, hr_emb, test),
-        "ident@hr": identification(hr_emb, hr_emb, test.labels),
+        "ident@hr": identification(enrolled, hr_emb, test.labels),
     }
     if any(is_detector_protocol(p) for p in protocols):
         det_hr = embed_protocol(f"{DETECTOR_PREFIX}hr")  # detector protocols enrol detector crops too
         results[f"ident@{DETECTOR_PREFIX}hr"] = identification(det_hr, det_hr, test.labels)
     for protocol in protocols:
         lr_emb = embed_protocol(protocol)
-        gallery = det_hr if is_detector_protocol(protocol) else hr_emb
+        # A gallery given is the teacher's view of the enrolled photos, which the service also takes for a
+        # photo it searched (dlib aligns the face it found): detector protocols enrol it too.
+        side = det_hr if is_detector_protocol(protocol) and gallery is None else enrolled
         results[f"lr-lr@{protocol}"] = _pairs_report(lr_emb, lr_emb, test)
-        results[f"hr-lr@{protocol}"] = _pairs_report(gallery, lr_emb, test)
-        results[f"ident@{protocol}"] = identification(gallery, lr_emb, test.labels)
+        results[f"hr-lr@{protocol}"] = _pairs_report(side, lr_emb, test)
+        results[f"ident@{protocol}"] = identification(side, lr_emb, test.labels)
     return results
 
 

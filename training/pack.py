@@ -18,10 +18,11 @@ import numpy as np
 from PIL import Image
 
 from lrface.preprocessing import CHIP_SIDE, box_to_chip, resize
+from training.config import PACK_JPEG_QUALITY
 from training.dataset import FaceArrays
 from training.validation import ValData
 
-QUALITY = 85
+QUALITY = PACK_JPEG_QUALITY
 TILES = 32  # chips per mosaic side: 32 x 32 chips of 64 px make 2048-px JPEGs
 
 

@@ -14,7 +14,7 @@ from lrface.embedder import FaceInput, OnnxEmbedder
 from lrface.model_card import ModelCard, load_card
 from lrface.settings import Settings
 from training.config import TrainConfig
-from training.release import calibrate_thresholds
+from training.release import calibrate_thresholds, choose_gallery_from_teacher
 from training.teacher_cache import TeacherCache
 from training.validation import val_data
 
@@ -71,6 +71,12 @@ def quantize_release(settings: Settings, model_dir: Path, out: Path, calibration
     train_files = sorted(f for files in split.train.values() for f in files)
     chips = cache.targets(train_files).chips
     card = quantize_model(model_dir, out, calibration_inputs(chips, model_dir, calibration_faces))
-    calibrate_thresholds(card, out, val_data(split.val, cache, config.seed))
+    val = val_data(split.val, cache, config.seed)
+    calibrate_thresholds(card, out, val)
+    if card.gallery_from_teacher is not None:  # its own threshold (and check) for the INT8 network
+        val_files = sorted(f for files in split.val.values() for f in files)
+        centre = card.gallery_from_teacher.centre
+        card.gallery_from_teacher = None
+        choose_gallery_from_teacher(card, out, val, cache.targets(val_files).emb, centre)
     shutil.copy(model_dir / "train_config.json", out / "train_config.json")
     return card

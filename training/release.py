@@ -5,19 +5,25 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from lrface.data.lfw import identity_split
-from lrface.model_card import ModelCard
+from lrface.model_card import GalleryFromTeacher, ModelCard
 from lrface.settings import Settings
 from training.evaluate import student_embedder
 from training.export import EXTRA_DATA_LICENCES, LFW_LICENCE, release
+from training.identification import identification
 from training.metrics import kfold_accuracy, threshold_at_far
 from training.teacher_cache import TeacherCache
 from training.validation import ValData, val_data
 
 
-def release_run(settings: Settings, run_dir: Path, out: Path, name: str, version: str) -> ModelCard:
+def release_run(
+    settings: Settings, run_dir: Path, out: Path, name: str, version: str, torch_weights: bool = True
+) -> ModelCard:
     """Export a run's best checkpoint, calibrate its thresholds on validation people and publish the
-    model directory (ONNX, card, the run's config and torch weights) in one step."""
+    model directory (ONNX, card, the run's config and, with ``torch_weights``, the torch weights) in
+    one step."""
     from training.config import TrainConfig
 
     config = TrainConfig.load(run_dir / "config.json")
@@ -26,8 +32,14 @@ def release_run(settings: Settings, run_dir: Path, out: Path, name: str, version
 
     def finish(card: ModelCard, stage: Path) -> None:
         calibrate_thresholds(card, stage, val)
+        centre = _output_centre(run_dir)
+        if centre is not None:
+            files = sorted(f for fs in split.val.values() for f in fs)  # val_data's order
+            teacher = TeacherCache(settings.cache, config.teacher).targets(files).emb
+            choose_gallery_from_teacher(card, stage, val, teacher, centre)
         shutil.copy(run_dir / "config.json", stage / "train_config.json")
-        _save_torch_weights(run_dir, stage)
+        if torch_weights:
+            _save_torch_weights(run_dir, stage)
 
     return release(
         run_dir,
@@ -62,6 +74,45 @@ def calibrate_thresholds(card: ModelCard, model_dir: Path, val: ValData) -> None
     }
     card.accuracy["validation"] = {"pairs": int(len(scores)), "accuracy_16px_from_hr": accuracy}
     card.save(model_dir)
+
+
+def choose_gallery_from_teacher(
+    card: ModelCard, model_dir: Path, val: ValData, teacher: np.ndarray, centre: list[float]
+) -> None:
+    """For a student whose outputs live in the teacher's centred space: on validation people, identify
+    each 16-px probe against every person's first face enrolled either as the student's embedding of it
+    (shrunk to the input) or as the teacher's HR embedding, centred; keep the second in the card
+    (``gallery_from_teacher``, with its threshold from validation pairs, gallery side HR) only where
+    it identifies better. Writes the card."""
+    if val.labels is None:
+        raise ValueError("validation faces without people: cannot compare identification")
+    probes = student_embedder(model_dir)(list(val.chips))
+    rule = GalleryFromTeacher(centre=centre, threshold=0.0)
+    gallery = rule.vectors(teacher)
+    own = identification(probes, probes, val.labels)["rank1"]
+    shared = identification(gallery, probes, val.labels)["rank1"]
+    scores = (gallery[val.pairs[:, 0]] * probes[val.pairs[:, 1]]).sum(1)
+    accuracy, _, threshold = kfold_accuracy(scores, val.same)
+    if shared > own:
+        rule.threshold = threshold
+        rule.validation = {
+            "rank1_16px_gallery_student": own,
+            "rank1_16px_gallery_teacher": shared,
+            "accuracy_16px_against_teacher_hr": accuracy,
+            "pairs": int(len(scores)),
+            "people": int(len(np.unique(val.labels))),
+        }
+        card.gallery_from_teacher = rule
+    card.save(model_dir)
+
+
+def _output_centre(run_dir: Path) -> list[float] | None:
+    """The centre a ``teacher-lr`` student subtracts from its outputs (None for other students)."""
+    import torch
+
+    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    centre = state["model"].get("centre")
+    return None if centre is None else [float(v) for v in centre.float().tolist()]
 
 
 def _save_torch_weights(run_dir: Path, out: Path) -> None:

@@ -69,10 +69,12 @@ def choose_routing(settings: Settings, model_dir: Path) -> dict[str, Any]:
     teacher = _cached_teacher_embed(settings, val.chips, hr_teacher, "val", "dlib")
     protocols = ["hr", *[f"lr{r}" for r in RESOLUTIONS]]
     student_hr = student(probe_faces(val.chips, "hr"))
+    rule = load_card(model_dir).gallery_from_teacher
+    enrolled = student_hr if rule is None else rule.vectors(hr_teacher)  # as the service's gallery holds them
     curves: dict[str, dict[str, float]] = {"student": {}, "teacher": {}}
     for protocol in protocols:
         s_probe = student_hr if protocol == "hr" else student(probe_faces(val.chips, protocol))
-        curves["student"][protocol] = identification(student_hr, s_probe, labels)["rank1"]
+        curves["student"][protocol] = identification(enrolled, s_probe, labels)["rank1"]
         curves["teacher"][protocol] = identification(hr_teacher, teacher(protocol), labels)["rank1"]
     threshold = choose_size_threshold(curves["student"], curves["teacher"])
     routing: dict[str, Any] = {
@@ -99,13 +101,16 @@ def run_evaluation(
     for directory in model_dirs:
         card = load_card(directory)
         embed = student_embedder(directory)
+        rule = card.gallery_from_teacher
+        gallery = None if rule is None else rule.vectors(test.hr_teacher)
         results["models"][card.model_version] = {
             "model_dir": str(directory),
             "config": card.training.config,
-            **evaluate_model(lambda p, e=embed: e(protocol_faces(test, p)), test, protocols),  # type: ignore[misc]
+            "gallery": "student" if rule is None else "teacher, centred (the card's gallery_from_teacher)",
+            **evaluate_model(lambda p, e=embed: e(protocol_faces(test, p)), test, protocols, gallery),  # type: ignore[misc]
         }
-        hr_emb = embed(probe_faces(test.chips, "hr"))
-        results["models"][card.model_version]["fusion@lr16"] = fusion_identification(embed, test, hr_emb)
+        enrolled = embed(probe_faces(test.chips, "hr")) if gallery is None else gallery
+        results["models"][card.model_version]["fusion@lr16"] = fusion_identification(embed, test, enrolled)
     if teacher:
         by_protocol = _cached_teacher_embed(settings, test.chips, test.hr_teacher, "test", "dlib")
         # The teacher's rows on aligned faces only (in the service it aligns detected faces itself).
@@ -146,11 +151,14 @@ def record_in_cards(results: dict[str, Any], out: Path) -> None:
         }
         routing = results.get("routing")
         if routing and routing.get("min_face_px_for_teacher") and entry is first:
+            kept = card.routing  # the detected-face switch is chosen apart (lrface bench frames --calibrate-routing)
             card.routing = Routing(
                 teacher_version=DLIB_VERSION,
                 min_face_px=routing["min_face_px_for_teacher"],
                 threshold=routing["teacher_threshold"],
                 validation={k: v for k, v in routing.items() if k != "min_face_px_for_teacher"},
+                detected_min_face_px=None if kept is None else kept.detected_min_face_px,
+                detected_validation={} if kept is None else kept.detected_validation,
             )
         card.save(directory)
 
@@ -286,6 +294,14 @@ def write_report(results: dict[str, Any], protocols: list[str], out: Path) -> No
         "",
         f"Command: `{results['command']}`",
         "",
+        *[
+            f"Gallery side of `{name}` (identification, HR–LR pairs, fusion; detector-crop protocols too, whose "
+            "probes are cut around the detector's box): the teacher's embeddings of the enrolled HR photos, "
+            "centred (its card's `gallery_from_teacher`, as the service fills its index); LR–LR pairs compare "
+            "two student embeddings.\n"
+            for name, entry in results["models"].items()
+            if entry.get("gallery", "student") != "student"
+        ],
         *identification_lines(results),
         "## Verification (1:1)",
         "",

@@ -329,27 +329,53 @@ def layers_from_onnx(path: Path) -> list[Layer]:
     import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(str(path)).graph
-    weights = {init.name: numpy_helper.to_array(init).astype(np.float32) for init in graph.initializer}
+    try:
+        graph = onnx.load(str(path)).graph
+        layers = _walk_teacher_graph(graph, {init.name: numpy_helper.to_array(init) for init in graph.initializer})
+    except Exception as exc:  # a file onnx cannot read, or a graph of another shape (DlibFormatError too)
+        raise DlibFormatError(f"{path}: not a teacher exported by lrface export-teacher ({exc})") from None
+    _check_against_onnx_runtime(path, graph.input[0].name, layers)
+    return layers
+
+
+def _check_against_onnx_runtime(path: Path, input_name: str, layers: list[Layer]) -> None:
+    """The rebuilt network must compute what the file computes (one smooth random chip): a graph this
+    reader mis-walked fails here rather than training a different network."""
+    import onnxruntime as ort
+
+    coarse = np.random.default_rng(0).uniform(0, 255, size=(1, 3, 10, 10)).astype(np.float32)
+    chip = np.kron(coarse, np.ones((1, 1, 15, 15), np.float32))
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {input_name: chip})[0]
+    with torch.no_grad():
+        got = DlibResNet(layers)(torch.from_numpy(chip)).numpy()
+    gap = float(np.abs(got - want).max())
+    if gap > PARITY_TOLERANCE:
+        raise DlibFormatError(f"{path}: the network rebuilt from its graph differs from it by {gap:.2e}")
+
+
+def _walk_teacher_graph(graph: object, raw: dict[str, np.ndarray]) -> list[Layer]:
+    import onnx
+
+    weights = {name: array.astype(np.float32) for name, array in raw.items()}
     if "mean" not in weights:
-        raise DlibFormatError(f"{path}: no input mean: not a teacher exported by lrface export-teacher")
+        raise DlibFormatError("no input mean")
     layers = [Layer("input_rgb_image_sized", mean=tuple(float(v) for v in weights["mean"].ravel()))]  # type: ignore[arg-type]
     skip_next_add = False
     gamma: np.ndarray | None = None
-    for node in graph.node:
+    for node in graph.node:  # type: ignore[attr-defined]
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         consts = [weights[name] for name in node.input if name in weights]
         if node.op_type == "Conv":
             pads = list(attrs.get("pads", [0, 0, 0, 0]))
             if pads[:2] != pads[2:]:
-                raise DlibFormatError(f"{path}: asymmetric padding {pads}")
+                raise DlibFormatError(f"asymmetric padding {pads}")
             weight, bias = weights[node.input[1]], weights[node.input[2]]
             layers.append(Layer("con_4", weight, bias, tuple(attrs["strides"]), (pads[0], pads[1])))  # type: ignore[arg-type]
         elif node.op_type == "Mul" and consts:
             gamma = consts[0].ravel()
         elif node.op_type == "Add" and consts:  # an affine layer's beta follows its gamma
             if gamma is None:
-                raise DlibFormatError(f"{path}: an affine shift without its scale")
+                raise DlibFormatError("an affine shift without its scale")
             layers.append(Layer("affine_", gamma, consts[0].ravel()))
             gamma = None
         elif node.op_type == "Add":
@@ -370,6 +396,6 @@ def layers_from_onnx(path: Path) -> list[Layer]:
             layers.append(Layer("avg_pool_2"))
         elif node.op_type == "MatMul":
             layers.append(Layer("fc_2", consts[0]))
-    if layers[-1].kind != "fc_2":
-        raise DlibFormatError(f"{path}: no final fc layer: not a teacher exported by lrface export-teacher")
+    if layers[-1].kind != "fc_2" or gamma is not None:
+        raise DlibFormatError("no final fc layer, or an affine scale without its shift")
     return layers

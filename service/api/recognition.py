@@ -270,7 +270,7 @@ async def verify(request: Request) -> s.VerifyResponse:
         )
     gallery = ctx.gallery if probe_b is None else None
     vectors, space = await ctx.embed_probes([probe_a] if probe_b is None else [probe_a, probe_b], gallery)
-    threshold = body.threshold if body.threshold is not None else ctx.embedders.threshold(space)
+    threshold = body.threshold if body.threshold is not None else ctx.embedders.threshold(space, probe_b is None)
     if probe_b is not None:
         best, mean, count = float(vectors[0] @ vectors[1]), None, 1
     else:

@@ -311,6 +311,11 @@ class Ready(BaseModel):
         "routing.detected_min_face_px; None: teacher_from_px).",
     )
     teacher_faces: int | None = Field(None, description="Faces in the teacher's index (None: no teacher).")
+    student_gallery: str = Field(
+        "student",
+        description="What the student's index holds for each enrolled face: 'student' (its own embedding) or "
+        "'teacher' (the teacher's centred embedding of the HR chip: the card's gallery_from_teacher).",
+    )
 
 
 class Problem(BaseModel):

@@ -225,10 +225,19 @@ class Gallery:
         versions = self.store.model_versions(self.space)
         foreign = versions - {self.model_version}
         if foreign:
+            same_student = {v.split("+", 1)[0] for v in foreign} == {self.model_version.split("+", 1)[0]}
+            hint = (
+                " (the same student: the gallery was filled with the teacher's centred embeddings and this service "
+                "runs without the teacher, or the other way round; a '+teacher' suffix says the teacher filled it. "
+                "Serve with the teacher as the gallery was filled — LRFACE_USE_TEACHER, dlib, LRFACE_TEACHER_MODEL — "
+                "or re-embed with the settings you will serve with)"
+                if same_student
+                else ""
+            )
             raise GalleryVersionMismatch(
                 f"gallery {self.store.describe()} holds {self.space} embeddings of model {sorted(foreign)} but the "
                 f"service runs {self.model_version}; run `lrface gallery reembed` (re-embeds from stored face "
-                "chips) first"
+                f"chips) first{hint}"
             )
         if self.teacher is not None:
             self.teacher.check_versions()

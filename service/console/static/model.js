@@ -68,6 +68,11 @@
     ]);
 
     const thresholdRows = [["student, default (best accuracy on validation pairs)", card.threshold.toFixed(3)]];
+    if (card.gallery_from_teacher) {
+      thresholdRows.unshift(["student probe against the gallery (the teacher's centred HR embeddings; /identify, /verify of a subject)",
+        card.gallery_from_teacher.threshold.toFixed(3)]);
+      thresholdRows[1][0] = "student, two probes compared (/verify of two faces; best accuracy on validation pairs)";
+    }
     for (const [name, value] of Object.entries(card.thresholds || {})) {
       thresholdRows.push(["student, " + name.replace("far_", "FAR ").replace("_", " "), Number(value).toFixed(3)]);
     }
