@@ -22,7 +22,7 @@ from service.api.openapi import request_body_schemas
 from service.console import pages as console
 from service.embedders import Embedders
 from service.faces import FaceDecoder, FaceInputError
-from service.gallery.gallery import ChangeFollower, Gallery, open_gallery
+from service.gallery.gallery import ChangeFollower, Gallery
 from service.gallery.store import UnknownGallery
 from service.metrics import Metrics
 
@@ -203,10 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.embedders, app.state.embedder = embedders, embedder
         metrics.model.info({"name": embedder.card.name, "version": embedder.model_version})
         # A gallery of another model version stops start-up here.
-        card = embedder.card
-        gallery = open_gallery(
-            settings, card.embedding_size, embedders.gallery_model_id, False, embedders.teacher_space
-        )
+        gallery = embedders.open_gallery(settings, load=False)
         loader = GalleryLoader(app, gallery, settings)
         app.state.gallery_loader = loader
         log.info("serving %s on %s; loading gallery %s", embedders.describe(), embedder.providers,

@@ -123,7 +123,6 @@ def enroll(
     from service.embedders import Embedders
     from service.enroll import EnrollSummary, LocalGallery, enroll_directory, enroll_remote
     from service.faces import FaceDecoder
-    from service.gallery.gallery import open_gallery
 
     settings = get_settings()
     if detect not in ("auto", "true", "false"):
@@ -140,10 +139,7 @@ def enroll(
             embedders = Embedders.for_model(
                 OnnxEmbedder(settings.model, settings.providers, settings.threads), settings.use_teacher
             )
-            card = embedders.student.card
-            local = open_gallery(
-                settings, card.embedding_size, embedders.gallery_model_id, teacher=embedders.teacher_space
-            )
+            local = embedders.open_gallery(settings)
             try:
                 target = LocalGallery(local, embedders, FaceDecoder.from_settings(settings), mode, gallery)
                 created = EnrollSummary(created_gallery=target.ensure_gallery())
@@ -171,12 +167,10 @@ def gallery_rebuild_index() -> None:
     and report its size; with pgvector, make sure the database's HNSW index exists."""
     from lrface.embedder import OnnxEmbedder
     from service.embedders import Embedders
-    from service.gallery.gallery import open_gallery
 
     settings = get_settings()
     embedders = Embedders.for_model(OnnxEmbedder(settings.model, "cpu"), settings.use_teacher)
-    card = embedders.student.card
-    gallery = open_gallery(settings, card.embedding_size, embedders.gallery_model_id, False, embedders.teacher_space)
+    gallery = embedders.open_gallery(settings, load=False)
     gallery.load(from_file=False)
     typer.echo(f"{gallery.store.describe()}: {len(gallery)} faces indexed ({gallery.index.active_kind})")
     gallery.close()

@@ -11,16 +11,19 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from lrface.alignment import aligner_available
 from lrface.embedder import OnnxEmbedder
 from lrface.model_card import GalleryFromTeacher, Routing
-from lrface.settings import get_settings
+from lrface.settings import Settings, get_settings
 from lrface.teacher import DlibEmbedder, TeacherUnavailable
 from service.faces import DecodedFace
+
+if TYPE_CHECKING:
+    from service.gallery.gallery import Gallery
 
 log = logging.getLogger("lrface.embedders")
 Space = Literal["student", "teacher"]
@@ -99,6 +102,15 @@ class Embedders:
         if rule is None or self.teacher is None:
             return self.student.model_id
         return f"{self.student.model_id}+{self.teacher.model_id}"
+
+    def open_gallery(self, settings: Settings, load: bool = True) -> Gallery:
+        """The gallery as these embedders read and fill it (:func:`service.gallery.gallery.open_gallery`
+        with the student's dimension, :attr:`gallery_model_id` and the teacher's space): refused when it
+        was filled another way."""
+        from service.gallery.gallery import open_gallery
+
+        dim = self.student.card.embedding_size
+        return open_gallery(settings, dim, self.gallery_model_id, load, self.teacher_space)
 
     def gallery_vectors(self, faces: list[DecodedFace], teacher: np.ndarray | None = None) -> np.ndarray:
         """The student-index vectors of faces being enrolled: the student's embeddings, or, where the

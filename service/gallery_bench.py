@@ -624,21 +624,19 @@ def bench_engine(engine: str, fit: EmbeddingFit, size: int, model_dir: Path, que
                  database_url: str | None = None, http: bool = True, enrol: list[tuple[str, Path]] | None = None,
                  index_work_mem_gb: float = 2.0, index_workers: int = 1) -> dict[str, Any]:  # fmt: skip
     from lrface.embedder import OnnxEmbedder
-    from lrface.model_card import load_card
     from lrface.settings import Settings
     from service.embedders import Embedders
-    from service.gallery.gallery import open_gallery
 
-    card = load_card(model_dir)
     embedders = Embedders.for_model(OnnxEmbedder(model_dir, "cpu", 1))  # as the service opens the gallery
-    dim, version, teacher = card.embedding_size, embedders.gallery_model_id, embedders.teacher_space
+    card, teacher = embedders.student.card, embedders.teacher_space
+    dim, version = card.embedding_size, embedders.gallery_model_id
     work = workload(fit, size, dim, queries)
     result: dict[str, Any] = {"engine": engine, "size": size, "queries": queries}
     with tempfile.TemporaryDirectory(prefix="lrface-bench-") as tmp:
         settings: dict[str, Any] = {"gallery_dir": tmp, "index": "hnsw", "gallery_engine": engine}
         if engine == "pgvector":
             settings["database_url"] = database_url
-        gallery = open_gallery(Settings(**settings), dim, version, load=False, teacher=teacher)
+        gallery = embedders.open_gallery(Settings(**settings), load=False)
         _progress(f"{engine}: seeding {size} faces")
         result["seed_s"] = seed_store(gallery.store, work, version)
         if engine == "pgvector":

@@ -104,16 +104,16 @@ def test_release_keeps_the_teacher_gallery_only_where_it_identifies_better(tmp_p
     base = rng.uniform(60, 200, size=(people, 64, 64, 3))
     chips = np.clip(base[labels] + rng.normal(0, 60, size=(len(labels), 64, 64, 3)), 0, 255).astype(np.uint8)
     pairs = np.asarray([[i, j] for i in range(len(labels)) for j in range(i + 1, len(labels))])
-    val = ValData(chips, pairs, labels[pairs[:, 0]] == labels[pairs[:, 1]], labels)
+    same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
     probes = student_embedder(model)(list(chips))
     prototypes = np.stack([probes[labels == p].mean(0) for p in range(people)])[labels]
     centre = [0.0] * 32
-    choose_gallery_from_teacher(load_card(model), model, val, prototypes, centre)
+    choose_gallery_from_teacher(load_card(model), model, ValData(chips, pairs, same, labels, prototypes), centre)
     rule = load_card(model).gallery_from_teacher
     assert rule is not None and -1 < rule.threshold < 1
     assert rule.validation["rank1_16px_gallery_teacher"] > rule.validation["rank1_16px_gallery_student"]
     noise = rng.normal(size=(len(labels), 32)).astype(np.float32)
     card = load_card(model)
     card.gallery_from_teacher = None
-    choose_gallery_from_teacher(card, model, val, noise, centre)
+    choose_gallery_from_teacher(card, model, ValData(chips, pairs, same, labels, noise), centre)
     assert load_card(model).gallery_from_teacher is None

@@ -58,9 +58,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = 5e-4
     optimizer: Literal["sgd", "adamw"] = Field(
         "sgd",
-        description="SGD with Nesterov momentum (students from scratch), or AdamW: per-parameter steps for "
-        "fine-tuning a pre-trained network without batch norm (teacher-lr), whose layers' gradients differ by "
-        "orders of magnitude.",
+        description="SGD with Nesterov momentum (every released student, teacher-lr at a small lr included), or "
+        "AdamW (per-parameter steps; tried for teacher-lr at 1e-4: it collapsed in one epoch, "
+        "reports/teacher-lr/README.md).",
     )
     warmup_epochs: int = 1
     margin_scale: float = 32.0

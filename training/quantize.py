@@ -74,9 +74,8 @@ def quantize_release(settings: Settings, model_dir: Path, out: Path, calibration
     val = val_data(split.val, cache, config.seed)
     calibrate_thresholds(card, out, val)
     if card.gallery_from_teacher is not None:  # its own threshold (and check) for the INT8 network
-        val_files = sorted(f for files in split.val.values() for f in files)
         centre = card.gallery_from_teacher.centre
         card.gallery_from_teacher = None
-        choose_gallery_from_teacher(card, out, val, cache.targets(val_files).emb, centre)
+        choose_gallery_from_teacher(card, out, val, centre)
     shutil.copy(model_dir / "train_config.json", out / "train_config.json")
     return card

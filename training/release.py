@@ -34,9 +34,7 @@ def release_run(
         calibrate_thresholds(card, stage, val)
         centre = _output_centre(run_dir)
         if centre is not None:
-            files = sorted(f for fs in split.val.values() for f in fs)  # val_data's order
-            teacher = TeacherCache(settings.cache, config.teacher).targets(files).emb
-            choose_gallery_from_teacher(card, stage, val, teacher, centre)
+            choose_gallery_from_teacher(card, stage, val, centre)
         shutil.copy(run_dir / "config.json", stage / "train_config.json")
         if torch_weights:
             _save_torch_weights(run_dir, stage)
@@ -76,19 +74,17 @@ def calibrate_thresholds(card: ModelCard, model_dir: Path, val: ValData) -> None
     card.save(model_dir)
 
 
-def choose_gallery_from_teacher(
-    card: ModelCard, model_dir: Path, val: ValData, teacher: np.ndarray, centre: list[float]
-) -> None:
+def choose_gallery_from_teacher(card: ModelCard, model_dir: Path, val: ValData, centre: list[float]) -> None:
     """For a student whose outputs live in the teacher's centred space: on validation people, identify
     each 16-px probe against every person's first face enrolled either as the student's embedding of it
     (shrunk to the input) or as the teacher's HR embedding, centred; keep the second in the card
     (``gallery_from_teacher``, with its threshold from validation pairs, gallery side HR) only where
     it identifies better. Writes the card."""
-    if val.labels is None:
-        raise ValueError("validation faces without people: cannot compare identification")
+    if val.labels is None or val.teacher is None:
+        raise ValueError("validation faces without people or teacher embeddings: cannot compare identification")
     probes = student_embedder(model_dir)(list(val.chips))
     rule = GalleryFromTeacher(centre=centre, threshold=0.0)
-    gallery = rule.vectors(teacher)
+    gallery = rule.vectors(val.teacher)
     own = identification(probes, probes, val.labels)["rank1"]
     shared = identification(gallery, probes, val.labels)["rank1"]
     scores = (gallery[val.pairs[:, 0]] * probes[val.pairs[:, 1]]).sum(1)

@@ -64,7 +64,8 @@ def choose_routing(settings: Settings, model_dir: Path) -> dict[str, Any]:
     val = val_data(split.val, cache)
     files = sorted(f for fs in split.val.values() for f in fs)
     labels = np.unique([f.parent.name for f in files], return_inverse=True)[1]
-    hr_teacher = cache.targets(files).emb
+    hr_teacher = val.teacher
+    assert hr_teacher is not None  # val_data reads them from the cache
     student = student_embedder(model_dir)
     teacher = _cached_teacher_embed(settings, val.chips, hr_teacher, "val", "dlib")
     protocols = ["hr", *[f"lr{r}" for r in RESOLUTIONS]]

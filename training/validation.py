@@ -26,6 +26,7 @@ class ValData:
     pairs: np.ndarray  # (P, 2) int
     same: np.ndarray  # (P,) bool
     labels: np.ndarray | None = None  # (N,) person of each chip: validation rank-1 where given
+    teacher: np.ndarray | None = None  # (N, D) the teacher's embeddings of the chips (from the cache)
 
 
 def val_data(identities: dict[str, list[Path]], cache: TeacherCache, seed: int = 0) -> ValData:
@@ -33,12 +34,13 @@ def val_data(identities: dict[str, list[Path]], cache: TeacherCache, seed: int =
     row = {f: i for i, f in enumerate(files)}
     person = {f: i for i, name in enumerate(sorted(identities)) for f in identities[name]}
     pairs = make_pairs(identities, seed=seed)
-    chips = cache.targets(files).chips
+    targets = cache.targets(files)
     return ValData(
-        chips=chips,
+        chips=targets.chips,
         pairs=np.asarray([[row[a], row[b]] for a, b, _ in pairs], dtype=np.int64),
         same=np.asarray([same for _, _, same in pairs], dtype=bool),
         labels=np.asarray([person[f] for f in files], dtype=np.int64),
+        teacher=targets.emb,
     )
 
 
