@@ -43,6 +43,10 @@ def onnx_session(path: Path, providers: str = "auto", threads: int = 0) -> Any:
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    # Idle intra-op threads sleep instead of spinning (ONNX Runtime's default is to spin): the service
+    # runs requests and the detector side by side on few cores, where spinning threads take the CPU
+    # the others need (`lrface bench frames` reports the server's CPU per frame).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return open_with_fallback(ort, str(path), options, choose_providers(providers, ort.get_available_providers()))
 
 

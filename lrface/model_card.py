@@ -106,7 +106,8 @@ class ModelCard(BaseModel):
         None, description="Which faces the teacher serves (absent: the student serves all)."
     )
     gallery_from_teacher: GalleryFromTeacher | None = Field(
-        None, description="Where present (and the teacher serves), the student's gallery index holds centred "
+        None,
+        description="Where present (and the teacher serves), the student's gallery index holds centred "
         "teacher embeddings of the enrolled HR chips; absent: the student's own embeddings of the enrolled faces.",
     )
     onnx_sha256: str = Field(

@@ -76,7 +76,14 @@ class Settings(BaseSettings):
         description="Folder of the teacher's ONNX network (dlib's ResNet, `lrface export-teacher`), which serves "
         "faces from the card's `routing.min_face_px` (detected faces: `routing.detected_min_face_px`).",
     )
-    detect_min_face_px: float = Field(12.0, ge=6.0, description="Smallest face side the detector looks for (px).")
+    detect_min_face_px: float = Field(
+        16.0,
+        ge=6.0,
+        description="Smallest face side the detector looks for (px): the first level of its image pyramid, most "
+        "of a frame's cost. MTCNN still finds faces a little smaller, so 16 finds as many faces as 12 from 16 px "
+        "and nearly as many at 12 px for two thirds of the CPU (frames of validation people, `lrface bench "
+        "frames --calibrate`, reports/bench/detect-threshold.json).",
+    )
     detect_thresholds: Annotated[tuple[float, float, float], NoDecode] = Field(
         (0.85, 0.7, 0.9),
         description="MTCNN's three stage thresholds (P-, R-, O-Net), as 'p,r,o', chosen on frames of validation "

@@ -368,7 +368,8 @@ def bench_frames_command(
     api_key: str = typer.Option("", envvar="LRFACE_API_KEY", help="Admin key for --url."),
     seed: int = typer.Option(0, help="Seed of the scenes, the faces chosen and their places."),
     calibrate: bool = typer.Option(
-        False, help="Instead: choose the detector's score threshold on frames of validation people (no server)."
+        False,
+        help="Instead: choose the detector's thresholds and smallest face on frames of validation people (no server).",
     ),
     calibrate_routing: bool = typer.Option(
         False,
@@ -381,8 +382,9 @@ def bench_frames_command(
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
     """Enrol every LFW test person through the HTTP API, then send synthetic frames with their other
-    photos pasted at 12-64 px to /identify (detect=true): detection recall and rank-1 by face size
-    (against the same faces sent as aligned chips), false detections per frame, frames/s."""
+    photos pasted at 12-64 px to /identify (detect=true), as JPEG and again as PNG: detection recall
+    and rank-1 by face size (against the same faces sent as aligned chips), false detections per
+    frame, frames/s."""
     import tempfile
 
     from service.frames_bench import bench_frames

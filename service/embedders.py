@@ -128,8 +128,9 @@ class Embedders:
         return vectors
 
     def embed(self, faces: list[DecodedFace], space: Space) -> np.ndarray:
-        """Unit embeddings of ``faces`` in ``space``: the student's framed square, or the teacher's
-        view (dlib's aligned chip for a detected face, see :meth:`DecodedFace.teacher_face`)."""
+        """Unit embeddings of ``faces`` in ``space``: the student's input (the framed square, or a
+        detected face's landmark chip), or the teacher's view (dlib's aligned chip for a detected face,
+        see :meth:`DecodedFace.teacher_face`)."""
         if space == "teacher":
             assert self.teacher is not None
             return self.teacher.embed([f.teacher_face() for f in faces])

@@ -8,9 +8,13 @@ pixel limits), then take the face as the client asked (``detect``):
   A chip is an image whose shorter side is at most :data:`CHIP_MAX_SIDE` px, or one whose largest
   detected face, framed as the models see it, spans at least :data:`CHIP_FILL` of its shorter side.
 
-A client ``box`` always names the face (no search). Every face box, the detector's or the client's,
-goes to the models through :func:`lrface.preprocessing.frame_face`. The teacher sees a detected face
-as dlib's 5-point aligned chip (how its training chips were made), aligned only when it is needed.
+A client ``box`` always names the face (no search) and goes to the models through
+:func:`lrface.preprocessing.frame_face`, which also measures every face's size. A face the detector
+found goes to the student as its aligned chip, made from the detector's 5 landmarks
+(:func:`lrface.landmarks.landmark_chip`; the framed box when they cannot place one), and to the
+teacher as dlib's own 5-point chip (how its training chips, and the evaluation's, were made; the
+landmark chip without dlib), aligned only when it is needed. On frames of validation people both
+choices beat the other input (``lrface bench frames --calibrate-routing``).
 
 No FastAPI here: errors are :class:`FaceInputError` with the HTTP status a client should get, and
 the API turns them into JSON ``detail`` answers, the CLI into a line naming the file."""
@@ -31,6 +35,7 @@ from PIL import Image
 
 from lrface.alignment import AlignerUnavailable, DlibAligner, aligner_available
 from lrface.embedder import FaceInput
+from lrface.landmarks import LandmarkError, landmark_chip
 from lrface.preprocessing import CHIP_SIDE, ImageDecodeError, frame_face, load_image
 
 if TYPE_CHECKING:
@@ -81,9 +86,10 @@ class ImageItem:
 @dataclass
 class DecodedFace:
     """One face ready for the embedders: the student's input (the image and the framed square the
-    model sees), how it was taken, and where it is in the image the client sent."""
+    model sees, or a detected face's landmark chip), how it was taken, and where it is in the image
+    the client sent."""
 
-    face: FaceInput  # the student's input: the image and the framed face square (None: the whole image)
+    face: FaceInput  # the student's input: an image and the face's square in it (None: the whole image)
     digest: str  # the gallery's content hash: the bytes and how the face was taken from them
     box: Box | None  # the face box in the uploaded image's pixels (None: the whole image)
     box_clipped: bool = False  # the client's box reached outside the image and was clipped to it
@@ -96,7 +102,7 @@ class DecodedFace:
 
     def teacher_face(self) -> FaceInput:
         """The teacher's input: dlib's aligned chip for a detected face (aligned on first use), else
-        the student's framed square (the teacher brings it to 150 px)."""
+        the student's input (the teacher brings it to 150 px)."""
         if self.teacher_input is None:
             return self.face
         if not isinstance(self.teacher_input, FaceInput):
@@ -169,7 +175,7 @@ class DetectionConfig:
 
     enabled: bool = True
     model_dir: Path | None = None  # None: the bundled models/mtcnn
-    min_face_px: float = 12.0
+    min_face_px: float = 16.0  # see Settings.detect_min_face_px
     thresholds: tuple[float, float, float] = (0.85, 0.7, 0.9)  # see Settings.detect_thresholds
     max_faces: int = 32
     max_pixels: int = 2_100_000  # larger images are shrunk for the search (memory and time bounded)
@@ -305,7 +311,8 @@ class FaceDecoder:
             replace(
                 d,
                 box=(d.box[0] * fx, d.box[1] * fy, d.box[2] * fx, d.box[3] * fy),
-                landmarks=tuple((x * fx, y * fy) for x, y in d.landmarks),
+                # landmarks are pixel positions (pixel i spans [i - 0.5, i + 0.5]), boxes are edges
+                landmarks=tuple(((x + 0.5) * fx - 0.5, (y + 0.5) * fy - 0.5) for x, y in d.landmarks),
             )
             for d in found
         ]
@@ -315,6 +322,10 @@ class FaceDecoder:
         left, top, right, bottom = found.box
         shown = (max(left, 0.0), max(top, 0.0), min(right, float(width)), min(bottom, float(height)))
         framed = frame_face(found.box)
+        try:  # the aligned chip from the detector's landmarks (lrface.landmarks), else the framed box
+            face = FaceInput(landmark_chip(image, found.landmarks), None)
+        except LandmarkError:
+            face = FaceInput(image, framed)
         aligner = self.aligner()
 
         def aligned() -> FaceInput:  # dlib's chip, as the teacher's training chips were made
@@ -323,13 +334,13 @@ class FaceDecoder:
 
         return replace(
             base,
-            face=FaceInput(image, framed),
+            face=face,
             digest=digest,
             box=tuple(round(v, 1) for v in shown),  # type: ignore[arg-type]
             face_px=_side(framed),
             input="detected",
             detection_score=round(float(found.score), 4),
-            teacher_input=aligned if aligner is not None else None,
+            teacher_input=aligned if aligner is not None else face,
         )
 
     def decode_all(

@@ -3,7 +3,10 @@ photo each, sent whole: the service finds the face), then synthetic 1280x720 fra
 (:mod:`service.frame_synthesis`) with their other photos pasted at 12-64 px sent to ``/identify``
 (``detect=true``), as a camera's frames would be. Reported by face size: detection recall, rank-1 of
 the pasted faces the service found, and, for the same faces, rank-1 of their landmark-aligned chips
-at that size (sent as chips): the cost of a detector's crop. Also false detections per frame,
+at that size (sent as chips, PNG). Frames go as JPEG (quality 92, as a camera's would), and for
+rank-1 once more as PNG: the aligned chips are lossless, so only the PNG column compares the
+detector's crop with the aligned chip pixel for pixel (JPEG's halved colour resolution costs small
+faces more than their crop does). Also false detections per frame,
 frames/s over HTTP (one client, then two and four at once), and per-stage times of the detector in this process.
 
 A face's size is the side of the square the models see (``face_px`` in the service's answers: the
@@ -93,7 +96,13 @@ def bench_frames(
             latencies.append(time.perf_counter() - t0)
             answer.raise_for_status()
             answers.append(answer.json())
-        results["per_size"] = _score(scenes, answers, aligned, client, seed, progress)
+        lossless = []  # the same frames as PNG: the detector's crop against the aligned chip, pixel for pixel
+        for scene in tqdm(scenes, desc="frames (PNG)", disable=not progress):
+            answer = client.post("/identify", files={"image": ("frame.png", encode_image(scene.pixels), "image/png")},
+                                 data={"detect": "true", "top_k": "1"})  # fmt: skip
+            answer.raise_for_status()
+            lossless.append(answer.json())
+        results["per_size"] = _score(scenes, answers, lossless, aligned, client, seed, progress)
         scene_false = context_extra = 0
         for scene, answer in zip(scenes, answers, strict=True):
             boxes = [tuple(x["box"]) for x in answer["faces"]]
@@ -113,6 +122,8 @@ def bench_frames(
             results[f"http_{clients}_clients"] = _throughput(
                 url, headers, sent[: min(len(sent), 60)], clients, server_pid
             )
+    config = DetectionConfig.from_settings(Settings())  # the service's, unless LRFACE_DETECT_* is set
+    results["detector"] = {"min_face_px": config.min_face_px, "thresholds": list(config.thresholds)}
     results["detector_stages_ms"] = _stages([f.pixels for f in scenes[:20]])
     return results
 
@@ -144,17 +155,21 @@ def photo_subject_box(image: np.ndarray, detector: MtcnnDetector) -> tuple[float
 def _score(
     scenes: list[Frame],
     answers: list[dict[str, Any]],
+    lossless: list[dict[str, Any]],
     aligned: list[np.ndarray],
     client: httpx.Client,
     seed: int,
     progress: bool,
 ) -> dict[str, Any]:
     rows: dict[int, dict[str, int]] = {
-        s: {"faces": 0, "found": 0, "rank1": 0, "aligned_rank1": 0, "detections": 0, "false": 0} for s in SIZES
+        s: {"faces": 0, "found": 0, "rank1": 0, "png_rank1": 0, "aligned_rank1": 0, "detections": 0, "false": 0}
+        for s in SIZES
     }
-    for scene, answer in tqdm(list(zip(scenes, answers, strict=True)), desc="scoring", disable=not progress):
+    scored = list(zip(scenes, answers, lossless, strict=True))
+    for scene, answer, png in tqdm(scored, desc="scoring", disable=not progress):
         boxes = [tuple(f["box"]) for f in answer["faces"]]
         matched = match_detections([f.box for f in scene.faces], boxes)
+        png_matched = match_detections([f.box for f in scene.faces], [tuple(f["box"]) for f in png["faces"]])
         for j, found in enumerate(answer["faces"]):  # precision by the size the service measured
             on_scene, _ = false_detections(scene.faces, [boxes[j]], {0: 0} if j in matched.values() else {})
             if j in matched.values() or on_scene:
@@ -170,6 +185,9 @@ def _score(
                 row["found"] += 1
                 top = answer["faces"][matched[i]]["matches"]
                 row["rank1"] += bool(top) and top[0]["subject_id"] == truth
+            if i in png_matched:
+                top = png["faces"][png_matched[i]]["matches"]
+                row["png_rank1"] += bool(top) and top[0]["subject_id"] == truth
             chip = degrade(aligned[face.source], DegradationConfig(size=size), np.random.default_rng((seed, i)))
             reply = client.post("/identify", files={"image": ("chip.png", encode_image(chip))},
                                 data={"detect": "false", "top_k": "1"})  # fmt: skip
@@ -183,6 +201,7 @@ def _score(
             "precision": _percent(r["detections"] - r["false"], r["detections"]),
             "rank1_of_pasted": _percent(r["rank1"], r["faces"]),
             "rank1_of_found": _percent(r["rank1"], r["found"]),
+            "rank1_of_pasted_png_frames": _percent(r["png_rank1"], r["faces"]),
             "rank1_aligned_chip": _percent(r["aligned_rank1"], r["faces"]),
         }
         for size, r in rows.items()
@@ -277,11 +296,63 @@ def calibrate_detection_score(
             "box_side_ratio_median": {str(s): round(float(np.median(r)), 3) for s, r in ratios.items() if r},
         }
     chosen = next((t for t in SCORE_STEPS if rows[str(t)]["false_per_frame"] <= target_false_per_frame), None)
-    proposals = _proposal_thresholds(scenes, chosen if chosen is not None else max(SCORE_STEPS), progress)
-    return {"people": "validation", "frames": frames, "chosen": chosen, "by_threshold": rows, **proposals}
+    last = chosen if chosen is not None else max(SCORE_STEPS)
+    proposals = _proposal_thresholds(scenes, last, progress)
+    smallest = _min_face_sizes(scenes, (proposals["pnet_chosen"], 0.7, last), progress)
+    return {"people": "validation", "frames": frames, "chosen": chosen, "by_threshold": rows, **proposals, **smallest}
 
 
 PNET_STEPS = (0.6, 0.7, 0.8, 0.85, 0.9)
+MIN_FACE_STEPS = (12.0, 14.0, 16.0, 18.0, 20.0)
+
+
+def _detector_scan(scenes: list[Frame], detector: MtcnnDetector, label: str, progress: bool) -> dict[str, Any]:
+    """One detector setting over the scenes: faces found and recall by size, false detections and CPU
+    per frame (one thread), R-Net candidates."""
+    hits = {s: [0, 0] for s in SIZES}
+    false, cpu, candidates = 0, 0.0, []
+    for scene in tqdm(scenes, desc=label, disable=not progress):
+        started = time.process_time()
+        found, times = detector.detect_timed(scene.pixels)
+        cpu += time.process_time() - started
+        candidates.append(times.candidates.get("rnet", 0))
+        boxes = [d.box for d in found]
+        matched = match_detections([f.box for f in scene.faces], boxes)
+        false += false_detections(scene.faces, boxes, matched)[0]
+        for i, face in enumerate(scene.faces):
+            size = min(SIZES, key=lambda s: abs(s - face.face_px * FRAME_SCALE))
+            hits[size][0] += i in matched
+            hits[size][1] += 1
+    return {
+        "found": {str(s): h for s, (h, _) in hits.items()},
+        "faces": {str(s): n for s, (_, n) in hits.items()},
+        "recall": {str(s): _percent(h, n) for s, (h, n) in hits.items()},
+        "false_per_frame": round(false / len(scenes), 3),
+        "cpu_ms_per_frame": round(1000 * cpu / len(scenes), 1),
+        "rnet_candidates_median": int(np.median(candidates)),
+    }
+
+
+def _min_face_sizes(scenes: list[Frame], thresholds: tuple[float, float, float], progress: bool) -> dict[str, Any]:
+    """The smallest face the detector looks for (the pyramid's first level, most of P-Net's cost). MTCNN
+    still finds faces somewhat below it (P-Net's 12-px window fires on a 10-px face), so a larger one can
+    cost little recall. For each, with the chosen thresholds: recall by size, false detections and CPU
+    per frame; chosen (:func:`choose_min_face`): the largest that finds, at every size from 16 px (the
+    sizes the frame goal counts), all but at most one of the faces the best setting finds there."""
+    rows = {}
+    for m in MIN_FACE_STEPS:
+        detector = MtcnnDetector(min_face_px=m, thresholds=thresholds, threads=1)
+        rows[f"{m:g}"] = _detector_scan(scenes, detector, f"min face {m:g}", progress)
+    chosen = choose_min_face({m: rows[f"{m:g}"]["found"] for m in MIN_FACE_STEPS})
+    return {"min_face_chosen": chosen, "min_face_by_size": rows}
+
+
+def choose_min_face(found: dict[float, dict[str, int]], from_size: int = 16, faces: int = 1) -> float:
+    """The largest smallest-face setting that finds, at every face size from ``from_size``, at least as
+    many faces as the setting finding the most there, less ``faces``."""
+    sizes = [s for s in next(iter(found.values())) if int(s) >= from_size]
+    best = {s: max(row[s] for row in found.values()) for s in sizes}
+    return max((m for m, row in found.items() if all(row[s] >= best[s] - faces for s in sizes)), default=min(found))
 
 
 def _proposal_thresholds(scenes: list[Frame], last: float, progress: bool) -> dict[str, Any]:
@@ -289,31 +360,10 @@ def _proposal_thresholds(scenes: list[Frame], last: float, progress: bool) -> di
     thousand on a cluttered 1280x720 scene at MTCNN's 0.6). For each threshold, with the chosen last
     one: recall by size, false detections and CPU per frame (one thread); chosen: the highest whose
     recall at every size is within one face of MTCNN's 0.6."""
-    rows: dict[str, dict[str, Any]] = {}
-    for threshold in PNET_STEPS:
-        detector = MtcnnDetector(min_face_px=12, thresholds=(threshold, 0.7, last), threads=1)
-        hits = {s: [0, 0] for s in SIZES}
-        false, cpu, candidates = 0, 0.0, []
-        for scene in tqdm(scenes, desc=f"P-Net {threshold}", disable=not progress):
-            started = time.process_time()
-            found, times = detector.detect_timed(scene.pixels)
-            cpu += time.process_time() - started
-            candidates.append(times.candidates.get("rnet", 0))
-            boxes = [d.box for d in found]
-            matched = match_detections([f.box for f in scene.faces], boxes)
-            false += false_detections(scene.faces, boxes, matched)[0]
-            for i, face in enumerate(scene.faces):
-                size = min(SIZES, key=lambda s: abs(s - face.face_px * FRAME_SCALE))
-                hits[size][0] += i in matched
-                hits[size][1] += 1
-        rows[str(threshold)] = {
-            "found": {str(s): h for s, (h, _) in hits.items()},
-            "faces": {str(s): n for s, (_, n) in hits.items()},
-            "recall": {str(s): _percent(h, n) for s, (h, n) in hits.items()},
-            "false_per_frame": round(false / len(scenes), 3),
-            "cpu_ms_per_frame": round(1000 * cpu / len(scenes), 1),
-            "rnet_candidates_median": int(np.median(candidates)),
-        }
+    rows = {}
+    for t in PNET_STEPS:
+        detector = MtcnnDetector(min_face_px=12, thresholds=(t, 0.7, last), threads=1)
+        rows[str(t)] = _detector_scan(scenes, detector, f"P-Net {t}", progress)
     base = rows[str(PNET_STEPS[0])]["found"]
     kept = [t for t in PNET_STEPS if all(base[s] - rows[str(t)]["found"][s] <= 1 for s in base)]
     return {"pnet_chosen": max(kept), "pnet_by_threshold": rows}

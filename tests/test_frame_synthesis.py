@@ -50,3 +50,19 @@ def test_empty_frames_and_matching() -> None:
     # Unmatched: one inside the pasted photo (maybe a real bystander's face), one on the scene (false).
     assert false_detections(pasted, [a, (20.0, 20.0, 28.0, 28.0), (50.0, 50.0, 60.0, 60.0)], {0: 0}) == (1, 1)
     assert np.array_equal(synthetic_frames([], 1, seed=5)[0].pixels, synthetic_frames([], 1, seed=5)[0].pixels)
+
+
+def test_the_smallest_face_setting_is_the_largest_that_finds_the_faces_from_16_px() -> None:
+    from service.frames_bench import choose_min_face
+
+    found = {  # lrface bench frames --calibrate, 150 frames of validation people
+        12.0: {"12": 55, "16": 61, "20": 64},
+        14.0: {"12": 51, "16": 62, "20": 64},
+        16.0: {"12": 51, "16": 64, "20": 64},  # 12-px faces are not counted
+        18.0: {"12": 45, "16": 59, "20": 64},  # five 16-px faces fewer than 16 finds
+        20.0: {"12": 38, "16": 60, "20": 64},
+    }
+    assert choose_min_face(found) == 16.0
+    assert choose_min_face(found, faces=4) == 20.0
+    assert choose_min_face(found, from_size=12, faces=3) == 12.0
+    assert choose_min_face(found, from_size=12) == 12.0  # none finds enough everywhere: the smallest
