@@ -80,8 +80,8 @@ class Settings(BaseSettings):
         16.0,
         ge=6.0,
         description="Smallest face side the detector looks for (px): the first level of its image pyramid, most "
-        "of a frame's cost. MTCNN still finds faces a little smaller, so 16 finds as many faces as 12 from 16 px "
-        "and nearly as many at 12 px for two thirds of the CPU (frames of validation people, `lrface bench "
+        "of a frame's cost. MTCNN still finds faces a little smaller, so 16 finds at least as many faces as 12 "
+        "from 16 px and nearly as many at 12 px for two thirds of the CPU (frames of validation people, `lrface bench "
         "frames --calibrate`, reports/bench/detect-threshold.json).",
     )
     detect_thresholds: Annotated[tuple[float, float, float], NoDecode] = Field(

@@ -73,16 +73,24 @@ def calibrate_detected_routing(
     decoder = FaceDecoder(settings.max_image_pixels, DetectionConfig.from_settings(settings))
     reference = MtcnnDetector(min_face_px=20)  # the subject's box in each HR photo, for pasting
     gallery: dict[Space, list[np.ndarray]] = {"student": [], "teacher": []}
-    labels, sources = [], []
-    for person, name in enumerate(tqdm(names, desc="enrolling", disable=not progress)):
-        photos = split.val[name]
-        faces = decoder.decode(ImageItem(photos[0].read_bytes(), photos[0].name), "auto")
+    labels: list[int] = []
+    sources: list[SourceFace] = []
+
+    def enrol(photo: Path, person: int) -> bool:
+        """The photo's face in both spaces, as enrolment fills them; False without a face."""
+        faces = decoder.decode(ImageItem(photo.read_bytes(), photo.name), "auto")
         if not faces:
-            continue
+            return False
         teacher = embedders.embed(faces[:1], "teacher")
         gallery["teacher"].append(teacher[0])
-        gallery["student"].append(embedders.gallery_vectors(faces[:1], teacher)[0])  # as enrolment fills it
+        gallery["student"].append(embedders.gallery_vectors(faces[:1], teacher)[0])
         labels.append(person)
+        return True
+
+    for person, name in enumerate(tqdm(names, desc="enrolling", disable=not progress)):
+        photos = split.val[name]
+        if not enrol(photos[0], person):
+            continue
         for path in photos[1:]:
             image = load_image_file(path)
             box = photo_subject_box(image, reference)
@@ -94,13 +102,7 @@ def calibrate_detected_routing(
     for name in tqdm(sorted(split.train), desc="distractors", disable=not progress):
         if len(labels) >= gallery_size:
             break
-        photo = split.train[name][0]
-        faces = decoder.decode(ImageItem(photo.read_bytes(), photo.name), "auto")
-        if faces:
-            teacher = embedders.embed(faces[:1], "teacher")
-            gallery["teacher"].append(teacher[0])
-            gallery["student"].append(embedders.gallery_vectors(faces[:1], teacher)[0])
-            labels.append(-1)  # nobody's answer
+        enrol(split.train[name][0], -1)  # -1: nobody's answer
     matrices = {space: np.stack(vectors) for space, vectors in gallery.items()}
     people = np.asarray(labels)
     rows: list[tuple[float, ...]] = []  # pasted size, face_px, hits: teacher, student, student on box, teacher on chip

@@ -5,8 +5,8 @@ photo each, sent whole: the service finds the face), then synthetic 1280x720 fra
 the pasted faces the service found, and, for the same faces, rank-1 of their landmark-aligned chips
 at that size (sent as chips, PNG). Frames go as JPEG (quality 92, as a camera's would), and for
 rank-1 once more as PNG: the aligned chips are lossless, so only the PNG column compares the
-detector's crop with the aligned chip pixel for pixel (JPEG's halved colour resolution costs small
-faces more than their crop does). Also false detections per frame,
+detector's crop with the aligned chip pixel for pixel (JPEG alone costs small faces up to 14 points
+of rank-1: reports/bench/frames.json). Also false detections per frame,
 frames/s over HTTP (one client, then two and four at once), and per-stage times of the detector in this process.
 
 A face's size is the side of the square the models see (``face_px`` in the service's answers: the
