@@ -374,7 +374,8 @@ def bench_frames_command(
     calibrate_routing: bool = typer.Option(
         False,
         help="Instead: choose from which face_px a detected face goes to the teacher, on frames of validation "
-        "people (no server; service.detected_routing).",
+        "people (no server; service.detected_routing); also the student's rank-1 on the same frames as PNG "
+        "and JPEG 75.",
     ),
     update_card: bool = typer.Option(
         False, help="With --calibrate-routing: write the choice into the model card's routing (LRFACE_MODEL)."

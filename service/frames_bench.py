@@ -40,10 +40,10 @@ from service.process import cpu_seconds
 SIZES = (12, 16, 20, 24, 32, 48, 64)
 
 
-def encode_image(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
-    """``pixels`` as the bytes of an upload (PNG, or JPEG at quality 92)."""
+def encode_image(pixels: np.ndarray, fmt: str = "PNG", quality: int = 92) -> bytes:
+    """``pixels`` as the bytes of an upload (PNG, or JPEG at ``quality`` with Pillow's 4:2:0 colour)."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    Image.fromarray(pixels).save(buffer, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
     return buffer.getvalue()
 
 

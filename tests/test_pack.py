@@ -62,10 +62,47 @@ def test_detector_crop_views_come_from_the_detector_chips() -> None:
         DistillDataset(data, 16, aug, detector_crops=0.5)
 
 
+def test_frame_jpeg_views_are_the_face_at_a_frame_size_through_jpeg() -> None:
+    from lrface.preprocessing import face_to_input
+
+    data = synthetic_arrays(identities=2, per_identity=3)
+    still = dict(flip=False, scale=(1.0, 1.0), shift=0.0, aspect=(1.0, 1.0))
+    still.update(blur_sigma=(0.0, 0.0), noise_std=(0.0, 0.0))
+
+    def error(quality: int, size: int = 16) -> float:
+        aug = AugmentConfig(**still, frame_jpeg_probability=1.0, frame_face_px=(size, size),
+                            frame_jpeg_quality=(quality, quality))  # fmt: skip
+        views = DistillDataset(data, 16, aug)
+        return float(np.mean([np.abs(views[i]["lr"].numpy() - face_to_input(data.chips[i], 16)).mean()
+                              for i in range(len(views))]))  # fmt: skip
+
+    assert 0 < error(95) < error(30)  # compressed, and the more the lower the quality
+    assert error(95) < error(95, size=10)  # at 10 px the face loses detail the 16-px input had
+    for bad in (dict(frame_face_px=(28, 12)), dict(frame_face_px=(2, 12)), dict(frame_jpeg_quality=(70, 100))):
+        with pytest.raises(ValueError, match="must be"):
+            AugmentConfig(**bad)  # type: ignore[arg-type]
+
+
 def test_validation_reports_rank1_of_validation_people() -> None:
     from training.models import get_model
 
     data = synthetic_arrays(identities=4, per_identity=3)
     model = get_model("resface-s", 16, 16)
     out = validate(model, _val(data.labels, data.chips), 16, torch.device("cpu"))
-    assert set(out) == {"val_accuracy", "val_rank1"} and 0.0 <= out["val_rank1"] <= 1.0
+    assert set(out) == {"val_accuracy", "val_rank1", "val_rank1_jpeg", "val_rank1_mean"}
+    assert all(0.0 <= out[k] <= 1.0 for k in out)
+    assert out["val_rank1_mean"] == pytest.approx((out["val_rank1"] + out["val_rank1_jpeg"]) / 2)
+
+
+def test_frame_probes_are_jpeg_frames_of_each_face_at_the_served_sizes() -> None:
+    from lrface.degradation import DegradationConfig, degrade
+    from training.validation import FRAME_PROBE_PX, frame_probes
+
+    data = synthetic_arrays(identities=4, per_identity=3)
+    val = _val(data.labels, data.chips)
+    probes = frame_probes(val)
+    assert [p.shape[0] for p in probes] == [FRAME_PROBE_PX[i % len(FRAME_PROBE_PX)] for i in range(len(probes))]
+    assert all(np.array_equal(a, b) for a, b in zip(probes, frame_probes(val), strict=True))  # same every epoch
+    # Compressed, not merely shrunk: each differs from the clean face at its size.
+    clean = [degrade(chip, DegradationConfig(size=p.shape[0])) for chip, p in zip(val.chips, probes, strict=True)]
+    assert all(not np.array_equal(a, b) for a, b in zip(probes, clean, strict=True))

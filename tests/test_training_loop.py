@@ -194,3 +194,17 @@ def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2  # only rank 0 writes; both ranks trained in step (DDP would hang otherwise)
+
+
+def test_init_from_may_name_a_run(tmp_path: Path) -> None:
+    from training.ablation import with_run_paths
+
+    runs = tmp_path / "runs"
+    (runs / "base").mkdir(parents=True)
+    (runs / "base" / "best.pt").write_bytes(b"")
+    assert with_run_paths(_config(init_from="base"), runs).init_from == str(runs / "base" / "best.pt")
+    checkpoint = str(tmp_path / "elsewhere.pt")  # a checkpoint's path stays as it is
+    assert with_run_paths(_config(init_from=checkpoint), runs).init_from == checkpoint
+    assert with_run_paths(_config(assistant_run="helper", init_from="base"), runs).assistant_run == str(runs / "helper")
+    with pytest.raises(ValueError, match="neither a checkpoint file nor a run"):  # e.g. a machine without the run
+        with_run_paths(_config(init_from="missing"), runs)

@@ -15,10 +15,19 @@ DEFAULT_PROTOCOLS = ("lr8", "lr12", "lr16", "lr20", "lr24", "lr32", "surveillanc
 
 
 def with_run_paths(config: TrainConfig, runs: Path) -> TrainConfig:
-    """``assistant_run`` given as a run name resolves under ``runs`` (LRFACE_CACHE/runs)."""
+    """``assistant_run`` given as a run name resolves under ``runs`` (LRFACE_CACHE/runs), and so does
+    ``init_from`` given as a run name (that run's ``best.pt``)."""
+    update: dict[str, str] = {}
     if config.assistant_run and not Path(config.assistant_run).is_absolute():
-        return config.model_copy(update={"assistant_run": str(runs / config.assistant_run)})
-    return config
+        update["assistant_run"] = str(runs / config.assistant_run)
+    if config.init_from and not Path(config.init_from).is_absolute():
+        if (runs / config.init_from / "best.pt").is_file():
+            update["init_from"] = str(runs / config.init_from / "best.pt")
+        elif not Path(config.init_from).is_file():
+            raise ValueError(
+                f"init_from {config.init_from!r}: neither a checkpoint file nor a run with a best.pt under {runs}"
+            )
+    return config.model_copy(update=update) if update else config
 
 
 def run_ablation(settings: Settings, names: list[str], max_minutes: float, teacher: bool, out: Path) -> str | None:

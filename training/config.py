@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 PACK_JPEG_QUALITY = 85  # `lrface pack`'s default JPEG quality for the chips (training.pack)
 
@@ -44,6 +44,24 @@ class AugmentConfig(BaseModel):
     jpeg_quality: tuple[int, int] = (50, 90)
     smaller_source_probability: float = Field(0.15, description="Share of faces first shrunk below input size.")
     smaller_source_min: int = 10
+    frame_jpeg_probability: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of faces shrunk to a face size drawn from frame_face_px and JPEG-compressed as part of a "
+        "camera's frame (lrface.degradation.jpeg_in_frame), then brought to the input size: detected faces "
+        "come from JPEG frames.",
+    )
+    frame_face_px: tuple[int, int] = (12, 28)
+    frame_jpeg_quality: tuple[int, int] = (70, 95)
+
+    @field_validator("frame_face_px", "frame_jpeg_quality")
+    @classmethod
+    def _range(cls, value: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
+        low, high = (4, 256) if info.field_name == "frame_face_px" else (1, 95)
+        if not low <= value[0] <= value[1] <= high:
+            raise ValueError(f"{info.field_name} must be [low, high] with {low} <= low <= high <= {high}, got {value}")
+        return value
 
 
 class TrainConfig(BaseModel):
@@ -88,10 +106,15 @@ class TrainConfig(BaseModel):
         "the detector's box on the original photo, instead of from the aligned chip: a detector's crop then "
         "works without landmarks.",
     )
-    select_by: Literal["val_accuracy", "val_rank1"] = Field(
-        "val_accuracy", description="Validation figure that picks best.pt (rank-1: identification first)."
+    select_by: Literal["val_accuracy", "val_rank1", "val_rank1_mean"] = Field(
+        "val_accuracy",
+        description="Validation figure that picks best.pt (rank-1: identification first; rank-1 mean: the mean of "
+        "rank-1 on clean 16-px probes and on probes from JPEG frames, training.validation.validate).",
     )
-    init_from: str | None = Field(None, description="Checkpoint to initialise the model from.")
+    init_from: str | None = Field(
+        None,
+        description="Checkpoint to initialise the model from, or a run name under LRFACE_CACHE/runs (its best.pt).",
+    )
     val_fraction: float = 0.1
     seed: int = 0
     workers: int = 1

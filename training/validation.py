@@ -12,10 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrface.data.lfw import make_pairs
-from lrface.preprocessing import face_to_input
+from lrface.degradation import DegradationConfig, degrade
+from lrface.preprocessing import face_to_input, hr_to_lr, normalise
 from training.identification import identification
 from training.metrics import kfold_accuracy
 from training.teacher_cache import TeacherCache
+
+# Face sizes of the JPEG frame probes: those the student serves in frames (the teacher from ~20 px).
+FRAME_PROBE_PX = (14, 16, 18, 20)
 
 
 @dataclass
@@ -57,11 +61,27 @@ def validate(model: nn.Module, val: ValData, input_size: int, device: torch.devi
     """``val_accuracy``: 10-fold verification accuracy of the validation pairs; ``val_rank1`` (where
     the chips carry labels): rank-1 with every validation person's first face enrolled and the others
     as probes (:func:`training.identification.identification`), all faces through the canonical path
-    at the model's input size, as the service sees an enrolled photo and a probe of that size."""
+    at the model's input size, as the service sees an enrolled photo and a probe of that size;
+    ``val_rank1_jpeg``: the same gallery, probes cut from JPEG frames (:func:`frame_probes`);
+    ``val_rank1_mean``: the mean of the two."""
     inputs = np.stack([face_to_input(chip, input_size) for chip in val.chips])
     emb = embed_batches(model, inputs, device)
     scores = (emb[val.pairs[:, 0]] * emb[val.pairs[:, 1]]).sum(1)
     out = {"val_accuracy": kfold_accuracy(scores, val.same)[0]}
     if val.labels is not None:
         out["val_rank1"] = identification(emb, emb, val.labels)["rank1"]
+        frames = embed_batches(model, np.stack([normalise(hr_to_lr(f, input_size)) for f in frame_probes(val)]), device)
+        out["val_rank1_jpeg"] = identification(emb, frames, val.labels)["rank1"]
+        out["val_rank1_mean"] = (out["val_rank1"] + out["val_rank1_jpeg"]) / 2
     return out
+
+
+def frame_probes(val: ValData) -> list[np.ndarray]:
+    """Each validation face as a probe from a camera's JPEG frame: :data:`FRAME_PROBE_PX` in turn,
+    JPEG quality 75-95, a random place on the codec's grid (:func:`lrface.degradation.jpeg_in_frame`),
+    seeded by the face's row (the same probes every epoch and run)."""
+    return [
+        degrade(chip, DegradationConfig(size=FRAME_PROBE_PX[i % len(FRAME_PROBE_PX)], jpeg_quality=(75, 95),
+                                        jpeg_in_frame=True), rng=i)
+        for i, chip in enumerate(val.chips)
+    ]  # fmt: skip
