@@ -33,8 +33,8 @@ from lrface.embedder import FaceInput
 from lrface.preprocessing import FRAME_SCALE, frame_face, load_image, load_image_file
 from lrface.settings import Settings
 from service.embedders import Embedders, Space
-from service.faces import DetectionConfig, FaceDecoder, ImageItem
-from service.frame_synthesis import SourceFace, match_detections, synthetic_frames
+from service.faces import DecodedFace, DetectionConfig, FaceDecoder, ImageItem
+from service.frame_synthesis import Box, SourceFace, match_detections, synthetic_frames
 from service.frames_bench import encode_image, photo_subject_box
 
 SIZES = (14.0, 16.0, 17.0, 18.0, 19.0, 20.0, 22.0, 24.0)
@@ -110,6 +110,16 @@ def calibrate_detected_routing(
         enrol(split.train[name][0], -1)  # -1: nobody's answer
     matrices = {space: np.stack(vectors) for space, vectors in gallery.items()}
     people = np.asarray(labels)
+
+    def pasted_face(data: bytes, pasted: Box) -> DecodedFace | None:
+        """The face pasted at ``pasted`` as the service finds it in the frame sent as ``data`` (None: missed)."""
+        found = decoder.decode(ImageItem(data, "frame"), "true")
+        matched = match_detections([pasted], [f.box for f in found if f.box is not None])
+        return found[matched[0]] if 0 in matched else None
+
+    def hit(space: Space, vector: np.ndarray, truth: int) -> int:
+        return int(people[int(np.argmax(matrices[space] @ vector))] == truth)
+
     # pasted size, face_px, hits: teacher, student, student on box, teacher on chip, student on OTHER_ENCODINGS
     rows: list[tuple[float, ...]] = []
     for size in sizes:
@@ -118,27 +128,20 @@ def calibrate_detected_routing(
         for frame in tqdm(frames, desc=f"{size:g} px", disable=not progress):
             if not frame.faces:
                 continue
+            pasted, truth = frame.faces[0].box, frame.faces[0].person
             data = encode_image(frame.pixels, "JPEG")  # as a camera sends frames (and `lrface bench frames`)
-            pixels = load_image(data)
-            found = decoder.decode(ImageItem(data, "frame.jpg"), "true")
-            matched = match_detections([frame.faces[0].box], [f.box for f in found if f.box is not None])
-            if 0 not in matched:
+            face = pasted_face(data, pasted)
+            if face is None or face.box is None:
                 continue
-            face = found[matched[0]]
-            truth = frame.faces[0].person
-            assert face.box is not None
-            views: list[tuple[Space, np.ndarray]] = [  # as the service sees the face, then the other inputs
-                ("teacher", embedders.embed([face], "teacher")[0]),
-                ("student", embedders.embed([face], "student")[0]),
-                ("student", embedders.student.embed([FaceInput(pixels, frame_face(face.box))])[0]),
-                ("teacher", embedders.teacher.embed([face.face])[0]),
+            hits = [  # as the service sees the face, then the other inputs
+                hit("teacher", embedders.embed([face], "teacher")[0], truth),
+                hit("student", embedders.embed([face], "student")[0], truth),
+                hit("student", embedders.student.embed([FaceInput(load_image(data), frame_face(face.box))])[0], truth),
+                hit("teacher", embedders.teacher.embed([face.face])[0], truth),
             ]
-            hits = [int(people[int(np.argmax(matrices[space] @ vector))] == truth) for space, vector in views]
             for _, fmt, quality in OTHER_ENCODINGS:  # the student on the frame sent otherwise, searched again
-                again = decoder.decode(ImageItem(encode_image(frame.pixels, fmt, quality), "frame"), "true")
-                found_again = match_detections([frame.faces[0].box], [f.box for f in again if f.box is not None])
-                vector = embedders.embed([again[found_again[0]]], "student")[0] if 0 in found_again else None
-                hits.append(int(vector is not None and people[int(np.argmax(matrices["student"] @ vector))] == truth))
+                again = pasted_face(encode_image(frame.pixels, fmt, quality), pasted)
+                hits.append(0 if again is None else hit("student", embedders.embed([again], "student")[0], truth))
             rows.append((size, face.face_px, *hits))
     if not rows:
         raise ValueError("the detector found none of the pasted faces: nothing to choose the switch on")

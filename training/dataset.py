@@ -62,24 +62,17 @@ def augmented_lr(chip: np.ndarray, input_size: int, aug: AugmentConfig, rng: np.
     """One degraded uint8 LR view of ``input_size`` (framing jitter, blur/noise/JPEG, smaller sources)."""
     face = box_to_chip(chip, jitter_box(chip.shape[0], aug, rng))
     # Drawn only when asked for, so configs without it keep their random streams (and their runs).
-    if aug.frame_jpeg_probability > 0 and rng.random() < aug.frame_jpeg_probability:
-        low, high = aug.frame_face_px
-        config = DegradationConfig(
-            size=int(rng.integers(low, high + 1)),
-            blur_sigma=aug.blur_sigma,
-            noise_std=aug.noise_std,
-            jpeg_quality=aug.frame_jpeg_quality,
-            jpeg_in_frame=True,
-        )
-        return hr_to_lr(degrade(face, config, rng), input_size)
-    source = input_size
-    if rng.random() < aug.smaller_source_probability and aug.smaller_source_min < input_size:
-        source = int(rng.integers(aug.smaller_source_min, input_size))
+    in_frame = aug.frame_jpeg_probability > 0 and rng.random() < aug.frame_jpeg_probability
+    quality: tuple[int, int] | None
+    if in_frame:  # a face of frame size, compressed inside a camera's JPEG frame
+        source, quality = int(rng.integers(aug.frame_face_px[0], aug.frame_face_px[1] + 1)), aug.frame_jpeg_quality
+    else:
+        source = input_size
+        if rng.random() < aug.smaller_source_probability and aug.smaller_source_min < input_size:
+            source = int(rng.integers(aug.smaller_source_min, input_size))
+        quality = aug.jpeg_quality if rng.random() < aug.jpeg_probability else None
     config = DegradationConfig(
-        size=source,
-        blur_sigma=aug.blur_sigma,
-        noise_std=aug.noise_std,
-        jpeg_quality=aug.jpeg_quality if rng.random() < aug.jpeg_probability else None,
+        size=source, blur_sigma=aug.blur_sigma, noise_std=aug.noise_std, jpeg_quality=quality, jpeg_in_frame=in_frame
     )
     return hr_to_lr(degrade(face, config, rng), input_size)
 
