@@ -45,6 +45,29 @@ class Provenance(BaseModel):
     run: str = ""
 
 
+class DetectedFusion(BaseModel):
+    """A face the detector found in a frame, too small for the teacher alone, embedded by both models in
+    the student's space: the student's embedding and the teacher's centred one
+    (:meth:`GalleryFromTeacher.vectors`, the teacher seeing dlib's alignment of the face) averaged with
+    :attr:`student_weight` and re-normalised (:meth:`vectors`), searched in the student's index. The two
+    err on different faces: on JPEG frames of validation people fusing beat either model at every size
+    from 12 to 28 px (``lrface bench frames --calibrate-routing``)."""
+
+    student_weight: float = Field(ge=0.0, le=1.0, description="The student's share; the teacher's is the rest.")
+    threshold: float = Field(
+        description="Same-person cosine of a fused probe against the student's gallery (validation frames)."
+    )
+    validation: dict[str, Any] = Field(default_factory=dict, description="What the threshold was chosen on.")
+
+    def vectors(self, student: np.ndarray, teacher: np.ndarray, space: GalleryFromTeacher) -> np.ndarray:
+        """Unit student embeddings and the same faces' unit teacher embeddings ``(N, D)`` -> the fused
+        probes (the one rule: service and calibration)."""
+        mixed = self.student_weight * np.asarray(student, np.float32) + (1.0 - self.student_weight) * space.vectors(
+            teacher
+        )
+        return (mixed / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 class Routing(BaseModel):
     """Faces of at least ``min_face_px`` (their side in the image as received) are served by the teacher,
     an HR embedder, against the gallery's teacher embeddings; smaller ones by the student. Chosen on
@@ -59,11 +82,18 @@ class Routing(BaseModel):
         None,
         gt=0,
         description="Smallest `face_px` of a face the detector found in a frame that the teacher serves (it "
-        "sees dlib's alignment of it, the student the framed square): chosen on frames of validation people "
-        "(`lrface bench frames --calibrate-routing --update-card`). Absent: `min_face_px`.",
+        "sees dlib's alignment of it; below it the student sees its landmark chip, or both are fused: "
+        "detected_fusion): chosen on frames of validation people (`lrface bench frames --calibrate-routing "
+        "--update-card`). Absent: `min_face_px`.",
     )
     detected_validation: dict[str, Any] = Field(
         default_factory=dict, description="The rank-1 by size and by threshold that choice was made on."
+    )
+    detected_fusion: DetectedFusion | None = Field(
+        None,
+        description="Where present (with the card's gallery_from_teacher), a detected face below "
+        "detected_min_face_px is embedded by both models, fused (chosen with that switch on frames of "
+        "validation people). Absent: the student alone.",
     )
 
 

@@ -345,7 +345,7 @@ def bench_identify_command(
 
 def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Path | None) -> None:
     from lrface.embedder import OnnxEmbedder
-    from lrface.model_card import load_card
+    from lrface.model_card import DetectedFusion, load_card
     from service.detected_routing import calibrate_detected_routing
     from service.embedders import Embedders
 
@@ -357,9 +357,16 @@ def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Pa
         if card.routing is None:
             raise typer.BadParameter(f"{settings.model}: its card routes no faces to the teacher")
         card.routing.detected_min_face_px = result["teacher_from_face_px"]
-        card.routing.detected_validation = {k: v for k, v in result.items() if k != "teacher_from_face_px"}
+        fusion = result["fusion"]
+        card.routing.detected_fusion = None if fusion is None else DetectedFusion(**fusion)
+        card.routing.detected_validation = {
+            k: v for k, v in result.items() if k not in ("teacher_from_face_px", "fusion")
+        }
         saved = card.save(settings.model)
-        typer.echo(f"wrote routing.detected_min_face_px = {result['teacher_from_face_px']} into {saved}")
+        typer.echo(
+            f"wrote routing.detected_min_face_px = {result['teacher_from_face_px']} and routing.detected_fusion = "
+            f"{card.routing.detected_fusion} into {saved}"
+        )
 
 
 def bench_frames_command(
@@ -373,12 +380,14 @@ def bench_frames_command(
     ),
     calibrate_routing: bool = typer.Option(
         False,
-        help="Instead: choose from which face_px a detected face goes to the teacher, on frames of validation "
-        "people (no server; service.detected_routing); also the student's rank-1 on the same frames as PNG "
-        "and JPEG 75.",
+        help="Instead: choose from which face_px a detected face goes to the teacher and the student's weight "
+        "in both models' fusion below it, on frames of validation people (no server; service.detected_routing); "
+        "also the student's rank-1 on the same frames as PNG and JPEG 75.",
     ),
     update_card: bool = typer.Option(
-        False, help="With --calibrate-routing: write the choice into the model card's routing (LRFACE_MODEL)."
+        False,
+        help="With --calibrate-routing: write the choice into the model card's routing (LRFACE_MODEL): "
+        "detected_min_face_px and detected_fusion.",
     ),
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:

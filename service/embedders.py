@@ -1,7 +1,9 @@
 """The embedders the service runs and which face goes to which: the student for small faces, the
 teacher (an HR embedder, :class:`lrface.teacher.DlibEmbedder`, dlib's network in ONNX Runtime) for
 faces of at least the card's ``routing.min_face_px``, measured in the image as received (for a face
-the detector found: the card's ``routing.detected_min_face_px``, see ``service.detected_routing``). Without a
+the detector found: the card's ``routing.detected_min_face_px``, see ``service.detected_routing``; a
+smaller detected face is embedded by both, fused, where the card's ``routing.detected_fusion`` says so).
+Without a
 routing in the card, without the teacher's network, or without dlib installed (its aligner makes the
 teacher's chips of detected faces), the student serves every face."""
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -17,7 +20,7 @@ import numpy as np
 
 from lrface.alignment import aligner_available
 from lrface.embedder import OnnxEmbedder
-from lrface.model_card import GalleryFromTeacher, Routing
+from lrface.model_card import DetectedFusion, GalleryFromTeacher, Routing
 from lrface.settings import Settings, get_settings
 from lrface.teacher import DlibEmbedder, TeacherUnavailable
 from service.faces import DecodedFace
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lrface.embedders")
 Space = Literal["student", "teacher"]
+# Which model embedded a face, as responses say: a space's model, or both fused (in the student's space).
+EmbedderLabel = Literal["student", "teacher", "student+teacher"]
 
 
 @dataclass
@@ -78,14 +83,36 @@ class Embedders:
         detected = self.routing.detected_min_face_px
         return detected if face.input == "detected" and detected is not None else float(self.routing.min_face_px)
 
-    def threshold(self, space: Space, against_gallery: bool = True) -> float:
+    def threshold(self, space: Space, against_gallery: bool = True, faces: Sequence[DecodedFace] = ()) -> float:
         """The calibrated same-person threshold for a probe in ``space``, against the gallery (or, with
-        ``against_gallery`` False, against another probe: ``/verify`` of two faces)."""
+        ``against_gallery`` False, against another probe: ``/verify`` of two faces); for a probe of
+        ``faces`` that were all fused (:meth:`fuses`), the fusion's own threshold against the gallery."""
         if space == "teacher" and self.routing is not None:
             return self.routing.threshold
+        if against_gallery and self.fusion is not None and faces and all(self.fuses(f) for f in faces):
+            return self.fusion.threshold
         if against_gallery and self.from_teacher is not None:
             return self.from_teacher.threshold
         return self.student.card.threshold
+
+    @property
+    def fusion(self) -> DetectedFusion | None:
+        """The card's fusion of both models for small detected faces, when the teacher serves and the
+        student's space is the teacher's centred one (:attr:`from_teacher`)."""
+        if self.routing is None or self.from_teacher is None:
+            return None
+        return self.routing.detected_fusion
+
+    def fuses(self, face: DecodedFace) -> bool:
+        """Whether the student's embedding of ``face`` is the fusion of both models: a face the detector
+        found, below the teacher's switch for detected faces, where the card fuses."""
+        return self.fusion is not None and face.input == "detected" and face.face_px < self.teacher_from(face)
+
+    def label(self, space: Space, faces: Sequence[DecodedFace]) -> EmbedderLabel:
+        """What a probe of ``faces`` embedded in ``space`` says embedded it."""
+        if space == "student" and faces and all(self.fuses(f) for f in faces):
+            return "student+teacher"
+        return space
 
     @property
     def from_teacher(self) -> GalleryFromTeacher | None:
@@ -116,8 +143,8 @@ class Embedders:
         """The student-index vectors of faces being enrolled: the student's embeddings, or, where the
         card says so (:attr:`from_teacher`), the teacher's (``teacher``, when already computed) centred
         for every face the teacher would serve; a face smaller than that (a small chip, a distant face
-        in a frame) keeps the student's own embedding, in the same centred space, since the teacher's
-        view of it is poor."""
+        in a frame) keeps the student's own embedding (fused with the teacher's where :meth:`fuses`, as
+        the same face is as a probe), in the same centred space, since the teacher's view of it is poor."""
         rule = self.from_teacher
         if rule is None:
             return self.embed(faces, "student")
@@ -129,12 +156,18 @@ class Embedders:
 
     def embed(self, faces: list[DecodedFace], space: Space) -> np.ndarray:
         """Unit embeddings of ``faces`` in ``space``: the student's input (the framed square, or a
-        detected face's landmark chip), or the teacher's view (dlib's aligned chip for a detected face,
-        see :meth:`DecodedFace.teacher_face`)."""
+        detected face's landmark chip; fused with the teacher's view where :meth:`fuses`), or the
+        teacher's view (dlib's aligned chip for a detected face, see :meth:`DecodedFace.teacher_face`)."""
         if space == "teacher":
             assert self.teacher is not None
             return self.teacher.embed([f.teacher_face() for f in faces])
-        return self.student.embed([f.face for f in faces])
+        vectors = self.student.embed([f.face for f in faces])
+        fused = [i for i, face in enumerate(faces) if self.fuses(face)]
+        if fused:
+            assert self.fusion is not None and self.from_teacher is not None
+            teacher = self.embed([faces[i] for i in fused], "teacher")
+            vectors[fused] = self.fusion.vectors(vectors[fused], teacher, self.from_teacher)
+        return vectors
 
     @property
     def teacher_space(self) -> tuple[int, str] | None:
@@ -148,6 +181,11 @@ class Embedders:
         return (
             f"student {self.student.model_version} below {self.routing.min_face_px} px"
             + ("" if detected is None else f" ({detected:g} px for detected faces)")
+            + (
+                ""
+                if self.fusion is None
+                else f", both fused below that for detected faces (student weight {self.fusion.student_weight:g})"
+            )
             + f", teacher {self.teacher.model_id} from there"
             + ("; the student's gallery from the teacher's centred HR embeddings" if self.from_teacher else "")
         )

@@ -180,10 +180,13 @@ def test_the_teacher_runs_on_the_settings_providers_and_threads(monkeypatch: pyt
     assert opened[-1][1:] == ("auto", 0)
 
 
-def test_the_detected_switch_is_the_largest_threshold_on_the_rank1_plateau() -> None:
+def test_the_detected_switch_is_the_cheaper_end_of_the_rank1_plateau() -> None:
     from service.detected_routing import choose_threshold
 
     candidates = [14.0, 15.0, 16.0, 17.0, 18.0]
     assert choose_threshold(candidates, [0.70, 0.701, 0.702, 0.699, 0.69], plateau=0.0025) == 16.0
     assert choose_threshold(candidates, [0.70, 0.701, 0.702, 0.699, 0.69], plateau=0.0) == 16.0
     assert choose_threshold(candidates, [0.5, 0.5, 0.5, 0.5, 0.5]) == 18.0  # flat: the teacher from the largest
+    # fused below the switch, both models run there: the cheaper side of the plateau is the smallest
+    assert choose_threshold(candidates, [0.69, 0.701, 0.702, 0.7015, 0.69], largest=False) == 15.0
+    assert choose_threshold(candidates, [0.5, 0.5, 0.5, 0.5, 0.5], largest=False) == 14.0

@@ -32,7 +32,7 @@ FACES_DOC = (
 )
 
 
-def _found(face: DecodedFace, space: Space, png: str | None) -> dict[str, Any]:
+def _found(ctx: RequestContext, face: DecodedFace, space: Space, png: str | None) -> dict[str, Any]:
     return {
         "image": face.image,
         "input": face.input,
@@ -40,7 +40,7 @@ def _found(face: DecodedFace, space: Space, png: str | None) -> dict[str, Any]:
         "box_clipped": face.box_clipped,
         "detection_score": face.detection_score,
         "face_px": face.face_px,
-        "embedder": space,
+        "embedder": ctx.embedders.label(space, [face]),
         "input_png": png,
     }
 
@@ -71,7 +71,7 @@ async def embed(request: Request) -> s.EmbedResponse:
         vectors = ctx.embedders.embed(faces, "student")
         pngs = [ctx.input_png(f, "student") if include else None for f in faces]
         return [
-            s.FaceEmbedding(embedding=v.tolist(), **_found(f, "student", png))
+            s.FaceEmbedding(embedding=v.tolist(), **_found(ctx, f, "student", png))
             for v, f, png in zip(vectors, faces, pngs, strict=True)
         ]
 
@@ -189,12 +189,12 @@ def _identify_faces(
     for face, vector, space in zip(faces, vectors, spaces, strict=True):
         found = gallery.in_space(space).search(vector, top_k, gallery=target)
         matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-        chosen = threshold if threshold is not None else ctx.embedders.threshold(space)
+        chosen = threshold if threshold is not None else ctx.embedders.threshold(space, faces=[face])
         decision = _decide(matches, chosen)
         png = ctx.input_png(face, space) if include else None
         out.append(
             s.IdentifiedFace(
-                **_found(face, space, png),
+                **_found(ctx, face, space, png),
                 matches=matches,
                 threshold=chosen,
                 decision=decision,
@@ -223,14 +223,14 @@ def _identify_track(
     query = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
     found = gallery.in_space(space).search(query, top_k, gallery=target)
     matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-    chosen = threshold if threshold is not None else ctx.embedders.threshold(space)
+    chosen = threshold if threshold is not None else ctx.embedders.threshold(space, faces=track)
     decision = _decide(matches, chosen)
     largest = max(track, key=lambda f: f.face_px)
     return s.IdentifyResponse(
         matches=matches, decision=decision, outcome="match" if decision else "unknown", threshold=chosen,
-        model_version=ctx.embedder.model_version, embedder=space, face_px=min(f.face_px for f in track),
-        input=largest.input, fused=len(track),
-        faces=[s.IdentifiedFace(**_found(f, space, ctx.input_png(f, space) if include else None)) for f in track],
+        model_version=ctx.embedder.model_version, embedder=ctx.embedders.label(space, track),
+        face_px=min(f.face_px for f in track), input=largest.input, fused=len(track),
+        faces=[s.IdentifiedFace(**_found(ctx, f, space, ctx.input_png(f, space) if include else None)) for f in track],
     )  # fmt: skip
 
 
@@ -269,8 +269,10 @@ async def verify(request: Request) -> s.VerifyResponse:
             status.HTTP_422_UNPROCESSABLE_ENTITY, "give a second face (image_b/embedding_b) or a subject_id"
         )
     gallery = ctx.gallery if probe_b is None else None
-    vectors, space = await ctx.embed_probes([probe_a] if probe_b is None else [probe_a, probe_b], gallery)
-    threshold = body.threshold if body.threshold is not None else ctx.embedders.threshold(space, probe_b is None)
+    probes = [probe_a] if probe_b is None else [probe_a, probe_b]
+    vectors, space = await ctx.embed_probes(probes, gallery)
+    faces = [p.face for p in probes if p.face is not None]
+    threshold = body.threshold if body.threshold is not None else ctx.embedders.threshold(space, probe_b is None, faces)
     if probe_b is not None:
         best, mean, count = float(vectors[0] @ vectors[1]), None, 1
     else:
@@ -286,7 +288,7 @@ async def verify(request: Request) -> s.VerifyResponse:
         mean_score=mean,
         faces_compared=count,
         model_version=version,
-        embedder=space,
+        embedder=ctx.embedders.label(space, faces) if len(faces) == len(probes) else space,
         input_a=probe_a.kind,
         input_b=probe_b.kind if probe_b is not None else None,
     )

@@ -88,11 +88,12 @@ class EmbedRequest(Strict):
 
 
 EmbedderName = Annotated[
-    Literal["student", "teacher"],
+    Literal["student", "teacher", "student+teacher"],
     Field(
-        description="Which model embedded the face: 'student' (small faces) or 'teacher' (faces of at least the "
-        "card's routing.min_face_px, or routing.detected_min_face_px for a detected face); scores of one are not "
-        "comparable with the other's."
+        description="Which model embedded the face: 'student' (small faces), 'teacher' (faces of at least the "
+        "card's routing.min_face_px, or routing.detected_min_face_px for a detected face) or 'student+teacher' "
+        "(a smaller detected face embedded by both, fused in the student's space: the card's "
+        "routing.detected_fusion); scores of the teacher are not comparable with the others'."
     ),
 ]
 

@@ -77,11 +77,13 @@
     const best = face.matches && face.matches[0];
     const entry = el("article", { class: "face " + (name ? "is-match" : "is-unknown") });
     const model = el("figure", { class: "model-input" });
+    // A fused face's picture is the student's input; the teacher saw dlib's alignment of the same face.
+    const seer = face.embedder === "student+teacher" ? "student (fused with the teacher)" : face.embedder;
     if (face.input_png) {
       const img = el("img", { src: face.input_png, alt: "face " + (i + 1) + " as the model saw it", class: "pixelated" });
-      const caption = el("figcaption", { class: "muted", text: "as the " + face.embedder + " saw it" });
+      const caption = el("figcaption", { class: "muted", text: "as the " + seer + " saw it" });
       img.addEventListener("load", () => {
-        caption.textContent = "as the " + face.embedder + " saw it (" + img.naturalWidth + " px)";
+        caption.textContent = "as the " + seer + " saw it (" + img.naturalWidth + " px)";
       });
       model.append(img, caption);
     } else {

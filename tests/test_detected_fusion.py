@@ -1,0 +1,137 @@
+"""Small faces found in frames, embedded by both models (the card's ``routing.detected_fusion``): the
+student's embedding and the teacher's centred one averaged by one rule
+(:meth:`lrface.model_card.DetectedFusion.vectors`) in the service and its calibration, with the
+fusion's own threshold; chips, large faces and a card without the fusion are served as before. The
+released model and real LFW photos pasted small into a frame."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from lrface.alignment import aligner_available
+from lrface.embedder import OnnxEmbedder
+from lrface.model_card import DetectedFusion, GalleryFromTeacher, load_card
+from lrface.settings import BUNDLED_MODEL_DIR
+from service.embedders import Embedders
+from service.faces import DecodedFace, FaceDecoder, ImageItem
+from tests.faces import lfw_faces
+from tests.server import running_server
+
+needs_teacher = pytest.mark.skipif(
+    not aligner_available() or load_card(BUNDLED_MODEL_DIR).gallery_from_teacher is None,
+    reason="needs dlib and a released student in the teacher's space",
+)
+FUSION = DetectedFusion(student_weight=0.4, threshold=0.123)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_the_fusion_is_the_weighted_mean_of_the_student_and_the_centred_teacher() -> None:
+    rng = np.random.default_rng(0)
+    student, teacher = _unit(rng.normal(size=(5, 8))), _unit(rng.normal(size=(5, 8)))
+    space = GalleryFromTeacher(centre=list(rng.normal(size=8) * 0.1), threshold=0.3)
+    fused = FUSION.vectors(student, teacher, space)
+    want = _unit(0.4 * student + 0.6 * _unit(teacher - np.asarray(space.centre)))
+    assert np.allclose(fused, want, atol=1e-6) and np.allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-6)
+    alone = DetectedFusion(student_weight=1.0, threshold=0.0).vectors(student, teacher, space)
+    assert np.allclose(alone, student, atol=1e-6)  # weight 1: the student alone
+    only_teacher = DetectedFusion(student_weight=0.0, threshold=0.0).vectors(student, teacher, space)
+    assert np.allclose(only_teacher, space.vectors(teacher), atol=1e-6)
+
+
+def test_the_calibration_fuses_where_two_noisy_views_beat_either_and_thresholds_between_same_and_other() -> None:
+    """Probes whose student and teacher embeddings each carry independent noise around the person's
+    gallery vector: fusing halves the noise, so a weight below 1 wins, and the threshold falls between
+    the genuine and impostor scores."""
+    from service.detected_routing import FUSION_WEIGHTS, _choose_fusion
+
+    rng = np.random.default_rng(1)
+    people = np.r_[np.arange(60), -np.ones(40, int)]  # 60 people enrolled, 40 distractors
+    gallery = _unit(rng.normal(size=(100, 32))).astype(np.float32)
+    truths = rng.integers(0, 60, size=600)
+    centre = rng.normal(size=32) * 0.05
+    space = GalleryFromTeacher(centre=list(centre), threshold=0.3)
+    student = _unit(gallery[truths] + rng.normal(scale=0.5, size=(600, 32)))
+    teacher = _unit(_unit(gallery[truths] + rng.normal(scale=0.5, size=(600, 32))) + centre)
+    face_px = np.full(600, 10.0)  # all below every candidate switch: every face is fused
+    chosen = _choose_fusion(student, teacher, face_px, truths, np.zeros(600), gallery, people, space, seed=0)
+    fusion = chosen["fusion"]
+    assert fusion is not None and fusion["student_weight"] in (0.4, 0.5, 0.6), chosen["rank1_by_weight"]
+    assert chosen["rank1_by_weight"]["0.5"] > chosen["rank1_by_weight"]["1"] + 5  # fusing is worth it here
+    assert len(chosen["hits"]) == 600 and set(FUSION_WEIGHTS) >= {fusion["student_weight"]}
+    probes = DetectedFusion(**fusion).vectors(student, teacher, space)
+    genuine = (probes * gallery[truths]).sum(axis=1)
+    assert np.median(genuine) > fusion["threshold"] > 0.0 and fusion["validation"]["faces"] == 600
+    plain = _choose_fusion(student, teacher, face_px, truths, np.zeros(600), gallery, people, None, seed=0)
+    assert plain["fusion"] is None and plain["hits"] is None  # no centred space: nothing to fuse in
+
+
+def _frame_with_small_faces() -> bytes:
+    """Two LFW photos pasted at 40 and 110 px into a 480x270 frame: faces of about 18 and 50 px."""
+    frame = Image.new("RGB", (480, 270), (118, 124, 120))
+    photos = (lfw_faces("Colin_Powell", 3)[2], lfw_faces("Tony_Blair", 3)[2])
+    for (x, y, side), photo in zip(((60, 100, 40), (260, 60, 110)), photos, strict=True):
+        frame.paste(Image.open(photo).convert("RGB").resize((side, side), Image.Resampling.BOX), (x, y))
+    buffer = io.BytesIO()
+    frame.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@needs_teacher
+def test_a_small_detected_face_is_fused_a_chip_and_a_large_face_are_not() -> None:
+    embedders = Embedders.for_model(OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu", 1))
+    assert embedders.routing is not None and embedders.from_teacher is not None
+    embedders.routing = embedders.routing.model_copy(update={"detected_fusion": FUSION, "detected_min_face_px": 30.0})
+    faces = FaceDecoder(40_000_000).decode(ImageItem(_frame_with_small_faces(), "frame.png"), "true")
+    assert len(faces) == 2 and faces[1].face_px < 30.0 <= faces[0].face_px, [f.face_px for f in faces]
+    large, small = faces
+    chip = DecodedFace(small.face, "", None, face_px=small.face_px, input="chip")
+    assert [embedders.fuses(f) for f in (large, small, chip)] == [False, True, False]
+    alone = embedders.student.embed([f.face for f in (large, small, chip)])
+    teacher = embedders.embed([small], "teacher")
+    got = embedders.embed([large, small, chip], "student")
+    assert np.allclose(got[1], FUSION.vectors(alone[1:2], teacher, embedders.from_teacher)[0], atol=1e-5)
+    assert np.allclose(got[[0, 2]], alone[[0, 2]], atol=1e-6)  # the others: the student alone
+    assert not np.allclose(got[1], alone[1], atol=0.05)
+    assert embedders.label("student", [small]) == "student+teacher" and embedders.label("student", [chip]) == "student"
+    assert embedders.label("student", [small, chip]) == "student"  # a track of both kinds: not all fused
+    assert embedders.threshold("student", faces=[small]) == FUSION.threshold
+    assert embedders.threshold("student", faces=[chip]) == embedders.from_teacher.threshold
+    assert embedders.threshold("student", against_gallery=False, faces=[small]) == embedders.student.card.threshold
+    assert "fused" in embedders.describe()
+    embedders.routing = embedders.routing.model_copy(update={"detected_fusion": None})
+    assert not embedders.fuses(small) and np.allclose(embedders.embed([small], "student"), alone[1:2], atol=1e-6)
+    assert embedders.label("student", [small]) == "student"
+
+
+@needs_teacher
+def test_the_service_says_a_small_face_in_a_frame_was_fused_and_uses_the_fusions_threshold(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(BUNDLED_MODEL_DIR, model, ignore=shutil.ignore_patterns("student.pt"))
+    card = load_card(model)
+    assert card.routing is not None
+    card.routing.detected_fusion, card.routing.detected_min_face_px = FUSION, 30.0
+    card.save(model)
+    env = {"LRFACE_MODEL": str(model), "LRFACE_GALLERY_DIR": str(tmp_path / "g")}
+    with running_server(env) as url, httpx.Client(base_url=url, timeout=120) as client:
+        assert "fused" in client.get("/readyz").json()["embedders"]
+        for name in ("Colin_Powell", "Tony_Blair"):
+            first = lfw_faces(name, 1)[0]
+            r = client.post(f"/gallery/subjects/{name}/faces", files={"images": (first.name, first.read_bytes())})
+            assert r.status_code == 201, r.text
+        body = client.post("/identify", files={"image": ("frame.png", _frame_with_small_faces())}).json()
+        large, small = body["faces"]
+        assert large["embedder"] == "teacher" and large["threshold"] == card.routing.threshold
+        assert small["embedder"] == "student+teacher" and small["threshold"] == FUSION.threshold
+        assert small["matches"][0]["subject_id"] == "Colin_Powell"
+        embedded = client.post("/embed", files={"images": ("frame.png", _frame_with_small_faces())}).json()
+        assert [f["embedder"] for f in embedded["faces"]] == ["student", "student+teacher"]
