@@ -51,7 +51,7 @@ class DetectedFusion(BaseModel):
     (:meth:`GalleryFromTeacher.vectors`, the teacher seeing dlib's alignment of the face) averaged with
     :attr:`student_weight` and re-normalised (:meth:`vectors`), searched in the student's index. The two
     err on different faces: on JPEG frames of validation people fusing beat either model at every size
-    from 12 to 28 px (``lrface bench frames --calibrate-routing``)."""
+    from 14 to 24 px (``lrface bench frames --calibrate-routing``)."""
 
     student_weight: float = Field(ge=0.0, le=1.0, description="The student's share; the teacher's is the rest.")
     threshold: float = Field(

@@ -44,9 +44,9 @@ from service.frames_bench import encode_image, photo_subject_box
 
 SIZES = (14.0, 16.0, 17.0, 18.0, 19.0, 20.0, 22.0, 24.0, 26.0, 28.0, 32.0)
 # The student's share in the fusion of both models below the switch (1: the student alone).
-FUSION_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
+FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
 # Rank-1 is flat near the crossing: among the thresholds within this much (a fraction) of the best,
-# the largest is taken, because the teacher costs more per face than the student.
+# the cheaper is taken (:func:`choose_threshold`).
 PLATEAU = 0.0025
 FRAME_SIDE = 160  # one face a frame: the search is quick and every face counts once
 # Gallery size: the validation people are joined by this many training people (one photo each, never a
@@ -77,8 +77,9 @@ def calibrate_detected_routing(
     progress: bool = True,
     gallery_size: int = GALLERY_SIZE,
 ) -> dict[str, Any]:
-    """Rank-1 of the teacher and the student on detected faces of validation people by pasted size,
-    and the ``face_px`` from which the teacher should serve them."""
+    """Rank-1 of the teacher, the student and the two fused on detected faces of validation people by
+    pasted size, the ``face_px`` from which the teacher alone should serve them and how to fuse both
+    below it (``fusion``: None where the student alone is best, or its space is not the teacher's)."""
     if embedders.teacher is None:
         raise ValueError(
             "no teacher to route to: the model card has no routing, the teacher's network "
@@ -220,36 +221,30 @@ def _choose_fusion(
     chosen: dict[str, Any] = {
         "rank1_by_threshold": {f"{t:g}": round(100 * r, 2) for t, r in zip(candidates, curves[weight], strict=True)},
         "teacher_from_face_px": switch,
-    }
-    if space is None:
-        return {**chosen, "fusion": None, "hits": None}
-    below = face_px < switch
-    rule = DetectedFusion(student_weight=weight, threshold=0.0)
-    probes = rule.vectors(student[below], teacher[below], space)
-    rng = np.random.default_rng(seed)
-    enrolled = np.flatnonzero(people >= 0)
-    own = np.array([np.flatnonzero(people == t)[0] for t in truths[below]])
-    other = np.array([rng.choice(enrolled[people[enrolled] != t]) for t in truths[below]])
-    scores = np.r_[(probes * gallery[own]).sum(axis=1), (probes * gallery[other]).sum(axis=1)]
-    same = np.r_[np.ones(len(own)), np.zeros(len(other))]
-    false_rate, true_rate, thresholds = roc_curve(same, scores)
-    best = int(np.argmax(true_rate - false_rate))
-    return {
-        **chosen,
         "rank1_by_weight": {f"{w:g}": round(100 * max(curves[w]), 2) for w in weights},
         "rank1_by_threshold_student_alone": {
             f"{t:g}": round(100 * float(np.where(face_px >= t, teacher_hits, hits[1.0]).mean()), 2) for t in candidates
         },
-        "fusion": None
-        if weight == 1.0
-        else {
-            "student_weight": weight,
-            "threshold": round(float(thresholds[best]), 4),
-            "validation": {
-                "faces": int(below.sum()),
-                "accuracy": round(float((true_rate[best] + 1 - false_rate[best]) / 2), 4),
-                "pairs": "each face with its own person's enrolled face and another validation person's",
-            },
-        },  # fmt: skip
-        "hits": hits[weight],
     }
+    below = face_px < switch
+    if space is None or weight == 1.0 or not below.any():  # nothing to fuse
+        return {**chosen, "fusion": None, "hits": None}
+    probes = DetectedFusion(student_weight=weight, threshold=0.0).vectors(student[below], teacher[below], space)
+    rng = np.random.default_rng(seed)
+    enrolled = np.flatnonzero(people >= 0)
+    own = np.array([np.flatnonzero(people == t)[0] for t in truths[below]], dtype=int)
+    other = np.array([rng.choice(enrolled[people[enrolled] != t]) for t in truths[below]], dtype=int)
+    scores = np.r_[(probes * gallery[own]).sum(axis=1), (probes * gallery[other]).sum(axis=1)]
+    same = np.r_[np.ones(len(own)), np.zeros(len(other))]
+    false_rate, true_rate, thresholds = roc_curve(same, scores)
+    best = int(np.argmax(true_rate - false_rate))
+    fusion = {
+        "student_weight": weight,
+        "threshold": round(float(thresholds[best]), 4),
+        "validation": {
+            "faces": int(below.sum()),
+            "accuracy": round(float((true_rate[best] + 1 - false_rate[best]) / 2), 4),
+            "pairs": "each face with its own person's enrolled face and another validation person's",
+        },
+    }
+    return {**chosen, "fusion": fusion, "hits": hits[weight]}

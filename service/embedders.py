@@ -148,25 +148,29 @@ class Embedders:
         rule = self.from_teacher
         if rule is None:
             return self.embed(faces, "student")
-        vectors = rule.vectors(self.embed(faces, "teacher") if teacher is None else teacher)
+        views = self.embed(faces, "teacher") if teacher is None else teacher
+        vectors = rule.vectors(views)
         small = [i for i, face in enumerate(faces) if face.face_px < self.teacher_from(face)]
         if small:
-            vectors[small] = self.embed([faces[i] for i in small], "student")
+            vectors[small] = self.embed([faces[i] for i in small], "student", teacher=views[small])
         return vectors
 
-    def embed(self, faces: list[DecodedFace], space: Space) -> np.ndarray:
+    def embed(
+        self, faces: list[DecodedFace], space: Space, fuse: bool = True, teacher: np.ndarray | None = None
+    ) -> np.ndarray:
         """Unit embeddings of ``faces`` in ``space``: the student's input (the framed square, or a
-        detected face's landmark chip; fused with the teacher's view where :meth:`fuses`), or the
-        teacher's view (dlib's aligned chip for a detected face, see :meth:`DecodedFace.teacher_face`)."""
+        detected face's landmark chip; fused with the teacher's view where :meth:`fuses`, unless ``fuse``
+        is False), or the teacher's view (dlib's aligned chip for a detected face, see
+        :meth:`DecodedFace.teacher_face`). ``teacher``: the faces' teacher embeddings, where already made."""
         if space == "teacher":
             assert self.teacher is not None
             return self.teacher.embed([f.teacher_face() for f in faces])
         vectors = self.student.embed([f.face for f in faces])
-        fused = [i for i, face in enumerate(faces) if self.fuses(face)]
+        fused = [i for i, face in enumerate(faces) if fuse and self.fuses(face)]
         if fused:
             assert self.fusion is not None and self.from_teacher is not None
-            teacher = self.embed([faces[i] for i in fused], "teacher")
-            vectors[fused] = self.fusion.vectors(vectors[fused], teacher, self.from_teacher)
+            views = self.embed([faces[i] for i in fused], "teacher") if teacher is None else teacher[fused]
+            vectors[fused] = self.fusion.vectors(vectors[fused], views, self.from_teacher)
         return vectors
 
     @property

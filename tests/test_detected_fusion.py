@@ -73,6 +73,9 @@ def test_the_calibration_fuses_where_two_noisy_views_beat_either_and_thresholds_
     assert np.median(genuine) > fusion["threshold"] > 0.0 and fusion["validation"]["faces"] == 600
     plain = _choose_fusion(student, teacher, face_px, truths, np.zeros(600), gallery, people, None, seed=0)
     assert plain["fusion"] is None and plain["hits"] is None  # no centred space: nothing to fuse in
+    large = np.full(600, 40.0)  # every face above every candidate switch: the teacher alone, nothing fused
+    alone = _choose_fusion(student, teacher, large, truths, np.ones(600), gallery, people, space, seed=0)
+    assert alone["fusion"] is None and alone["hits"] is None and alone["teacher_from_face_px"] == 34.0  # all tie
 
 
 def _frame_with_small_faces() -> bytes:
@@ -108,6 +111,12 @@ def test_a_small_detected_face_is_fused_a_chip_and_a_large_face_are_not() -> Non
     assert embedders.threshold("student", faces=[chip]) == embedders.from_teacher.threshold
     assert embedders.threshold("student", against_gallery=False, faces=[small]) == embedders.student.card.threshold
     assert "fused" in embedders.describe()
+    # enrolled as a probe is embedded: the small detected face fused (from the teacher view given), the large one
+    # the teacher's centred embedding of it
+    enrolled = embedders.gallery_vectors([large, small])
+    assert np.allclose(enrolled[1], got[1], atol=1e-5)
+    assert np.allclose(enrolled[0], embedders.from_teacher.vectors(embedders.embed([large], "teacher"))[0], atol=1e-5)
+    assert np.allclose(embedders.embed([small], "student", fuse=False), alone[1:2], atol=1e-6)
     embedders.routing = embedders.routing.model_copy(update={"detected_fusion": None})
     assert not embedders.fuses(small) and np.allclose(embedders.embed([small], "student"), alone[1:2], atol=1e-6)
     assert embedders.label("student", [small]) == "student"
@@ -135,3 +144,19 @@ def test_the_service_says_a_small_face_in_a_frame_was_fused_and_uses_the_fusions
         assert small["matches"][0]["subject_id"] == "Colin_Powell"
         embedded = client.post("/embed", files={"images": ("frame.png", _frame_with_small_faces())}).json()
         assert [f["embedder"] for f in embedded["faces"]] == ["student", "student+teacher"]
+        small_face = _small_face_crop()
+        checked = client.post("/verify", files={"image_a": ("a.png", small_face)},
+                              data={"subject_id": "Colin_Powell", "detect": "true"}).json()  # fmt: skip
+        assert checked["embedder"] == "student+teacher" and checked["threshold"] == FUSION.threshold, checked
+        pair = client.post("/verify", files={"image_a": ("a.png", small_face), "image_b": ("b.png", small_face)},
+                           data={"detect": "true"}).json()  # fmt: skip
+        # two faces compared with each other: the student alone, at the card's pair threshold
+        assert pair["embedder"] == "student" and pair["threshold"] == card.threshold and pair["score"] > 0.999, pair
+
+
+def _small_face_crop() -> bytes:
+    """The frame's small face with some of the frame around it (searched: found as one small face)."""
+    frame = Image.open(io.BytesIO(_frame_with_small_faces())).crop((20, 60, 140, 180))
+    buffer = io.BytesIO()
+    frame.save(buffer, format="PNG")
+    return buffer.getvalue()

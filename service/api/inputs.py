@@ -414,19 +414,24 @@ class RequestContext:
         (a gallery enrolled before the teacher served has none until `lrface gallery reembed`)."""
         return gallery is None or (gallery.teacher is not None and len(gallery.teacher) == len(gallery))
 
-    def _embed_probes(self, probes: list[Probe], gallery: Gallery | None) -> tuple[list[np.ndarray], Space]:
+    def _embed_probes(
+        self, probes: list[Probe], gallery: Gallery | None, fuse: bool = True
+    ) -> tuple[list[np.ndarray], Space]:
         faces = [p.face for p in probes if p.face is not None]
         routed = {self.embedders.space_for(f) for f in faces}
         complete = self.teacher_complete(gallery)
         space: Space = "teacher" if len(faces) == len(probes) and routed == {"teacher"} and complete else "student"
-        vectors = iter(self.embedders.embed(faces, space)) if faces else iter(())
+        vectors = iter(self.embedders.embed(faces, space, fuse)) if faces else iter(())
         return [p.vector if p.vector is not None else next(vectors) for p in probes], space
 
-    async def embed_probes(self, probes: list[Probe], gallery: Gallery | None = None) -> tuple[list[np.ndarray], Space]:
+    async def embed_probes(
+        self, probes: list[Probe], gallery: Gallery | None = None, fuse: bool = True
+    ) -> tuple[list[np.ndarray], Space]:
         """Unit embeddings of ``probes`` in one space: the teacher's when every probe is a face large
         enough for it (see the model card's routing) and ``gallery`` (when given) holds every face in
-        the teacher's space, else the student's."""
-        return await self.run(self._embed_probes, probes, gallery)
+        the teacher's space, else the student's (small detected faces fused with the teacher's view
+        where the card says so, unless ``fuse`` is False)."""
+        return await self.run(self._embed_probes, probes, gallery, fuse)
 
     def embed_each(self, faces: list[DecodedFace], gallery: Gallery | None) -> tuple[list[np.ndarray], list[Space]]:
         """Each face in its own routed space (the teacher's for a large face where ``gallery`` allows

@@ -50,8 +50,10 @@ def _found(ctx: RequestContext, face: DecodedFace, space: Space, png: str | None
     response_model=s.EmbedResponse,
     summary="Embed the faces of one or more images",
     description="Every face is brought to the student's low-resolution input by the shared preprocessing and "
-    "embedded (unit length, the space edge clients compute)." + FACES_DOC + " Images searched without a face "
-    "found are listed in `images_without_face`.",
+    "embedded (unit length, in the student's space, which edge clients compute; a small detected face is "
+    "embedded by both models fused in that space where the card says so: `embedder` per face)."
+    + FACES_DOC
+    + " Images searched without a face found are listed in `images_without_face`.",
     openapi_extra=both_bodies(
         s.EmbedRequest,
         {
@@ -97,7 +99,8 @@ async def embed(request: Request) -> s.EmbedResponse:
     "`embedder`, `face_px` and `input` are the largest face's; the top-level `outcome` is 'no_face' when none "
     "was found. A face of at least the model card's `routing.min_face_px` (in the image as sent; a face the "
     "detector found: `routing.detected_min_face_px`) is matched by the teacher against the gallery's teacher "
-    "embeddings, a smaller one by the student." + FACES_DOC + " Send "
+    "embeddings, a smaller one by the student (a smaller detected face by both models fused, where the card's "
+    "`routing.detected_fusion` says so, at the fusion's own threshold)." + FACES_DOC + " Send "
     "one image, an `embedding` computed at the edge, or several images of one person with `fuse=true` "
     "(multipart: several `image` files; JSON: `images`): each image's largest face is embedded, the embeddings "
     "averaged and searched once (the teacher only when every face is large enough); `fused` says how many. "
@@ -270,8 +273,10 @@ async def verify(request: Request) -> s.VerifyResponse:
         )
     gallery = ctx.gallery if probe_b is None else None
     probes = [probe_a] if probe_b is None else [probe_a, probe_b]
-    vectors, space = await ctx.embed_probes(probes, gallery)
-    faces = [p.face for p in probes if p.face is not None]
+    # Two faces are compared with each other by the student alone: the card's pair threshold is the
+    # student's; a face against an enrolled subject is fused where the card says so, with its threshold.
+    vectors, space = await ctx.embed_probes(probes, gallery, fuse=probe_b is None)
+    faces = [p.face for p in probes if p.face is not None] if probe_b is None else []
     threshold = body.threshold if body.threshold is not None else ctx.embedders.threshold(space, probe_b is None, faces)
     if probe_b is not None:
         best, mean, count = float(vectors[0] @ vectors[1]), None, 1
@@ -288,7 +293,7 @@ async def verify(request: Request) -> s.VerifyResponse:
         mean_score=mean,
         faces_compared=count,
         model_version=version,
-        embedder=ctx.embedders.label(space, faces) if len(faces) == len(probes) else space,
+        embedder=ctx.embedders.label(space, faces) if len(faces) == len(probes) else space,  # a pair: unfused
         input_a=probe_a.kind,
         input_b=probe_b.kind if probe_b is not None else None,
     )
