@@ -60,12 +60,21 @@ class DetectedFusion(BaseModel):
     validation: dict[str, Any] = Field(default_factory=dict, description="What the threshold was chosen on.")
 
     def vectors(self, student: np.ndarray, teacher: np.ndarray, space: GalleryFromTeacher) -> np.ndarray:
-        """Unit student embeddings and the same faces' unit teacher embeddings ``(N, D)`` -> the fused
-        probes (the one rule: service and calibration)."""
-        mixed = self.student_weight * np.asarray(student, np.float32) + (1.0 - self.student_weight) * space.vectors(
-            teacher
-        )
-        return (mixed / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        """The fused probes of these faces (:func:`fused_vectors` at :attr:`student_weight`)."""
+        return fused_vectors(student, teacher, self.student_weight, space)
+
+
+def fused_vectors(
+    student: np.ndarray, teacher: np.ndarray, student_weight: float, space: GalleryFromTeacher
+) -> np.ndarray:
+    """Unit student embeddings and the same faces' unit teacher embeddings ``(N, D)`` -> the fused
+    probes: ``student_weight`` of the student's and the rest of the teacher's centred one
+    (:meth:`GalleryFromTeacher.vectors`), re-normalised (the one rule: service and calibration)."""
+    return _unit(student_weight * np.asarray(student, np.float32) + (1.0 - student_weight) * space.vectors(teacher))
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 class Routing(BaseModel):
@@ -112,8 +121,7 @@ class GalleryFromTeacher(BaseModel):
     def vectors(self, teacher: np.ndarray) -> np.ndarray:
         """Unit teacher embeddings ``(N, D)`` -> the student's gallery vectors (the one rule: service,
         re-embedding, evaluation and calibration)."""
-        out = np.asarray(teacher, dtype=np.float32) - np.asarray(self.centre, dtype=np.float32)
-        return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return _unit(np.asarray(teacher, dtype=np.float32) - np.asarray(self.centre, dtype=np.float32))
 
 
 class ModelCard(BaseModel):

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from lrface.data.lfw import identity_split
 from lrface.detection import MtcnnDetector
 from lrface.embedder import FaceInput
-from lrface.model_card import DetectedFusion, GalleryFromTeacher
+from lrface.model_card import GalleryFromTeacher, fused_vectors
 from lrface.preprocessing import FRAME_SCALE, frame_face, load_image, load_image_file
 from lrface.settings import Settings
 from service.embedders import Embedders, Space
@@ -211,9 +211,7 @@ def _choose_fusion(
     curves: dict[float, list[float]] = {}
     hits: dict[float, np.ndarray] = {}
     for weight in weights:
-        probes = student if weight == 1.0 else DetectedFusion(student_weight=weight, threshold=0.0).vectors(
-            student, teacher, space  # type: ignore[arg-type]
-        )  # fmt: skip
+        probes = student if space is None or weight == 1.0 else fused_vectors(student, teacher, weight, space)
         hits[weight] = (people[np.argmax(probes @ gallery.T, axis=1)] == truths).astype(np.float64)
         curves[weight] = [float(np.where(face_px >= t, teacher_hits, hits[weight]).mean()) for t in candidates]
     weight = max(weights, key=lambda w: (max(curves[w]), w))  # a tie: the student's larger share
@@ -229,7 +227,7 @@ def _choose_fusion(
     below = face_px < switch
     if space is None or weight == 1.0 or not below.any():  # nothing to fuse
         return {**chosen, "fusion": None, "hits": None}
-    probes = DetectedFusion(student_weight=weight, threshold=0.0).vectors(student[below], teacher[below], space)
+    probes = fused_vectors(student[below], teacher[below], weight, space)
     rng = np.random.default_rng(seed)
     enrolled = np.flatnonzero(people >= 0)
     own = np.array([np.flatnonzero(people == t)[0] for t in truths[below]], dtype=int)

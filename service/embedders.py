@@ -3,9 +3,8 @@ teacher (an HR embedder, :class:`lrface.teacher.DlibEmbedder`, dlib's network in
 faces of at least the card's ``routing.min_face_px``, measured in the image as received (for a face
 the detector found: the card's ``routing.detected_min_face_px``, see ``service.detected_routing``; a
 smaller detected face is embedded by both, fused, where the card's ``routing.detected_fusion`` says so).
-Without a
-routing in the card, without the teacher's network, or without dlib installed (its aligner makes the
-teacher's chips of detected faces), the student serves every face."""
+Without a routing in the card, without the teacher's network, or without dlib installed (its aligner
+makes the teacher's chips of detected faces), the student serves every face."""
 
 from __future__ import annotations
 

@@ -293,7 +293,7 @@ async def verify(request: Request) -> s.VerifyResponse:
         mean_score=mean,
         faces_compared=count,
         model_version=version,
-        embedder=ctx.embedders.label(space, faces) if len(faces) == len(probes) else space,  # a pair: unfused
+        embedder=ctx.embedders.label(space, faces),  # a pair (no faces listed): unfused
         input_a=probe_a.kind,
         input_b=probe_b.kind if probe_b is not None else None,
     )
