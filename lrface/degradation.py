@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from pydantic import BaseModel, Field
 
-from lrface.preprocessing import box_to_chip, resize
+from lrface.preprocessing import box_to_chip, encode_image, resize
 
 
 class DegradationConfig(BaseModel):
@@ -63,9 +63,7 @@ def degrade(image: np.ndarray, config: DegradationConfig, rng: np.random.Generat
 
 def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     """Encode and decode with Pillow's defaults (4:2:0 chroma: colour at half resolution, as cameras send)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return np.asarray(Image.open(buffer).convert("RGB"), dtype=np.uint8)
+    return np.asarray(Image.open(io.BytesIO(encode_image(image, "JPEG", quality))).convert("RGB"), dtype=np.uint8)
 
 
 def jpeg_in_frame(face: np.ndarray, quality: int, rng: np.random.Generator) -> np.ndarray:
@@ -81,3 +79,24 @@ def jpeg_in_frame(face: np.ndarray, quality: int, rng: np.random.Generator) -> n
     right, bottom = (-(width + left) % 16) + 16, (-(height + top) % 16) + 16
     canvas = np.pad(face, ((top, bottom), (left, right), (0, 0)), mode="symmetric")
     return np.ascontiguousarray(_jpeg(canvas, quality)[top : top + height, left : left + width])
+
+
+# A distant view's padding on each side of the HR chip, as a share of its side: room for the detector
+# (MTCNN's boxes reach past the chip's face) and no other face (the chip's border colour, not a mirror).
+DISTANT_VIEW_PAD = 0.5
+
+
+def distant_view(chip: np.ndarray, side: float, quality: int = 92) -> bytes:
+    """An enrolled face's HR chip (:func:`lrface.preprocessing.hr_chip`) as a distant camera sends it:
+    padded with its border's mean colour (:data:`DISTANT_VIEW_PAD`), shrunk with area averaging so the
+    chip is ``side`` px (the detector then measures the face at about 0.9 of that), JPEG-encoded at
+    ``quality`` (4:2:0 colour). The service finds the face in it as in any frame, so the gallery can hold
+    what the student makes of the enrolled photo when it is small
+    (:class:`lrface.model_card.DistantViews`)."""
+    pad = int(round(DISTANT_VIEW_PAD * chip.shape[0]))
+    colour = np.concatenate([chip[0], chip[-1], chip[:, 0], chip[:, -1]]).mean(axis=0)
+    canvas = np.empty((chip.shape[0] + 2 * pad, chip.shape[1] + 2 * pad, 3), np.uint8)
+    canvas[:] = np.rint(colour).astype(np.uint8)
+    canvas[pad : pad + chip.shape[0], pad : pad + chip.shape[1]] = chip
+    small = resize(canvas, max(1, int(round(side * canvas.shape[0] / chip.shape[0]))))
+    return encode_image(small, "JPEG", quality)

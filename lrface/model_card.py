@@ -106,6 +106,32 @@ class Routing(BaseModel):
     )
 
 
+class DistantViews(BaseModel):
+    """The student's gallery vector of an enrolled HR face also holds what the student makes of that
+    face seen small: the HR chip as a distant camera sends it at each of :attr:`sides` px
+    (:func:`lrface.degradation.distant_view`), found again by the service's detector, embedded by the
+    student alone, averaged; that mean, weighted by :attr:`weight`, is added to the centred teacher
+    vector and the sum re-normalised (:func:`with_distant_views`). A small probe is then matched
+    against the enrolled photo and against its small, compressed self. Chosen with the detected routing
+    on JPEG frames of validation people (``lrface bench frames --calibrate-routing``)."""
+
+    sides: list[float] = Field(default_factory=lambda: [16.0, 20.0, 24.0], description="The chip's side in each view.")
+    quality: int = Field(92, ge=1, le=100, description="JPEG quality of each view.")
+    weight: float = Field(gt=0.0, le=4.0, description="The views' mean's share, the centred teacher vector's being 1.")
+    threshold: float = Field(
+        description="Same-person cosine of a student probe (not fused: a chip, a box) against a gallery vector "
+        "with views: validation people's 16-px aligned chips (replaces gallery_from_teacher.threshold)."
+    )
+    validation: dict[str, Any] = Field(default_factory=dict, description="What the threshold was chosen on.")
+
+
+def with_distant_views(vectors: np.ndarray, views: np.ndarray, weight: float) -> np.ndarray:
+    """Unit gallery vectors ``(N, D)`` and each face's unit mean distant view (a zero row: none found,
+    the vector stays as it is) -> ``vectors + weight * views``, re-normalised (the one rule: service,
+    re-embedding and calibration)."""
+    return _unit(np.asarray(vectors, np.float32) + weight * np.asarray(views, np.float32))
+
+
 class GalleryFromTeacher(BaseModel):
     """A student that embeds faces in the teacher's centred space (``teacher-lr``, v5): its gallery index
     holds the teacher's embedding of each enrolled face's HR chip minus :attr:`centre`, re-normalised
@@ -117,10 +143,14 @@ class GalleryFromTeacher(BaseModel):
         description="Same-person cosine of a student probe against a centred teacher gallery vector (validation)."
     )
     validation: dict[str, Any] = Field(default_factory=dict, description="The measurements the choice was made on.")
+    distant_views: DistantViews | None = Field(
+        None, description="Where present, each HR face's vector also holds the student's views of it seen small."
+    )
 
     def vectors(self, teacher: np.ndarray) -> np.ndarray:
         """Unit teacher embeddings ``(N, D)`` -> the student's gallery vectors (the one rule: service,
-        re-embedding, evaluation and calibration)."""
+        re-embedding, evaluation and calibration), before any :attr:`distant_views` join them (the
+        service's; the offline evaluation has none: it cannot run the service's detector)."""
         return _unit(np.asarray(teacher, dtype=np.float32) - np.asarray(self.centre, dtype=np.float32))
 
 

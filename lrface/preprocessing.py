@@ -3,7 +3,8 @@
 Every step a face goes through has one function here, shared by training, evaluation, export and the
 service, so an image gives the very same tensor wherever it enters the system:
 
-- decode: :func:`load_image` (bytes -> uint8 RGB, EXIF orientation applied, pixel limit);
+- decode: :func:`load_image` (bytes -> uint8 RGB, EXIF orientation applied, pixel limit), and its
+  inverse for what is sent as an upload: :func:`encode_image`;
 - box to chip: :func:`box_to_chip` (square around the face box, area-shrunk to at most
   :data:`CHIP_SIDE` pixels, memory bounded by the chip, never by the box);
 - HR to LR: :func:`hr_to_lr` (any chip -> the model's input side, always through the canonical chip);
@@ -87,6 +88,14 @@ def load_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         return _to_uint8_rgb(oriented)
     except Exception as exc:  # noqa: BLE001
         raise ImageDecodeError(f"corrupt or truncated {image.format} image: {exc}") from None
+
+
+def encode_image(pixels: np.ndarray, fmt: str = "PNG", quality: int = 92) -> bytes:
+    """``pixels`` as the bytes of an upload (PNG, or JPEG at ``quality`` with Pillow's 4:2:0 colour:
+    colour at half resolution, as cameras send)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
 
 
 def load_image_file(path: str | bytes | object, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -189,7 +189,7 @@ def gallery_migrate() -> None:
 
 @gallery_app.command("reembed")
 def gallery_reembed() -> None:
-    """Re-embed every stored face chip with the current model (after a model change)."""
+    """Re-embed every stored face chip with the current model (after a model change, or a card adding distant views)."""
     from lrface.embedder import OnnxEmbedder
     from service.embedders import Embedders
     from service.enrollment import reembed_store
@@ -345,7 +345,7 @@ def bench_identify_command(
 
 def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Path | None) -> None:
     from lrface.embedder import OnnxEmbedder
-    from lrface.model_card import DetectedFusion, load_card
+    from lrface.model_card import DetectedFusion, DistantViews, load_card
     from service.detected_routing import calibrate_detected_routing
     from service.embedders import Embedders
 
@@ -359,14 +359,19 @@ def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Pa
         card.routing.detected_min_face_px = result["teacher_from_face_px"]
         fusion = result["fusion"]
         card.routing.detected_fusion = None if fusion is None else DetectedFusion(**fusion)
+        views = result["distant_views"]
+        if card.gallery_from_teacher is not None:
+            card.gallery_from_teacher.distant_views = None if views is None else DistantViews(**views)
         card.routing.detected_validation = {
-            k: v for k, v in result.items() if k not in ("teacher_from_face_px", "fusion")
+            k: v for k, v in result.items() if k not in ("teacher_from_face_px", "fusion", "distant_views")
         }
         saved = card.save(settings.model)
         typer.echo(
-            f"wrote routing.detected_min_face_px = {result['teacher_from_face_px']} and routing.detected_fusion = "
-            f"{card.routing.detected_fusion} into {saved}"
+            f"wrote routing.detected_min_face_px = {result['teacher_from_face_px']}, routing.detected_fusion = "
+            f"{card.routing.detected_fusion} and gallery_from_teacher.distant_views = {views} into {saved}"
         )
+        if views is not None:
+            typer.echo("galleries enrolled before hold no distant views: `lrface gallery reembed` adds them", err=True)
 
 
 def bench_frames_command(
@@ -381,7 +386,8 @@ def bench_frames_command(
     calibrate_routing: bool = typer.Option(
         False,
         help="Instead: choose from which face_px a detected face goes to the teacher and the student's weight "
-        "in both models' fusion below it, on frames of validation people (no server; service.detected_routing); "
+        "in both models' fusion below it, with the weight of enrolled faces' distant views in the student's gallery, "
+        "on frames of validation people (no server; service.detected_routing); "
         "also the student's rank-1 on the same frames as PNG and JPEG 75.",
     ),
     update_card: bool = typer.Option(

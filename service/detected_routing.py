@@ -14,7 +14,9 @@ identified by both models and by the two fused (:class:`lrface.model_card.Detect
 student's space is the teacher's centred one); the threshold on ``face_px`` and the student's weight in
 the fusion below it that maximise rank-1 over all the faces are the ones to use (on a plateau, the
 cheaper threshold: :func:`choose_threshold`; a weight of 1 is the student alone), with the fusion's
-same-person threshold (:func:`_choose_fusion`). Beside them, for the record of
+same-person threshold (:func:`_choose_fusion`), and, chosen with them, the weight of each enrolled
+face's distant views in the student's gallery (:func:`_choose_views`,
+:class:`lrface.model_card.DistantViews`). Beside them, for the record of
 why detected faces are seen so: the student on the framed box
 (:func:`lrface.preprocessing.frame_face`) and the teacher on the landmark chip of the same faces; and
 for the record of what compression costs the student, the same frames sent losslessly (PNG) and at a
@@ -31,20 +33,28 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from lrface.alignment import DlibAligner
 from lrface.data.lfw import identity_split
 from lrface.detection import MtcnnDetector
 from lrface.embedder import FaceInput
-from lrface.model_card import GalleryFromTeacher, fused_vectors
-from lrface.preprocessing import FRAME_SCALE, frame_face, load_image, load_image_file
+from lrface.model_card import DistantViews, GalleryFromTeacher, fused_vectors, with_distant_views
+from lrface.preprocessing import FRAME_SCALE, encode_image, frame_face, hr_to_lr, load_image, load_image_file
 from lrface.settings import Settings
 from service.embedders import Embedders, Space
 from service.faces import DecodedFace, DetectionConfig, FaceDecoder, ImageItem
 from service.frame_synthesis import Box, SourceFace, match_detections, synthetic_frames
-from service.frames_bench import encode_image, photo_subject_box
+from service.frames_bench import photo_subject_box
 
 SIZES = (14.0, 16.0, 17.0, 18.0, 19.0, 20.0, 22.0, 24.0, 26.0, 28.0, 32.0)
 # The student's share in the fusion of both models below the switch (1: the student alone).
 FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
+# The weight of each enrolled face's distant views in the student's gallery vector (0: none), chosen with
+# the fusion (:class:`lrface.model_card.DistantViews`, made as :data:`VIEWS` says).
+VIEW_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+VIEWS = DistantViews(weight=1.0, threshold=0.0)
+# The size of the aligned validation chips a student probe's threshold against a gallery with distant
+# views is chosen on (as the card's gallery_from_teacher.threshold was: 16-px probes).
+CHIP_PX = 16
 # Rank-1 is flat near the crossing: among the thresholds within this much (a fraction) of the best,
 # the cheaper is taken (:func:`choose_threshold`).
 PLATEAU = 0.0025
@@ -90,18 +100,23 @@ def calibrate_detected_routing(
     settings = Settings()
     decoder = FaceDecoder(settings.max_image_pixels, DetectionConfig.from_settings(settings))
     reference = MtcnnDetector(min_face_px=20)  # the subject's box in each HR photo, for pasting
+    space = embedders.from_teacher
     gallery: dict[Space, list[np.ndarray]] = {"student": [], "teacher": []}
+    views: list[np.ndarray] = []  # each enrolled face's distant views (VIEWS), where the space is the teacher's
     labels: list[int] = []
     sources: list[SourceFace] = []
 
     def enrol(photo: Path, person: int) -> bool:
-        """The photo's face in both spaces, as enrolment fills them; False without a face."""
+        """The photo's face in both spaces, as enrolment fills them (the student's without distant
+        views: they are chosen here), and its distant views; False without a face."""
         faces = decoder.decode(ImageItem(photo.read_bytes(), photo.name), "auto")
         if not faces:
             return False
         teacher = embedders.embed(faces[:1], "teacher")
         gallery["teacher"].append(teacher[0])
-        gallery["student"].append(embedders.gallery_vectors(faces[:1], teacher)[0])
+        gallery["student"].append(embedders.gallery_vectors(faces[:1], teacher, views=False)[0])
+        if space is not None:
+            views.append(embedders.distant_views([faces[0].teacher_face()], VIEWS)[0])
         labels.append(person)
         return True
 
@@ -130,13 +145,16 @@ def calibrate_detected_routing(
         matched = match_detections([pasted], [f.box for f in found if f.box is not None])
         return found[matched[0]] if 0 in matched else None
 
-    def hit(space: Space, vector: np.ndarray, truth: int) -> int:
-        return int(people[int(np.argmax(matrices[space] @ vector))] == truth)
+    def hit(vector: np.ndarray, truth: int) -> int:
+        """Whether the teacher's gallery ranks ``truth`` first for ``vector``."""
+        return int(people[int(np.argmax(matrices["teacher"] @ vector))] == truth)
 
-    # pasted size, face_px, truth, hits: teacher, student, student on box, teacher on chip, student on OTHER_ENCODINGS
+    # pasted size, face_px, truth, hits: teacher, teacher on the landmark chip
     rows: list[tuple[float, ...]] = []
     student: list[np.ndarray] = []  # each face's student and teacher embeddings, for the fusion
     teacher: list[np.ndarray] = []
+    # the student on the framed box and on OTHER_ENCODINGS (None: missed there), searched once the gallery is chosen
+    others: list[list[np.ndarray | None]] = []
     for size in sizes:
         frames = synthetic_frames(sources, len(sources), [size / FRAME_SCALE], width=FRAME_SIDE, height=FRAME_SIDE,
                                   faces_per_frame=(1, 1), empty_fraction=0.0, seed=seed + int(10 * size))  # fmt: skip
@@ -150,26 +168,40 @@ def calibrate_detected_routing(
                 continue
             teacher.append(embedders.embed([face], "teacher")[0])
             student.append(embedders.student.embed([face.face])[0])  # alone, whatever the card fuses
-            hits = [  # as each model sees the face in the service, then the other inputs
-                hit("teacher", teacher[-1], truth),
-                hit("student", student[-1], truth),
-                hit("student", embedders.student.embed([FaceInput(load_image(data), frame_face(face.box))])[0], truth),
-                hit("teacher", embedders.teacher.embed([face.face])[0], truth),
+            seen: list[np.ndarray | None] = [
+                embedders.student.embed([FaceInput(load_image(data), frame_face(face.box))])[0]
             ]
             for _, fmt, quality in OTHER_ENCODINGS:  # the student on the frame sent otherwise, searched again
                 again = pasted_face(encode_image(frame.pixels, fmt, quality), pasted)
-                hits.append(0 if again is None else hit("student", embedders.student.embed([again.face])[0], truth))
-            rows.append((size, face.face_px, truth, *hits))
+                seen.append(None if again is None else embedders.student.embed([again.face])[0])
+            others.append(seen)
+            # as the teacher sees the face in the service, and on the landmark chip
+            on_chip = embedders.teacher.embed([face.face])[0]
+            rows.append((size, face.face_px, truth, hit(teacher[-1], truth), hit(on_chip, truth)))
     if not rows:
         raise ValueError("the detector found none of the pasted faces: nothing to choose the switch on")
     table = np.asarray(rows, dtype=np.float64)
     truths = table[:, 2].astype(int)
-    fusion = _choose_fusion(
-        np.stack(student), np.stack(teacher), table[:, 1], truths, table[:, 3], matrices["student"], people,
-        embedders.from_teacher, seed,
+    aligner = DlibAligner()
+    chips = [FaceInput(hr_to_lr(aligner.align(source.image, source.box), CHIP_PX)) for source in sources]
+    chip_probes = (embedders.student.embed(chips), np.asarray([source.person for source in sources]))
+    fusion = _choose_views(
+        np.stack(student), np.stack(teacher), table[:, 1], truths, table[:, 3], matrices["student"],
+        np.stack(views) if views else None, people, space, seed, chip_probes,
     )  # fmt: skip
-    columns = ["teacher", "student", "student_framed_box", "teacher_landmark_chip"]
+    chosen_gallery = fusion.pop("gallery")
+
+    def student_hits(vectors: Sequence[np.ndarray | None]) -> np.ndarray:
+        """Whether the chosen student gallery ranks each face's person first (a missed face: no)."""
+        pairs = zip(vectors, truths, strict=True)
+        found = [v is not None and people[int(np.argmax(chosen_gallery @ v))] == t for v, t in pairs]
+        return np.asarray(found, np.float64)
+
+    columns = ["teacher", "teacher_landmark_chip", "student", "student_framed_box"]
     columns += [f"student_{name}" for name, _, _ in OTHER_ENCODINGS]
+    table = np.column_stack(
+        [table, student_hits(student), *(student_hits([o[i] for o in others]) for i in range(len(others[0])))]
+    )
     fused_hits = fusion.pop("hits")
     if fused_hits is not None:
         columns.append("fused")
@@ -193,6 +225,71 @@ def calibrate_detected_routing(
     }
 
 
+def _choose_views(
+    student: np.ndarray, teacher: np.ndarray, face_px: np.ndarray, truths: np.ndarray, teacher_hits: np.ndarray,
+    gallery: np.ndarray, views: np.ndarray | None, people: np.ndarray, space: GalleryFromTeacher | None, seed: int,
+    chips: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """:func:`_choose_fusion` with the student's gallery joined by the enrolled faces' distant ``views``
+    at each of :data:`VIEW_WEIGHTS` (:func:`lrface.model_card.with_distant_views`): the smallest weight
+    whose best rank-1 over all faces is within :data:`PLATEAU` of the best weight's (each view costs
+    enrolment a detector search), as ``distant_views`` (None: without them), with its own same-person
+    threshold for unfused student probes on ``chips`` (student embeddings of aligned validation chips
+    and their people), and the student's ``gallery`` so chosen."""
+    if views is None or space is None:
+        return {**_choose_fusion(student, teacher, face_px, truths, teacher_hits, gallery, people, space, seed),
+                "rank1_by_view_weight": None, "distant_views": None, "gallery": gallery}  # fmt: skip
+    tried = {}
+    for weight in VIEW_WEIGHTS:
+        joined = gallery if weight == 0.0 else with_distant_views(gallery, views, weight)
+        tried[weight] = (
+            joined,
+            _choose_fusion(student, teacher, face_px, truths, teacher_hits, joined, people, space, seed),
+        )
+    best = {w: max(result["rank1_by_threshold"].values()) for w, (_, result) in tried.items()}
+    weight = min(w for w in VIEW_WEIGHTS if best[w] >= max(best.values()) - 100 * PLATEAU)
+    joined, result = tried[weight]
+    distant = None
+    if weight > 0.0:
+        probes, of = chips if chips is not None else (student, truths)
+        threshold, validation = best_accuracy_threshold(probes, joined, people, of, seed)
+        what = f"{CHIP_PX}-px aligned chips of validation people" if chips is not None else "the detected faces"
+        distant = VIEWS.model_copy(
+            update={"weight": weight, "threshold": threshold, "validation": {**validation, "probes": what}}
+        ).model_dump()
+    return {
+        **result,
+        "rank1_by_view_weight": {f"{w:g}": r for w, r in best.items()},
+        "distant_views": distant,
+        "gallery": joined,
+    }
+
+
+def best_accuracy_threshold(
+    probes: np.ndarray, gallery: np.ndarray, people: np.ndarray, truths: np.ndarray, seed: int
+) -> tuple[float, dict[str, Any]]:
+    """The same-person threshold at the best accuracy on one genuine and one impostor score per probe
+    (its own person's enrolled vector, another enrolled person's, seeded), and what it was chosen on
+    (with :func:`open_set`: what it means when the whole gallery is searched)."""
+    from sklearn.metrics import roc_curve  # the train extra's (a calibration, never a served request)
+
+    rng = np.random.default_rng(seed)
+    enrolled = np.flatnonzero(people >= 0)
+    own = np.array([np.flatnonzero(people == t)[0] for t in truths], dtype=int)
+    other = np.array([rng.choice(enrolled[people[enrolled] != t]) for t in truths], dtype=int)
+    scores = np.r_[(probes * gallery[own]).sum(axis=1), (probes * gallery[other]).sum(axis=1)]
+    same = np.r_[np.ones(len(own)), np.zeros(len(other))]
+    false_rate, true_rate, thresholds = roc_curve(same, scores)
+    best = int(np.argmax(true_rate - false_rate))
+    threshold = float(thresholds[best])
+    return round(threshold, 4), {
+        "faces": len(probes),
+        "accuracy": round(float((true_rate[best] + 1 - false_rate[best]) / 2), 4),
+        "pairs": "each face with its own person's enrolled face and another validation person's",
+        "open_set": open_set(probes, gallery, people, truths, threshold),
+    }
+
+
 def _choose_fusion(
     student: np.ndarray, teacher: np.ndarray, face_px: np.ndarray, truths: np.ndarray, teacher_hits: np.ndarray,
     gallery: np.ndarray, people: np.ndarray, space: GalleryFromTeacher | None, seed: int,
@@ -202,10 +299,7 @@ def _choose_fusion(
     maximising rank-1 over all faces (a weight of 1 is the student alone, no fusion), the switch on the
     plateau of the chosen weight's curve (:func:`choose_threshold`: its cheaper side, the largest for the
     student alone, the smallest for the fusion, which runs both models); and the fusion's same-person
-    threshold, at the best accuracy on one genuine and one impostor score per fused face below the switch
-    (its own person's enrolled vector, another enrolled validation person's, seeded)."""
-    from sklearn.metrics import roc_curve  # the train extra's (a calibration, never a served request)
-
+    threshold (:func:`best_accuracy_threshold` on the fused faces below the switch)."""
     candidates = [float(t) for t in np.round(np.arange(12.0, 34.01, 0.5), 1)]
     weights = FUSION_WEIGHTS if space is not None else (1.0,)
     curves: dict[float, list[float]] = {}
@@ -228,21 +322,34 @@ def _choose_fusion(
     if space is None or weight == 1.0 or not below.any():  # nothing to fuse
         return {**chosen, "fusion": None, "hits": None}
     probes = fused_vectors(student[below], teacher[below], weight, space)
-    rng = np.random.default_rng(seed)
-    enrolled = np.flatnonzero(people >= 0)
-    own = np.array([np.flatnonzero(people == t)[0] for t in truths[below]], dtype=int)
-    other = np.array([rng.choice(enrolled[people[enrolled] != t]) for t in truths[below]], dtype=int)
-    scores = np.r_[(probes * gallery[own]).sum(axis=1), (probes * gallery[other]).sum(axis=1)]
-    same = np.r_[np.ones(len(own)), np.zeros(len(other))]
-    false_rate, true_rate, thresholds = roc_curve(same, scores)
-    best = int(np.argmax(true_rate - false_rate))
-    fusion = {
-        "student_weight": weight,
-        "threshold": round(float(thresholds[best]), 4),
-        "validation": {
-            "faces": int(below.sum()),
-            "accuracy": round(float((true_rate[best] + 1 - false_rate[best]) / 2), 4),
-            "pairs": "each face with its own person's enrolled face and another validation person's",
-        },
-    }
+    threshold, validation = best_accuracy_threshold(probes, gallery, people, truths[below], seed)
+    fusion = {"student_weight": weight, "threshold": threshold, "validation": validation}
     return {**chosen, "fusion": fusion, "hits": hits[weight]}
+
+
+def open_set(
+    probes: np.ndarray, gallery: np.ndarray, people: np.ndarray, truths: np.ndarray, threshold: float
+) -> dict[str, Any]:
+    """What a same-person threshold means when the gallery is searched (1:N) rather than compared with
+    one face: the false-positive identification rate (FPIR: each probe searched with its own person's
+    entries left out, as an unknown face, and its best score reaching the threshold) and the detection
+    and identification rate (DIR: its own person first and reaching it), at ``threshold`` and at the
+    thresholds that give an FPIR of 10% and 1% in a gallery of this size."""
+    scores = probes @ gallery.T
+    unknown = np.where(people[None, :] == truths[:, None], -np.inf, scores).max(axis=1)
+    first = (people[np.argmax(scores, axis=1)] == truths) & np.isfinite(unknown)
+    top = scores.max(axis=1)
+
+    def at(t: float) -> dict[str, float]:
+        return {
+            "threshold": round(t, 4),
+            "fpir": round(100 * float((unknown >= t).mean()), 1),
+            "dir": round(100 * float((first & (top >= t)).mean()), 1),
+        }
+
+    return {
+        "gallery": len(gallery),
+        "at_threshold": at(threshold),
+        "fpir_10": at(float(np.quantile(unknown, 0.9))),
+        "fpir_1": at(float(np.quantile(unknown, 0.99))),
+    }

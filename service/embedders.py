@@ -11,18 +11,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from lrface.alignment import aligner_available
-from lrface.embedder import OnnxEmbedder
-from lrface.model_card import DetectedFusion, GalleryFromTeacher, Routing
+from lrface.degradation import distant_view
+from lrface.embedder import FaceInput, OnnxEmbedder
+from lrface.model_card import DetectedFusion, DistantViews, GalleryFromTeacher, Routing, with_distant_views
+from lrface.preprocessing import hr_chip
 from lrface.settings import Settings, get_settings
 from lrface.teacher import DlibEmbedder, TeacherUnavailable
-from service.faces import DecodedFace
+from service.faces import DecodedFace, DetectionConfig, FaceDecoder, ImageItem
 
 if TYPE_CHECKING:
     from service.gallery.gallery import Gallery
@@ -31,6 +33,7 @@ log = logging.getLogger("lrface.embedders")
 Space = Literal["student", "teacher"]
 # Which model embedded a face, as responses say: a space's model, or both fused (in the student's space).
 EmbedderLabel = Literal["student", "teacher", "student+teacher"]
+VIEW_MAX_PIXELS = 100_000  # a distant view is at most a few thousand pixels
 
 
 @dataclass
@@ -38,6 +41,9 @@ class Embedders:
     student: OnnxEmbedder
     teacher: DlibEmbedder | None = None
     routing: Routing | None = None
+    # finds the face in distant views: the bundled detector at its default settings, as the views were
+    # calibrated, whatever LRFACE_DETECTOR and LRFACE_DETECT_* set for uploads (made on first use)
+    _views_decoder: FaceDecoder | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def for_model(
@@ -85,13 +91,15 @@ class Embedders:
     def threshold(self, space: Space, against_gallery: bool = True, faces: Sequence[DecodedFace] = ()) -> float:
         """The calibrated same-person threshold for a probe in ``space``, against the gallery (or, with
         ``against_gallery`` False, against another probe: ``/verify`` of two faces); for a probe of
-        ``faces`` that were all fused (:meth:`fuses`), the fusion's own threshold against the gallery."""
+        ``faces`` that were all fused (:meth:`fuses`), the fusion's own threshold against the gallery; for
+        another student probe against a gallery with distant views, the views' own."""
         if space == "teacher" and self.routing is not None:
             return self.routing.threshold
         if against_gallery and self.fusion is not None and faces and all(self.fuses(f) for f in faces):
             return self.fusion.threshold
         if against_gallery and self.from_teacher is not None:
-            return self.from_teacher.threshold
+            views = self.from_teacher.distant_views
+            return self.from_teacher.threshold if views is None else views.threshold
         return self.student.card.threshold
 
     @property
@@ -122,12 +130,19 @@ class Embedders:
     @property
     def gallery_model_id(self) -> str:
         """What the student's gallery index records with each vector: the student's model id, joined by
-        the teacher's where its vectors are centred teacher embeddings (a gallery filled one way is
-        refused by a service that would fill it the other: ``lrface gallery reembed``)."""
+        the teacher's where its vectors are centred teacher embeddings, and by the card's distant views
+        where they join them (a gallery filled one way is refused by a service that would fill it
+        another: ``lrface gallery reembed``)."""
         rule = self.from_teacher
         if rule is None or self.teacher is None:
             return self.student.model_id
-        return f"{self.student.model_id}+{self.teacher.model_id}"
+        views = rule.distant_views
+        tag = (
+            ""
+            if views is None
+            else f"+views:{'/'.join(f'{s:g}' for s in views.sides)}:q{views.quality}:w{views.weight:g}"
+        )
+        return f"{self.student.model_id}+{self.teacher.model_id}{tag}"
 
     def open_gallery(self, settings: Settings, load: bool = True) -> Gallery:
         """The gallery as these embedders read and fill it (:func:`service.gallery.gallery.open_gallery`
@@ -138,21 +153,62 @@ class Embedders:
         dim = self.student.card.embedding_size
         return open_gallery(settings, dim, self.gallery_model_id, load, self.teacher_space)
 
-    def gallery_vectors(self, faces: list[DecodedFace], teacher: np.ndarray | None = None) -> np.ndarray:
+    def gallery_vectors(
+        self, faces: list[DecodedFace], teacher: np.ndarray | None = None, views: bool = True
+    ) -> np.ndarray:
         """The student-index vectors of faces being enrolled: the student's embeddings, or, where the
         card says so (:attr:`from_teacher`), the teacher's (``teacher``, when already computed) centred
-        for every face the teacher would serve; a face smaller than that (a small chip, a distant face
-        in a frame) keeps the student's own embedding (fused with the teacher's where :meth:`fuses`, as
-        the same face is as a probe), in the same centred space, since the teacher's view of it is poor."""
+        for every face the teacher would serve, joined by the student's views of it seen small where the
+        card says so (:meth:`with_distant_views`; ``views`` False: without them); a face smaller
+        than that (a small chip, a distant face in a frame) keeps the student's own embedding (fused with
+        the teacher's where :meth:`fuses`, as the same face is as a probe), in the same centred space,
+        since the teacher's view of it is poor."""
         rule = self.from_teacher
         if rule is None:
             return self.embed(faces, "student")
-        views = self.embed(faces, "teacher") if teacher is None else teacher
-        vectors = rule.vectors(views)
+        hr = self.embed(faces, "teacher") if teacher is None else teacher
+        vectors = rule.vectors(hr)
         small = [i for i, face in enumerate(faces) if face.face_px < self.teacher_from(face)]
         if small:
-            vectors[small] = self.embed([faces[i] for i in small], "student", teacher=views[small])
+            vectors[small] = self.embed([faces[i] for i in small], "student", teacher=hr[small])
+        large = [i for i in range(len(faces)) if i not in small]
+        if large and views:
+            vectors[large] = self.with_distant_views(vectors[large], [faces[i].teacher_face() for i in large])
         return vectors
+
+    def with_distant_views(self, vectors: np.ndarray, faces: Sequence[FaceInput]) -> np.ndarray:
+        """Student-index vectors ``(N, D)`` of HR faces (the teacher's views of them: their HR chips) with
+        the card's distant views of each added (:func:`lrface.model_card.with_distant_views`); as they
+        are where the card has none."""
+        rule = self.from_teacher
+        if rule is None or rule.distant_views is None:
+            return vectors
+        return with_distant_views(vectors, self.distant_views(faces, rule.distant_views), rule.distant_views.weight)
+
+    def distant_views(self, faces: Sequence[FaceInput], views: DistantViews) -> np.ndarray:
+        """Each HR face's unit mean student embedding of its distant views
+        (:func:`lrface.degradation.distant_view` of its HR chip at each of ``views.sides`` px, the face
+        found there as in any frame, by the bundled detector at its default settings, the largest); a
+        zero row where none was found."""
+        decoder = self.views_decoder
+        out = np.zeros((len(faces), self.student.card.embedding_size), np.float32)
+        for i, face in enumerate(faces):
+            chip = hr_chip(face.image, face.box)
+            found = []
+            for side in views.sides:
+                view = ImageItem(distant_view(chip, side, views.quality), f"distant view {side:g} px")
+                found += decoder.decode(view, "true")[:1]
+            if found:
+                mean = self.embed(found, "student", fuse=False).mean(axis=0)
+                out[i] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        return out
+
+    @property
+    def views_decoder(self) -> FaceDecoder:
+        """The detector that finds the face in distant views (see the field's comment)."""
+        if self._views_decoder is None:
+            self._views_decoder = FaceDecoder(VIEW_MAX_PIXELS, DetectionConfig())
+        return self._views_decoder
 
     def embed(
         self, faces: list[DecodedFace], space: Space, fuse: bool = True, teacher: np.ndarray | None = None
@@ -191,4 +247,9 @@ class Embedders:
             )
             + f", teacher {self.teacher.model_id} from there"
             + ("; the student's gallery from the teacher's centred HR embeddings" if self.from_teacher else "")
+            + (
+                f" with the student's distant views of them ({self.from_teacher.distant_views.weight:g})"
+                if self.from_teacher is not None and self.from_teacher.distant_views is not None
+                else ""
+            )
         )

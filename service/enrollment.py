@@ -85,12 +85,14 @@ def enroll_images(
 
 def reembed_store(store: GalleryStore, embedders: Embedders) -> tuple[int, int, int]:
     """Re-embed every stored face the way :func:`enroll_images` embeds it now: the student index from
-    the canonical chip (or, where the card says so, the teacher's centred embedding of the HR chip:
-    :meth:`Embedders.gallery_vectors`), the teacher's from the HR chip. A face enrolled before HR chips
+    the canonical chip (or, where the card says so, the teacher's centred embedding of the HR chip,
+    with the student's views of it seen small: :meth:`Embedders.gallery_vectors`),
+    the teacher's from the HR chip. A face enrolled before HR chips
     were kept gets no teacher embedding (its 64-px chip, up-sampled, would serve large probes worse than
     the student does): while any face lacks one, the student serves every face against the gallery, and
-    its student-index vector is the student's own. Returns (re-embedded, faces without a chip, faces
-    without an HR chip)."""
+    its student-index vector is the student's own. A face enrolled small (its student-index vector the
+    student's own or fused embedding) is re-embedded as a large one: the store keeps no size. Returns
+    (re-embedded, faces without a chip, faces without an HR chip)."""
     updates, teacher_updates = [], []
     missing = no_hr = 0
     teacher, rule = embedders.teacher, embedders.from_teacher
@@ -98,9 +100,10 @@ def reembed_store(store: GalleryStore, embedders: Embedders) -> tuple[int, int, 
         if png is None:
             missing += 1
             continue
-        hr_vector = teacher.embed([chip_face(hr_png)])[0] if teacher is not None and hr_png is not None else None
-        if rule is not None and hr_vector is not None:
-            updates.append((face_id, rule.vectors(hr_vector[None])[0]))
+        hr_face = chip_face(hr_png) if hr_png is not None else None
+        hr_vector = teacher.embed([hr_face])[0] if teacher is not None and hr_face is not None else None
+        if rule is not None and hr_vector is not None and hr_face is not None:
+            updates.append((face_id, embedders.with_distant_views(rule.vectors(hr_vector[None]), [hr_face])[0]))
         else:
             updates.append((face_id, embedders.student.embed([chip_face(png)])[0]))
         if hr_vector is not None:

@@ -15,7 +15,6 @@ framing rule's square around the detector's box), so "16 px" means what it means
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,27 +23,19 @@ from typing import Any
 
 import httpx
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from lrface.alignment import DlibAligner
 from lrface.data.lfw import identity_split
 from lrface.degradation import DegradationConfig, degrade
 from lrface.detection import MtcnnDetector, subject_box
-from lrface.preprocessing import FRAME_SCALE, load_image_file
+from lrface.preprocessing import FRAME_SCALE, encode_image, load_image_file
 from lrface.settings import Settings
 from service.faces import DetectionConfig
 from service.frame_synthesis import Frame, SourceFace, false_detections, match_detections, synthetic_frames
 from service.process import cpu_seconds
 
 SIZES = (12, 16, 20, 24, 32, 48, 64)
-
-
-def encode_image(pixels: np.ndarray, fmt: str = "PNG", quality: int = 92) -> bytes:
-    """``pixels`` as the bytes of an upload (PNG, or JPEG at ``quality`` with Pillow's 4:2:0 colour)."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
-    return buffer.getvalue()
 
 
 def _percent(hits: int, total: int) -> float | None:

@@ -94,7 +94,8 @@ def test_a_small_detected_face_is_fused_a_chip_and_a_large_face_are_not() -> Non
     embedders = Embedders.for_model(OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu", 1))
     assert embedders.routing is not None and embedders.from_teacher is not None
     embedders.routing = embedders.routing.model_copy(update={"detected_fusion": FUSION, "detected_min_face_px": 30.0})
-    faces = FaceDecoder(40_000_000).decode(ImageItem(_frame_with_small_faces(), "frame.png"), "true")
+    decoder = FaceDecoder(40_000_000)
+    faces = decoder.decode(ImageItem(_frame_with_small_faces(), "frame.png"), "true")
     assert len(faces) == 2 and faces[1].face_px < 30.0 <= faces[0].face_px, [f.face_px for f in faces]
     large, small = faces
     chip = DecodedFace(small.face, "", None, face_px=small.face_px, input="chip")
@@ -108,14 +109,17 @@ def test_a_small_detected_face_is_fused_a_chip_and_a_large_face_are_not() -> Non
     assert embedders.label("student", [small]) == "student+teacher" and embedders.label("student", [chip]) == "student"
     assert embedders.label("student", [small, chip]) == "student"  # a track of both kinds: not all fused
     assert embedders.threshold("student", faces=[small]) == FUSION.threshold
-    assert embedders.threshold("student", faces=[chip]) == embedders.from_teacher.threshold
+    views = embedders.from_teacher.distant_views  # a chip against the gallery: the views' threshold where it has them
+    want = embedders.from_teacher.threshold if views is None else views.threshold
+    assert embedders.threshold("student", faces=[chip]) == want
     assert embedders.threshold("student", against_gallery=False, faces=[small]) == embedders.student.card.threshold
     assert "fused" in embedders.describe()
     # enrolled as a probe is embedded: the small detected face fused (from the teacher view given), the large one
     # the teacher's centred embedding of it
     enrolled = embedders.gallery_vectors([large, small])
     assert np.allclose(enrolled[1], got[1], atol=1e-5)
-    assert np.allclose(enrolled[0], embedders.from_teacher.vectors(embedders.embed([large], "teacher"))[0], atol=1e-5)
+    centred = embedders.from_teacher.vectors(embedders.embed([large], "teacher"))
+    assert np.allclose(enrolled[0], embedders.with_distant_views(centred, [large.teacher_face()])[0], atol=1e-5)
     assert np.allclose(embedders.embed([small], "student", fuse=False), alone[1:2], atol=1e-6)
     embedders.routing = embedders.routing.model_copy(update={"detected_fusion": None})
     assert not embedders.fuses(small) and np.allclose(embedders.embed([small], "student"), alone[1:2], atol=1e-6)
@@ -160,3 +164,26 @@ def _small_face_crop() -> bytes:
     buffer = io.BytesIO()
     frame.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_open_set_figures_search_each_probe_as_an_unknown_and_find_the_fpir_thresholds() -> None:
+    """FPIR: a probe searched without its own person's entries reaching the threshold; DIR: its own
+    person first and reaching it. Probes near their person's vector, among 200 distractors."""
+    from service.detected_routing import open_set
+
+    rng = np.random.default_rng(3)
+    people = np.r_[np.arange(50), -np.ones(200, int)]
+    gallery = _unit(rng.normal(size=(250, 16)))
+    truths = rng.integers(0, 50, size=400)
+    probes = _unit(gallery[truths] + rng.normal(scale=0.1, size=(400, 16)))
+    figures = open_set(probes, gallery, people, truths, threshold=-1.0)
+    assert figures["gallery"] == 250 and figures["at_threshold"]["fpir"] == 100.0  # everyone reaches -1
+    assert figures["at_threshold"]["dir"] > 90.0
+    strict, stricter = figures["fpir_10"], figures["fpir_1"]
+    assert abs(strict["fpir"] - 10.0) <= 0.5 and abs(stricter["fpir"] - 1.0) <= 0.5
+    assert (
+        stricter["threshold"] > strict["threshold"]
+        and stricter["dir"] <= strict["dir"] <= figures["at_threshold"]["dir"]
+    )
+    alone = open_set(probes, gallery, people, truths, threshold=float("inf"))
+    assert alone["at_threshold"]["fpir"] == 0.0 and alone["at_threshold"]["dir"] == 0.0

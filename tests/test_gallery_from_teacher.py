@@ -14,7 +14,7 @@ import pytest
 
 from lrface.alignment import aligner_available
 from lrface.embedder import OnnxEmbedder
-from lrface.model_card import GalleryFromTeacher, ModelCardError, load_card
+from lrface.model_card import DistantViews, GalleryFromTeacher, ModelCardError, load_card, with_distant_views
 from lrface.settings import BUNDLED_MODEL_DIR, Settings
 from service.embedders import Embedders
 from service.faces import FaceDecoder, ImageItem
@@ -33,8 +33,9 @@ def _faces(decoder: FaceDecoder, name: str, count: int) -> list:  # type: ignore
 
 def test_the_gallery_side_is_the_centred_teacher_and_the_thresholds_follow() -> None:
     student = OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu", 1)
-    rule = student.card.gallery_from_teacher
-    assert rule is not None and len(rule.centre) == student.card.embedding_size
+    card_rule = student.card.gallery_from_teacher
+    assert card_rule is not None and len(card_rule.centre) == student.card.embedding_size
+    rule = student.card.gallery_from_teacher = card_rule.model_copy(update={"distant_views": None})
     embedders = Embedders.for_model(student)
     assert embedders.from_teacher == rule and embedders.teacher is not None
     assert embedders.gallery_model_id == f"{student.model_id}+{embedders.teacher.model_id}"
@@ -47,6 +48,18 @@ def test_the_gallery_side_is_the_centred_teacher_and_the_thresholds_follow() -> 
     # probe against the gallery: the rule's threshold; probe against probe (/verify of two faces): the card's
     assert embedders.threshold("student") == rule.threshold
     assert embedders.threshold("student", against_gallery=False) == student.card.threshold
+    # with distant views: the student's views of each HR chip join its vector, the gallery says so, the
+    # views' own threshold applies to a student probe against it
+    views = DistantViews(weight=0.5, threshold=0.25)
+    student.card.gallery_from_teacher = rule.model_copy(update={"distant_views": views})
+    assert embedders.gallery_model_id == f"{student.model_id}+{embedders.teacher.model_id}+views:16/20/24:q92:w0.5"
+    joined = embedders.gallery_vectors(faces)
+    seen = embedders.distant_views([f.teacher_face() for f in faces], views)
+    assert np.allclose(np.linalg.norm(seen, axis=1), 1.0, atol=1e-5)  # the face was found in some view
+    assert np.allclose(joined, with_distant_views(vectors, seen, 0.5), atol=1e-6)
+    assert not np.allclose(joined, vectors, atol=0.02)
+    assert np.allclose(embedders.gallery_vectors(faces, views=False), vectors, atol=1e-6)
+    assert embedders.threshold("student") == 0.25 and embedders.threshold("teacher") != 0.25
     alone = Embedders.for_model(student, use_teacher=False)  # no teacher: the student fills its own index
     assert alone.from_teacher is None and alone.gallery_model_id == student.model_id
     assert alone.threshold("student") == student.card.threshold
@@ -58,6 +71,11 @@ def test_a_gallery_filled_by_the_student_alone_is_refused_until_reembedded(tmp_p
 
     settings = Settings(gallery_dir=tmp_path / "g")
     student = OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu", 1)
+    rule = student.card.gallery_from_teacher
+    assert rule is not None  # with distant views, whatever the card holds: re-embedding makes them as enrolment
+    student.card.gallery_from_teacher = rule.model_copy(
+        update={"distant_views": DistantViews(weight=0.5, threshold=0.3)}
+    )
     alone, shared = Embedders.for_model(student, use_teacher=False), Embedders.for_model(student)
     decoder = FaceDecoder(40_000_000)
     photo = lfw_faces("Tony_Blair", 1)[0]
@@ -72,7 +90,7 @@ def test_a_gallery_filled_by_the_student_alone_is_refused_until_reembedded(tmp_p
     gallery = open_gallery(settings, 128, shared.gallery_model_id, teacher=shared.teacher_space)
     stored = gallery.store.chips()
     face = decoder.decode(ImageItem(photo.read_bytes(), photo.name), "auto")[0]
-    want = shared.gallery_vectors([face])[0]
+    want = shared.gallery_vectors([face])[0]  # re-embedded from the stored HR chip as enrolled
     top = gallery.search(want, 1)
     assert top[0].subject_id == "blair" and top[0].score > 0.999 and len(stored) == 1
     gallery.store.close()
@@ -81,6 +99,9 @@ def test_a_gallery_filled_by_the_student_alone_is_refused_until_reembedded(tmp_p
 def test_a_16px_probe_is_identified_against_the_enrolled_hr_photos(tmp_path: Path) -> None:
     from PIL import Image
 
+    rule = load_card(BUNDLED_MODEL_DIR).gallery_from_teacher
+    assert rule is not None  # a chip against the gallery: the views' threshold where the card has them
+    chip_threshold = rule.threshold if rule.distant_views is None else rule.distant_views.threshold
     people = ("Colin_Powell", "George_W_Bush", "Tony_Blair", "Donald_Rumsfeld")
     env = {"LRFACE_GALLERY_DIR": str(tmp_path / "g")}
     with running_server(env) as url, httpx.Client(base_url=url, timeout=60) as client:
@@ -97,7 +118,7 @@ def test_a_16px_probe_is_identified_against_the_enrolled_hr_photos(tmp_path: Pat
             chip = Image.open(photo).convert("RGB").crop((70, 70, 180, 180)).resize((16, 16), Image.Resampling.BOX)
             found = client.post("/identify", json={"image": {"data": _png_b64(chip)}}).json()
             assert found["embedder"] == "student" and found["input"] == "chip"
-            assert found["threshold"] == load_card(BUNDLED_MODEL_DIR).gallery_from_teacher.threshold  # type: ignore[union-attr]
+            assert found["threshold"] == chip_threshold
             hits += found["matches"][0]["subject_id"] == name
         assert hits >= 3, hits
 

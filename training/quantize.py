@@ -73,7 +73,8 @@ def quantize_release(settings: Settings, model_dir: Path, out: Path, calibration
     card = quantize_model(model_dir, out, calibration_inputs(chips, model_dir, calibration_faces))
     val = val_data(split.val, cache, config.seed)
     calibrate_thresholds(card, out, val)
-    if card.gallery_from_teacher is not None:  # its own threshold (and check) for the INT8 network
+    if card.gallery_from_teacher is not None:  # its own threshold (and check) for the INT8 network; distant
+        # views are not carried over: `lrface bench frames --calibrate-routing --update-card` chooses the INT8's
         centre = card.gallery_from_teacher.centre
         card.gallery_from_teacher = None
         choose_gallery_from_teacher(card, out, val, centre)

@@ -71,7 +71,8 @@ def choose_routing(settings: Settings, model_dir: Path) -> dict[str, Any]:
     protocols = ["hr", *[f"lr{r}" for r in RESOLUTIONS]]
     student_hr = student(probe_faces(val.chips, "hr"))
     rule = load_card(model_dir).gallery_from_teacher
-    enrolled = student_hr if rule is None else rule.vectors(hr_teacher)  # as the service's gallery holds them
+    # as the service's gallery holds them (without distant views: they need the service's detector)
+    enrolled = student_hr if rule is None else rule.vectors(hr_teacher)
     curves: dict[str, dict[str, float]] = {"student": {}, "teacher": {}}
     for protocol in protocols:
         s_probe = student_hr if protocol == "hr" else student(probe_faces(val.chips, protocol))
