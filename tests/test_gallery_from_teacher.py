@@ -94,6 +94,10 @@ def test_a_gallery_filled_by_the_student_alone_is_refused_until_reembedded(tmp_p
     top = gallery.search(want, 1)
     assert top[0].subject_id == "blair" and top[0].score > 0.999 and len(stored) == 1
     gallery.store.close()
+    # the same card at another views' weight (or none) fills the index otherwise: refused until re-embedded
+    student.card.gallery_from_teacher = rule.model_copy(update={"distant_views": None})
+    with pytest.raises(GalleryVersionMismatch, match="reembed"):
+        open_gallery(settings, 128, shared.gallery_model_id, teacher=shared.teacher_space)
 
 
 def test_a_16px_probe_is_identified_against_the_enrolled_hr_photos(tmp_path: Path) -> None:
