@@ -4,7 +4,6 @@ the FAISS index at gallery scale (search latency, recall@1 of HNSW against exact
 from __future__ import annotations
 
 import base64
-import io
 import resource
 import time
 from pathlib import Path
@@ -12,8 +11,8 @@ from typing import Any
 
 import httpx
 import numpy as np
-from PIL import Image
 
+from lrface.preprocessing import encode_image
 from service.gallery.index import FaceIndex
 
 
@@ -91,9 +90,7 @@ def bench_index(
 
 def _chip(seed: int, size: int = 16) -> str:
     pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return base64.b64encode(encode_image(pixels)).decode()
 
 
 def bench_http(url: str, requests: int = 200, api_key: str | None = None) -> dict[str, Any]:

@@ -8,14 +8,12 @@ Also here: the stored chip, and re-embedding a gallery from stored chips after a
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 from lrface.embedder import FaceInput
-from lrface.preprocessing import box_to_chip, hr_chip, load_image
+from lrface.preprocessing import box_to_chip, encode_image, hr_chip, load_image
 from service.embedders import Embedders
 from service.faces import DecodedFace, DetectMode, FaceDecoder, ImageItem, largest_face
 from service.gallery.gallery import Gallery
@@ -23,22 +21,16 @@ from service.gallery.store import FaceRecord, GalleryStore, NewFace
 from service.gallery.tables import DEFAULT_GALLERY
 
 
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def face_chip_png(face: FaceInput) -> bytes:
     """The canonical chip of a face (:func:`lrface.preprocessing.box_to_chip`) as PNG: re-embedding
     it gives the very input the face gave when it was enrolled."""
-    return _png(box_to_chip(face.image, face.box))
+    return encode_image(box_to_chip(face.image, face.box))
 
 
 def hr_chip_png(face: FaceInput) -> bytes:
     """The face at 150 px (:func:`lrface.preprocessing.hr_chip`) as PNG: the teacher's view, and what
     any future model can re-embed."""
-    return _png(hr_chip(face.image, face.box))
+    return encode_image(hr_chip(face.image, face.box))
 
 
 def chip_face(png: bytes) -> FaceInput:

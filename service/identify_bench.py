@@ -5,26 +5,18 @@ of ``lrface evaluate``, so rank-1 here must agree with the offline evaluation's 
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from lrface.alignment import DlibAligner
 from lrface.data.lfw import identity_split
 from lrface.degradation import DegradationConfig, degrade
-from lrface.preprocessing import load_image_file
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
+from lrface.preprocessing import encode_image, load_image_file
 
 
 def aligned_test_chips(
@@ -74,7 +66,7 @@ def bench_identify(
     with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
         started = time.perf_counter()
         for label, row in tqdm(sorted(first.items()), desc="enrolling", disable=not progress):
-            files = {"images": (f"{row}.png", _png(chips[row]))}
+            files = {"images": (f"{row}.png", encode_image(chips[row]))}
             chip = {"detect": "false"}  # aligned chips: each is the face, as offline
             client.post(f"/gallery/subjects/p{label:04d}/faces", files=files, data=chip).raise_for_status()
         results["enrol_s"] = time.perf_counter() - started
@@ -85,7 +77,7 @@ def bench_identify(
                 t0 = time.perf_counter()
                 response = client.post(
                     "/identify",
-                    files={"image": ("p.png", _png(probe(chips[row], protocol, row)))},
+                    files={"image": ("p.png", encode_image(probe(chips[row], protocol, row)))},
                     data={"top_k": "1", "detect": "false"},  # aligned chips: each is the face, as offline
                 )
                 latencies.append(time.perf_counter() - t0)

@@ -7,7 +7,6 @@ Loopback only, by design: it is a benchmark of our own service, not a tool to po
 from __future__ import annotations
 
 import base64
-import io
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
-from PIL import Image
+
+from lrface.preprocessing import encode_image
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -24,9 +24,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 def face_png(seed: int | list[int], size: int = 24) -> str:
     """A distinct small image (base64 PNG) per seed: each enrolment has its own content hash."""
     pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return base64.b64encode(encode_image(pixels)).decode()
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lrface.preprocessing import CHIP_SIDE, box_to_chip, resize
+from lrface.preprocessing import CHIP_SIDE, box_to_chip, encode_image, resize
 from training.config import PACK_JPEG_QUALITY
 from training.dataset import FaceArrays
 from training.validation import ValData
@@ -43,9 +43,7 @@ def encode_chips(chips: np.ndarray, quality: int = QUALITY) -> list[bytes]:
         padded = np.zeros((per, CHIP_SIDE, CHIP_SIDE, 3), np.uint8)
         padded[: len(part)] = part
         mosaic = padded.reshape(TILES, TILES, CHIP_SIDE, CHIP_SIDE, 3).transpose(0, 2, 1, 3, 4)
-        buffer = io.BytesIO()
-        Image.fromarray(mosaic.reshape(TILES * CHIP_SIDE, TILES * CHIP_SIDE, 3)).save(buffer, "JPEG", quality=quality)
-        out.append(buffer.getvalue())
+        out.append(encode_image(mosaic.reshape(TILES * CHIP_SIDE, TILES * CHIP_SIDE, 3), "JPEG", quality))
     return out
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,14 +13,13 @@ from typing import Any, TypeVar, get_args
 
 import numpy as np
 from fastapi import HTTPException, Request, status
-from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lrface.embedder import OnnxEmbedder
-from lrface.preprocessing import box_to_chip, hr_chip, hr_to_lr
+from lrface.preprocessing import box_to_chip, encode_image, hr_chip, hr_to_lr
 from lrface.settings import Settings
 from service.api import schemas as s
 from service.api.auth import check_gallery
@@ -453,6 +451,4 @@ class RequestContext:
             pixels = hr_chip(seen.image, seen.box)
         else:
             pixels = hr_to_lr(box_to_chip(face.face.image, face.face.box), self.embedder.card.input_size)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        return "data:image/png;base64," + base64.b64encode(encode_image(pixels)).decode()
