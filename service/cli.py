@@ -392,8 +392,9 @@ def bench_frames_command(
     ),
     update_card: bool = typer.Option(
         False,
-        help="With --calibrate-routing: write the choice into the model card's routing (LRFACE_MODEL): "
-        "detected_min_face_px and detected_fusion.",
+        help="With --calibrate-routing: write the choice into the model card (LRFACE_MODEL): routing's "
+        "detected_min_face_px and detected_fusion, and gallery_from_teacher.distant_views (galleries enrolled "
+        "before then need `lrface gallery reembed`).",
     ),
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
