@@ -106,6 +106,11 @@ class Routing(BaseModel):
     )
 
 
+# How distant views are made by default (the card records what its views were made with).
+DISTANT_VIEW_SIDES = (16.0, 20.0, 24.0)
+DISTANT_VIEW_QUALITY = 92
+
+
 class DistantViews(BaseModel):
     """The student's gallery vector of an enrolled HR face also holds what the student makes of that
     face seen small: the HR chip as a distant camera sends it at each of :attr:`sides` px
@@ -115,8 +120,10 @@ class DistantViews(BaseModel):
     against the enrolled photo and against its small, compressed self. Chosen with the detected routing
     on JPEG frames of validation people (``lrface bench frames --calibrate-routing``)."""
 
-    sides: list[float] = Field(default_factory=lambda: [16.0, 20.0, 24.0], description="The chip's side in each view.")
-    quality: int = Field(92, ge=1, le=100, description="JPEG quality of each view.")
+    sides: list[float] = Field(
+        default_factory=lambda: list(DISTANT_VIEW_SIDES), description="The chip's side in each view."
+    )
+    quality: int = Field(DISTANT_VIEW_QUALITY, ge=1, le=100, description="JPEG quality of each view.")
     weight: float = Field(gt=0.0, le=4.0, description="The views' mean's share, the centred teacher vector's being 1.")
     threshold: float = Field(
         description="Same-person cosine of a student probe (not fused: a chip, a box) against a gallery vector "

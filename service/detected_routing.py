@@ -37,7 +37,14 @@ from lrface.alignment import DlibAligner
 from lrface.data.lfw import identity_split
 from lrface.detection import MtcnnDetector
 from lrface.embedder import FaceInput
-from lrface.model_card import DistantViews, GalleryFromTeacher, fused_vectors, with_distant_views
+from lrface.model_card import (
+    DISTANT_VIEW_QUALITY,
+    DISTANT_VIEW_SIDES,
+    DistantViews,
+    GalleryFromTeacher,
+    fused_vectors,
+    with_distant_views,
+)
 from lrface.preprocessing import FRAME_SCALE, encode_image, frame_face, hr_to_lr, load_image, load_image_file
 from lrface.settings import Settings
 from service.embedders import Embedders, Space
@@ -49,9 +56,8 @@ SIZES = (14.0, 16.0, 17.0, 18.0, 19.0, 20.0, 22.0, 24.0, 26.0, 28.0, 32.0)
 # The student's share in the fusion of both models below the switch (1: the student alone).
 FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
 # The weight of each enrolled face's distant views in the student's gallery vector (0: none), chosen with
-# the fusion (:class:`lrface.model_card.DistantViews`, made as :data:`VIEWS` says).
+# the fusion (:class:`lrface.model_card.DistantViews`, made at the card's default sides and quality).
 VIEW_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-VIEWS = DistantViews(weight=1.0, threshold=0.0)
 # The size of the aligned validation chips a student probe's threshold against a gallery with distant
 # views is chosen on (as the card's gallery_from_teacher.threshold was: 16-px probes).
 CHIP_PX = 16
@@ -102,7 +108,7 @@ def calibrate_detected_routing(
     reference = MtcnnDetector(min_face_px=20)  # the subject's box in each HR photo, for pasting
     space = embedders.from_teacher
     gallery: dict[Space, list[np.ndarray]] = {"student": [], "teacher": []}
-    views: list[np.ndarray] = []  # each enrolled face's distant views (VIEWS), where the space is the teacher's
+    views: list[np.ndarray] = []  # each enrolled face's distant views, where the space is the teacher's
     labels: list[int] = []
     sources: list[SourceFace] = []
 
@@ -116,7 +122,8 @@ def calibrate_detected_routing(
         gallery["teacher"].append(teacher[0])
         gallery["student"].append(embedders.gallery_vectors(faces[:1], teacher, views=False)[0])
         if space is not None:
-            views.append(embedders.distant_views([faces[0].teacher_face()], VIEWS)[0])
+            seen = embedders.distant_views([faces[0].teacher_face()], DISTANT_VIEW_SIDES, DISTANT_VIEW_QUALITY)
+            views.append(seen[0])
         labels.append(person)
         return True
 
@@ -254,8 +261,8 @@ def _choose_views(
         probes, of = chips if chips is not None else (student, truths)
         threshold, validation = best_accuracy_threshold(probes, joined, people, of, seed)
         what = f"{CHIP_PX}-px aligned chips of validation people" if chips is not None else "the detected faces"
-        distant = VIEWS.model_copy(
-            update={"weight": weight, "threshold": threshold, "validation": {**validation, "probes": what}}
+        distant = DistantViews(
+            weight=weight, threshold=threshold, validation={**validation, "probes": what}
         ).model_dump()
     return {
         **result,

@@ -20,7 +20,7 @@ import numpy as np
 from lrface.alignment import aligner_available
 from lrface.degradation import distant_view
 from lrface.embedder import FaceInput, OnnxEmbedder
-from lrface.model_card import DetectedFusion, DistantViews, GalleryFromTeacher, Routing, with_distant_views
+from lrface.model_card import DetectedFusion, GalleryFromTeacher, Routing, with_distant_views
 from lrface.preprocessing import hr_chip
 from lrface.settings import Settings, get_settings
 from lrface.teacher import DlibEmbedder, TeacherUnavailable
@@ -183,11 +183,12 @@ class Embedders:
         rule = self.from_teacher
         if rule is None or rule.distant_views is None:
             return vectors
-        return with_distant_views(vectors, self.distant_views(faces, rule.distant_views), rule.distant_views.weight)
+        views = rule.distant_views
+        return with_distant_views(vectors, self.distant_views(faces, views.sides, views.quality), views.weight)
 
-    def distant_views(self, faces: Sequence[FaceInput], views: DistantViews) -> np.ndarray:
+    def distant_views(self, faces: Sequence[FaceInput], sides: Sequence[float], quality: int) -> np.ndarray:
         """Each HR face's unit mean student embedding of its distant views
-        (:func:`lrface.degradation.distant_view` of its HR chip at each of ``views.sides`` px, the face
+        (:func:`lrface.degradation.distant_view` of its HR chip at each of ``sides`` px, JPEG ``quality``, the face
         found there as in any frame, by the bundled detector at its default settings, the largest); a
         zero row where none was found."""
         decoder = self.views_decoder
@@ -195,8 +196,8 @@ class Embedders:
         for i, face in enumerate(faces):
             chip = hr_chip(face.image, face.box)
             found = []
-            for side in views.sides:
-                view = ImageItem(distant_view(chip, side, views.quality), f"distant view {side:g} px")
+            for side in sides:
+                view = ImageItem(distant_view(chip, side, quality), f"distant view {side:g} px")
                 found += decoder.decode(view, "true")[:1]
             if found:
                 mean = self.embed(found, "student", fuse=False).mean(axis=0)

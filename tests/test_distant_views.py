@@ -11,7 +11,13 @@ import pytest
 
 from lrface.degradation import DISTANT_VIEW_PAD, distant_view
 from lrface.embedder import FaceInput, OnnxEmbedder
-from lrface.model_card import DistantViews, GalleryFromTeacher, with_distant_views
+from lrface.model_card import (
+    DISTANT_VIEW_QUALITY,
+    DISTANT_VIEW_SIDES,
+    DistantViews,
+    GalleryFromTeacher,
+    with_distant_views,
+)
 from lrface.preprocessing import hr_chip, load_image
 from lrface.settings import BUNDLED_MODEL_DIR
 from service.embedders import Embedders
@@ -58,7 +64,8 @@ def test_the_student_sees_a_persons_distant_views_nearer_another_small_photo_of_
     decoder = FaceDecoder(40_000_000)
     views = embedders.distant_views(
         [FaceInput(_chip(decoder, "Colin_Powell")), FaceInput(np.full((150, 150, 3), 128, np.uint8))],
-        DistantViews(weight=1.0, threshold=0.0),
+        DISTANT_VIEW_SIDES,
+        DISTANT_VIEW_QUALITY,
     )
     assert np.isclose(np.linalg.norm(views[0]), 1.0, atol=1e-5) and not views[1].any()  # a blank: no face, a zero row
     small = [  # another photo of Powell and one of Blair, as 17-px chips
