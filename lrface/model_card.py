@@ -45,23 +45,29 @@ class Provenance(BaseModel):
     run: str = ""
 
 
-class DetectedFusion(BaseModel):
-    """A face the detector found in a frame, too small for the teacher alone, embedded by both models in
-    the student's space: the student's embedding and the teacher's centred one
-    (:meth:`GalleryFromTeacher.vectors`, the teacher seeing dlib's alignment of the face) averaged with
+class Fusion(BaseModel):
+    """A face too small for the teacher alone, embedded by both models in the student's space: the
+    student's embedding and the teacher's centred one (:meth:`GalleryFromTeacher.vectors`) averaged with
     :attr:`student_weight` and re-normalised (:meth:`vectors`), searched in the student's index. The two
-    err on different faces: on JPEG frames of validation people fusing beat either model at every size
-    from 14 to 24 px (``lrface bench frames --calibrate-routing``)."""
+    err on different faces: on validation people fusing beat either model on faces the detector found at
+    14-24 px and on chips of 20-28 px (``lrface bench frames --calibrate-routing``)."""
 
     student_weight: float = Field(ge=0.0, le=1.0, description="The student's share; the teacher's is the rest.")
     threshold: float = Field(
-        description="Same-person cosine of a fused probe against the student's gallery (validation frames)."
+        description="Same-person cosine of a fused probe against the student's gallery (validation people)."
     )
     validation: dict[str, Any] = Field(default_factory=dict, description="What the threshold was chosen on.")
 
     def vectors(self, student: np.ndarray, teacher: np.ndarray, space: GalleryFromTeacher) -> np.ndarray:
         """The fused probes of these faces (:func:`fused_vectors` at :attr:`student_weight`)."""
         return fused_vectors(student, teacher, self.student_weight, space)
+
+
+class ChipFusion(Fusion):
+    """The fusion for a face of known size (a chip, or a client's box) from :attr:`from_face_px` up to
+    the teacher's switch for such faces; smaller ones the student serves alone."""
+
+    from_face_px: float = Field(gt=0, description="Smallest chip (or box) side fused; below it the student alone.")
 
 
 def fused_vectors(
@@ -80,7 +86,10 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 class Routing(BaseModel):
     """Faces of at least ``min_face_px`` (their side in the image as received) are served by the teacher,
     an HR embedder, against the gallery's teacher embeddings; smaller ones by the student. Chosen on
-    validation people (``lrface evaluate --teacher --route --update-card``)."""
+    validation people (``lrface evaluate --teacher --route --update-card``: aligned chips, offline, the
+    student alone); the service's own steps choose the switches it uses where the card has them
+    (``lrface bench frames --calibrate-routing --update-card``): ``detected_*`` for faces the detector
+    found, ``chip_*`` for chips and client boxes."""
 
     teacher: Literal["dlib"] = "dlib"
     teacher_version: str = Field(description="The teacher's weights (dlib's model file name).")
@@ -98,12 +107,32 @@ class Routing(BaseModel):
     detected_validation: dict[str, Any] = Field(
         default_factory=dict, description="The rank-1 by size and by threshold that choice was made on."
     )
-    detected_fusion: DetectedFusion | None = Field(
+    detected_fusion: Fusion | None = Field(
         None,
         description="Where present (with the card's gallery_from_teacher), a detected face below "
         "detected_min_face_px is embedded by both models, fused (chosen with that switch on frames of "
         "validation people). Absent: the student alone.",
     )
+    chip_min_face_px: float | None = Field(
+        None,
+        gt=0,
+        description="Smallest side of a chip or a client's box that the teacher serves, chosen with chip_fusion "
+        "on validation people's aligned chips through the service's steps (`lrface bench frames "
+        "--calibrate-routing --update-card`). Absent: `min_face_px`.",
+    )
+    chip_fusion: ChipFusion | None = Field(
+        None,
+        description="Where present (with the card's gallery_from_teacher), a chip or box from its from_face_px up "
+        "to the teacher's switch is embedded by both models, fused. Absent: the student alone below the switch.",
+    )
+    chip_validation: dict[str, Any] = Field(
+        default_factory=dict, description="The rank-1 by chip size and model the chip routing was chosen on."
+    )
+
+    @property
+    def chip_switch(self) -> float:
+        """The smallest chip (or box) side the teacher serves."""
+        return float(self.min_face_px) if self.chip_min_face_px is None else self.chip_min_face_px
 
 
 # How distant views are made by default (the card records what its views were made with).

@@ -345,7 +345,7 @@ def bench_identify_command(
 
 def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Path | None) -> None:
     from lrface.embedder import OnnxEmbedder
-    from lrface.model_card import DetectedFusion, DistantViews, load_card
+    from lrface.model_card import ChipFusion, DistantViews, Fusion, load_card
     from service.detected_routing import calibrate_detected_routing
     from service.embedders import Embedders
 
@@ -358,17 +358,23 @@ def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Pa
             raise typer.BadParameter(f"{settings.model}: its card routes no faces to the teacher")
         card.routing.detected_min_face_px = result["teacher_from_face_px"]
         fusion = result["fusion"]
-        card.routing.detected_fusion = None if fusion is None else DetectedFusion(**fusion)
+        card.routing.detected_fusion = None if fusion is None else Fusion(**fusion)
+        chips = result["chips"]
+        card.routing.chip_min_face_px = chips["teacher_from_face_px"]
+        card.routing.chip_fusion = None if chips["fusion"] is None else ChipFusion(**chips["fusion"])
+        card.routing.chip_validation = {k: v for k, v in chips.items() if k not in ("teacher_from_face_px", "fusion")}
         views = result["distant_views"]
         if card.gallery_from_teacher is not None:
             card.gallery_from_teacher.distant_views = None if views is None else DistantViews(**views)
         card.routing.detected_validation = {
-            k: v for k, v in result.items() if k not in ("teacher_from_face_px", "fusion", "distant_views")
+            k: v for k, v in result.items() if k not in ("teacher_from_face_px", "fusion", "distant_views", "chips")
         }
         saved = card.save(settings.model)
         typer.echo(
             f"wrote routing.detected_min_face_px = {result['teacher_from_face_px']}, routing.detected_fusion = "
-            f"{card.routing.detected_fusion} and gallery_from_teacher.distant_views = {views} into {saved}"
+            f"{card.routing.detected_fusion}, routing.chip_min_face_px = {card.routing.chip_min_face_px}, "
+            f"routing.chip_fusion = {card.routing.chip_fusion} and gallery_from_teacher.distant_views = {views} "
+            f"into {saved}"
         )
         if views is not None:
             typer.echo("galleries enrolled before hold no distant views: `lrface gallery reembed` adds them", err=True)
@@ -387,14 +393,15 @@ def bench_frames_command(
         False,
         help="Instead: choose from which face_px a detected face goes to the teacher and the student's weight "
         "in both models' fusion below it, with the weight of enrolled faces' distant views in the student's gallery, "
-        "on frames of validation people (no server; service.detected_routing); "
+        "on frames of validation people, and how chips and client boxes are served by their side (student, both "
+        "fused, teacher) on the same people's aligned chips (no server; service.detected_routing); "
         "also the student's rank-1 on the same frames as PNG and JPEG 75.",
     ),
     update_card: bool = typer.Option(
         False,
         help="With --calibrate-routing: write the choice into the model card (LRFACE_MODEL): routing's "
-        "detected_min_face_px and detected_fusion, and gallery_from_teacher.distant_views (galleries enrolled "
-        "before then need `lrface gallery reembed`).",
+        "detected_min_face_px, detected_fusion, chip_min_face_px and chip_fusion, and "
+        "gallery_from_teacher.distant_views (galleries enrolled before then need `lrface gallery reembed`).",
     ),
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:

@@ -10,7 +10,7 @@ frames of *validation* people (never test people), through the service's own ste
 with detection, ``Embedders``): each validation person's first photo enrolled in both spaces (with
 training people's photos as distractors, :data:`GALLERY_SIZE`), their other photos pasted alone into
 small frames at each size (sent as JPEG, quality 92, as cameras send frames), each face found
-identified by both models and by the two fused (:class:`lrface.model_card.DetectedFusion`, where the
+identified by both models and by the two fused (:class:`lrface.model_card.Fusion`, where the
 student's space is the teacher's centred one); the threshold on ``face_px`` and the student's weight in
 the fusion below it that maximise rank-1 over all the faces are the ones to use (on a plateau, the
 cheaper threshold: :func:`choose_threshold`; a weight of 1 is the student alone), with the fusion's
@@ -22,6 +22,12 @@ why detected faces are seen so: the student on the framed box
 for the record of what compression costs the student, the same frames sent losslessly (PNG) and at a
 lower JPEG quality (:data:`OTHER_ENCODINGS`), each searched again (a face not found there is a miss;
 faces the search of the JPEG-92 frame missed are left out of every column).
+
+Chips (and client boxes) are chosen for apart, on the same validation people's aligned chips at
+:data:`CHIP_SIZES` sent as PNG chips against the gallery so chosen (:func:`_choose_chip_routing`): the
+student alone below one side, both fused up to the teacher's switch for chips, the teacher from it
+(the card's ``routing.chip_fusion`` and ``routing.chip_min_face_px``; the offline
+``routing.min_face_px`` compared the student alone, without distant views, with the teacher).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from tqdm import tqdm
 
 from lrface.alignment import DlibAligner
 from lrface.data.lfw import identity_split
+from lrface.degradation import DegradationConfig, degrade
 from lrface.detection import MtcnnDetector
 from lrface.embedder import FaceInput
 from lrface.model_card import (
@@ -53,6 +60,8 @@ from service.frame_synthesis import Box, SourceFace, match_detections, synthetic
 from service.frames_bench import photo_subject_box
 
 SIZES = (14.0, 16.0, 17.0, 18.0, 19.0, 20.0, 22.0, 24.0, 26.0, 28.0, 32.0)
+# The sides of the aligned validation chips the routing of chips (and client boxes) is chosen on.
+CHIP_SIZES = (12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 40)
 # The student's share in the fusion of both models below the switch (1: the student alone).
 FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
 # The weight of each enrolled face's distant views in the student's gallery vector (0: none), chosen with
@@ -190,13 +199,18 @@ def calibrate_detected_routing(
     table = np.asarray(rows, dtype=np.float64)
     truths = table[:, 2].astype(int)
     aligner = DlibAligner()
-    chips = [FaceInput(hr_to_lr(aligner.align(source.image, source.box), CHIP_PX)) for source in sources]
+    aligned = [aligner.align(source.image, source.box) for source in sources]
+    chips = [FaceInput(hr_to_lr(chip, CHIP_PX)) for chip in aligned]
     chip_probes = (embedders.student.embed(chips), np.asarray([source.person for source in sources]))
     fusion = _choose_views(
         np.stack(student), np.stack(teacher), table[:, 1], truths, table[:, 3], matrices["student"],
         np.stack(views) if views else None, people, space, seed, chip_probes,
     )  # fmt: skip
     chosen_gallery = fusion.pop("gallery")
+    chip_routing = _choose_chip_routing(
+        *_chip_probes(aligned, [source.person for source in sources], embedders, decoder, progress),
+        chosen_gallery, matrices["teacher"], people, space, seed,
+    )  # fmt: skip
 
     def student_hits(vectors: Sequence[np.ndarray | None]) -> np.ndarray:
         """Whether the chosen student gallery ranks each face's person first (a missed face: no)."""
@@ -229,6 +243,82 @@ def calibrate_detected_routing(
         "by_pasted_size": by_size,
         **fusion,
         "card_min_face_px": embedders.routing.min_face_px if embedders.routing is not None else None,
+        "chips": chip_routing,
+    }
+
+
+def _chip_probes(
+    aligned: Sequence[np.ndarray], people: Sequence[int], embedders: Embedders, decoder: FaceDecoder, progress: bool,
+    sizes: Sequence[int] = CHIP_SIZES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Each aligned validation chip at each of ``sizes`` px (a clean probe, as ``lrface bench identify``
+    makes them: :func:`lrface.degradation.degrade`), sent as a PNG chip and taken as the service takes
+    it: ``(face_px, truths, student embeddings, teacher embeddings)``."""
+    face_px, truths, student, teacher = [], [], [], []
+    for size in tqdm(sizes, desc="chips", disable=not progress):
+        items = [ImageItem(encode_image(degrade(chip, DegradationConfig(size=size))), "chip") for chip in aligned]
+        faces = [decoder.decode(item, "false")[0] for item in items]
+        face_px += [face.face_px for face in faces]
+        truths += list(people)
+        student.append(embedders.student.embed([face.face for face in faces]))
+        teacher.append(embedders.embed(faces, "teacher"))
+    return np.asarray(face_px), np.asarray(truths), np.concatenate(student), np.concatenate(teacher)
+
+
+def _choose_chip_routing(
+    face_px: np.ndarray, truths: np.ndarray, student: np.ndarray, teacher: np.ndarray, gallery: np.ndarray,
+    teacher_gallery: np.ndarray, people: np.ndarray, space: GalleryFromTeacher | None, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """How chips (and client boxes) are served, by their side: the student alone below ``from``, both
+    fused (the student's weight among :data:`FUSION_WEIGHTS`) from ``from`` to the switch, the teacher
+    from the switch (each a chip size). The triple maximising rank-1 over all chips (every size as
+    many), on the plateau the narrowest fusion band (it runs both models); the fusion's same-person
+    threshold on the fused chips (:func:`best_accuracy_threshold`). ``gallery``: the student's, as
+    chosen (with its distant views); no fusion where the student's space is not the teacher's."""
+    sizes = sorted({float(p) for p in face_px})
+    alone = (people[np.argmax(student @ gallery.T, axis=1)] == truths).astype(np.float64)
+    by_teacher = (people[np.argmax(teacher @ teacher_gallery.T, axis=1)] == truths).astype(np.float64)
+    weights = [w for w in FUSION_WEIGHTS if w < 1.0] if space is not None else []
+    fused: dict[float, np.ndarray] = {}
+    for weight in weights:
+        assert space is not None
+        probes = fused_vectors(student, teacher, weight, space)
+        fused[weight] = (people[np.argmax(probes @ gallery.T, axis=1)] == truths).astype(np.float64)
+    # (rank-1, switch, from, weight); from == switch: nothing fused
+    tried = [(float(np.where(face_px >= switch, by_teacher, alone).mean()), switch, switch, 1.0) for switch in sizes]
+    for weight, hits in fused.items():
+        for switch in sizes:
+            for start in (s for s in sizes if s < switch):
+                served = np.where(face_px >= switch, by_teacher, np.where(face_px >= start, hits, alone))
+                tried.append((float(served.mean()), switch, start, weight))
+    best = max(r for r, *_ in tried)
+    rank1, switch, start, weight = min(
+        (t for t in tried if t[0] >= best - PLATEAU), key=lambda t: (t[1] - t[2], -t[0], -t[1])
+    )
+    by_size = {}
+    for size in sizes:
+        of = face_px == size
+        by_size[f"{size:g}"] = {
+            "faces": int(of.sum()),
+            "rank1_student": round(100 * float(alone[of].mean()), 1),
+            "rank1_teacher": round(100 * float(by_teacher[of].mean()), 1),
+            **({} if weight == 1.0 else {"rank1_fused": round(100 * float(fused[weight][of].mean()), 1)}),
+        }
+    fusion = None
+    band = (face_px >= start) & (face_px < switch)
+    if weight < 1.0 and space is not None:
+        probes = fused_vectors(student[band], teacher[band], weight, space)
+        threshold, validation = best_accuracy_threshold(probes, gallery, people, truths[band], seed)
+        fusion = {"from_face_px": start, "student_weight": weight, "threshold": threshold, "validation": validation}
+    return {
+        "probes": "validation people's aligned chips (their photos after the first), clean, sent as PNG chips",
+        "by_size": by_size,
+        "rank1_by_weight": {
+            f"{w:g}": round(100 * max(r for r, _, _, x in tried if x == w), 2) for w in [*weights, 1.0]
+        },
+        "rank1": round(100 * rank1, 2),
+        "teacher_from_face_px": switch,
+        "fusion": fusion,
     }
 
 
@@ -302,7 +392,7 @@ def _choose_fusion(
     gallery: np.ndarray, people: np.ndarray, space: GalleryFromTeacher | None, seed: int,
 ) -> dict[str, Any]:  # fmt: skip
     """The switch to the teacher and, where the student's space is the teacher's centred one, the
-    student's weight in the fusion of both below it (:class:`lrface.model_card.DetectedFusion`): the pair
+    student's weight in the fusion of both below it (:class:`lrface.model_card.Fusion`): the pair
     maximising rank-1 over all faces (a weight of 1 is the student alone, no fusion), the switch on the
     plateau of the chosen weight's curve (:func:`choose_threshold`: its cheaper side, the largest for the
     student alone, the smallest for the fusion, which runs both models); and the fusion's same-person

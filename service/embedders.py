@@ -1,10 +1,12 @@
 """The embedders the service runs and which face goes to which: the student for small faces, the
 teacher (an HR embedder, :class:`lrface.teacher.DlibEmbedder`, dlib's network in ONNX Runtime) for
-faces of at least the card's ``routing.min_face_px``, measured in the image as received (for a face
-the detector found: the card's ``routing.detected_min_face_px``, see ``service.detected_routing``; a
-smaller detected face is embedded by both, fused, where the card's ``routing.detected_fusion`` says so).
-Without a routing in the card, without the teacher's network, or without dlib installed (its aligner
-makes the teacher's chips of detected faces), the student serves every face."""
+faces of at least the card's switch, measured in the image as received: ``routing.detected_min_face_px``
+for a face the detector found, ``routing.chip_min_face_px`` for a chip or a client's box (either absent:
+``routing.min_face_px``); see ``service.detected_routing``. Below the switch a face is embedded by both,
+fused, where the card says so: every detected face (``routing.detected_fusion``), chips and boxes from
+``routing.chip_fusion.from_face_px``. Without a routing in the card, without the teacher's network, or
+without dlib installed (its aligner makes the teacher's chips of detected faces), the student serves
+every face."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 from lrface.alignment import aligner_available
 from lrface.degradation import distant_view
 from lrface.embedder import FaceInput, OnnxEmbedder
-from lrface.model_card import DetectedFusion, GalleryFromTeacher, Routing, with_distant_views
+from lrface.model_card import Fusion, GalleryFromTeacher, Routing, with_distant_views
 from lrface.preprocessing import hr_chip
 from lrface.settings import Settings, get_settings
 from lrface.teacher import DlibEmbedder, TeacherUnavailable
@@ -81,12 +83,12 @@ class Embedders:
 
     def teacher_from(self, face: DecodedFace) -> float:
         """The smallest ``face_px`` the teacher serves for a face like this one: the card's switch for
-        detected faces (chosen on frames of validation people), else its ``min_face_px``; infinite
-        when no teacher serves."""
+        detected faces (chosen on frames of validation people), else its switch for chips and boxes
+        (:attr:`lrface.model_card.Routing.chip_switch`); infinite when no teacher serves."""
         if self.teacher is None or self.routing is None:
             return math.inf
         detected = self.routing.detected_min_face_px
-        return detected if face.input == "detected" and detected is not None else float(self.routing.min_face_px)
+        return detected if face.input == "detected" and detected is not None else self.routing.chip_switch
 
     def threshold(self, space: Space, against_gallery: bool = True, faces: Sequence[DecodedFace] = ()) -> float:
         """The calibrated same-person threshold for a probe in ``space``, against the gallery (or, with
@@ -95,25 +97,29 @@ class Embedders:
         another student probe against a gallery with distant views, the views' own."""
         if space == "teacher" and self.routing is not None:
             return self.routing.threshold
-        if against_gallery and self.fusion is not None and faces and all(self.fuses(f) for f in faces):
-            return self.fusion.threshold
+        fusions = [self.fusion_for(f) for f in faces]
+        if against_gallery and faces and all(fusion is not None for fusion in fusions):
+            return max(fusion.threshold for fusion in fusions if fusion is not None)  # mixed: the stricter
         if against_gallery and self.from_teacher is not None:
             views = self.from_teacher.distant_views
             return self.from_teacher.threshold if views is None else views.threshold
         return self.student.card.threshold
 
-    @property
-    def fusion(self) -> DetectedFusion | None:
-        """The card's fusion of both models for small detected faces, when the teacher serves and the
-        student's space is the teacher's centred one (:attr:`from_teacher`)."""
-        if self.routing is None or self.from_teacher is None:
+    def fusion_for(self, face: DecodedFace) -> Fusion | None:
+        """The card's fusion of both models that embeds ``face`` in the student's space, when the teacher
+        serves, the student's space is the teacher's centred one (:attr:`from_teacher`) and the face is
+        below the teacher's switch for its kind: a detected face where the card fuses them
+        (``routing.detected_fusion``), a chip or box of at least ``routing.chip_fusion.from_face_px``."""
+        if self.routing is None or self.from_teacher is None or face.face_px >= self.teacher_from(face):
             return None
-        return self.routing.detected_fusion
+        if face.input == "detected":
+            return self.routing.detected_fusion
+        chip = self.routing.chip_fusion
+        return chip if chip is not None and face.face_px >= chip.from_face_px else None
 
     def fuses(self, face: DecodedFace) -> bool:
-        """Whether the student's embedding of ``face`` is the fusion of both models: a face the detector
-        found, below the teacher's switch for detected faces, where the card fuses."""
-        return self.fusion is not None and face.input == "detected" and face.face_px < self.teacher_from(face)
+        """Whether the student's embedding of ``face`` is the fusion of both models (:meth:`fusion_for`)."""
+        return self.fusion_for(face) is not None
 
     def label(self, space: Space, faces: Sequence[DecodedFace]) -> EmbedderLabel:
         """What a probe of ``faces`` embedded in ``space`` says embedded it."""
@@ -222,11 +228,15 @@ class Embedders:
             assert self.teacher is not None
             return self.teacher.embed([f.teacher_face() for f in faces])
         vectors = self.student.embed([f.face for f in faces])
-        fused = [i for i, face in enumerate(faces) if fuse and self.fuses(face)]
+        fusions = [self.fusion_for(face) if fuse else None for face in faces]
+        fused = [i for i, fusion in enumerate(fusions) if fusion is not None]
         if fused:
-            assert self.fusion is not None and self.from_teacher is not None
+            assert self.from_teacher is not None
             views = self.embed([faces[i] for i in fused], "teacher") if teacher is None else teacher[fused]
-            vectors[fused] = self.fusion.vectors(vectors[fused], views, self.from_teacher)
+            for row, i in enumerate(fused):
+                fusion = fusions[i]
+                assert fusion is not None
+                vectors[i] = fusion.vectors(vectors[i : i + 1], views[row : row + 1], self.from_teacher)[0]
         return vectors
 
     @property
@@ -237,16 +247,19 @@ class Embedders:
     def describe(self) -> str:
         if self.routing is None or self.teacher is None:
             return f"student {self.student.model_version} for every face"
-        detected = self.routing.detected_min_face_px
+        routing = self.routing
+        detected, chip = routing.detected_min_face_px, routing.chip_fusion if self.from_teacher else None
+        fused = routing.detected_fusion if self.from_teacher else None
         return (
-            f"student {self.student.model_version} below {self.routing.min_face_px} px"
-            + ("" if detected is None else f" ({detected:g} px for detected faces)")
+            f"student {self.student.model_version} below {routing.chip_switch:g} px"
             + (
                 ""
-                if self.fusion is None
-                else f", both fused below that for detected faces (student weight {self.fusion.student_weight:g})"
+                if chip is None
+                else f" (both fused from {chip.from_face_px:g} px, student weight {chip.student_weight:g})"
             )
-            + f", teacher {self.teacher.model_id} from there"
+            + ("" if detected is None else f"; {detected:g} px for detected faces")
+            + ("" if fused is None else f" (both fused below that, student weight {fused.student_weight:g})")
+            + f"; teacher {self.teacher.model_id} from there"
             + ("; the student's gallery from the teacher's centred HR embeddings" if self.from_teacher else "")
             + (
                 f" with the student's distant views of them ({self.from_teacher.distant_views.weight:g})"

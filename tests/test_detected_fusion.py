@@ -1,6 +1,6 @@
 """Small faces found in frames, embedded by both models (the card's ``routing.detected_fusion``): the
 student's embedding and the teacher's centred one averaged by one rule
-(:meth:`lrface.model_card.DetectedFusion.vectors`) in the service and its calibration, with the
+(:meth:`lrface.model_card.Fusion.vectors`) in the service and its calibration, with the
 fusion's own threshold; chips, large faces and a card without the fusion are served as before. The
 released model and real LFW photos pasted small into a frame."""
 
@@ -17,7 +17,7 @@ from PIL import Image
 
 from lrface.alignment import aligner_available
 from lrface.embedder import OnnxEmbedder
-from lrface.model_card import DetectedFusion, GalleryFromTeacher, load_card
+from lrface.model_card import Fusion, GalleryFromTeacher, load_card
 from lrface.settings import BUNDLED_MODEL_DIR
 from service.embedders import Embedders
 from service.faces import DecodedFace, FaceDecoder, ImageItem
@@ -28,7 +28,7 @@ needs_teacher = pytest.mark.skipif(
     not aligner_available() or load_card(BUNDLED_MODEL_DIR).gallery_from_teacher is None,
     reason="needs dlib and a released student in the teacher's space",
 )
-FUSION = DetectedFusion(student_weight=0.4, threshold=0.123)
+FUSION = Fusion(student_weight=0.4, threshold=0.123)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -42,9 +42,9 @@ def test_the_fusion_is_the_weighted_mean_of_the_student_and_the_centred_teacher(
     fused = FUSION.vectors(student, teacher, space)
     want = _unit(0.4 * student + 0.6 * _unit(teacher - np.asarray(space.centre)))
     assert np.allclose(fused, want, atol=1e-6) and np.allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-6)
-    alone = DetectedFusion(student_weight=1.0, threshold=0.0).vectors(student, teacher, space)
+    alone = Fusion(student_weight=1.0, threshold=0.0).vectors(student, teacher, space)
     assert np.allclose(alone, student, atol=1e-6)  # weight 1: the student alone
-    only_teacher = DetectedFusion(student_weight=0.0, threshold=0.0).vectors(student, teacher, space)
+    only_teacher = Fusion(student_weight=0.0, threshold=0.0).vectors(student, teacher, space)
     assert np.allclose(only_teacher, space.vectors(teacher), atol=1e-6)
 
 
@@ -68,7 +68,7 @@ def test_the_calibration_fuses_where_two_noisy_views_beat_either_and_thresholds_
     assert fusion is not None and fusion["student_weight"] in (0.4, 0.5, 0.6), chosen["rank1_by_weight"]
     assert chosen["rank1_by_weight"]["0.5"] > chosen["rank1_by_weight"]["1"] + 5  # fusing is worth it here
     assert len(chosen["hits"]) == 600 and set(FUSION_WEIGHTS) >= {fusion["student_weight"]}
-    probes = DetectedFusion(**fusion).vectors(student, teacher, space)
+    probes = Fusion(**fusion).vectors(student, teacher, space)
     genuine = (probes * gallery[truths]).sum(axis=1)
     assert np.median(genuine) > fusion["threshold"] > 0.0 and fusion["validation"]["faces"] == 600
     plain = _choose_fusion(student, teacher, face_px, truths, np.zeros(600), gallery, people, None, seed=0)
@@ -93,7 +93,9 @@ def _frame_with_small_faces() -> bytes:
 def test_a_small_detected_face_is_fused_a_chip_and_a_large_face_are_not() -> None:
     embedders = Embedders.for_model(OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu", 1))
     assert embedders.routing is not None and embedders.from_teacher is not None
-    embedders.routing = embedders.routing.model_copy(update={"detected_fusion": FUSION, "detected_min_face_px": 30.0})
+    embedders.routing = embedders.routing.model_copy(
+        update={"detected_fusion": FUSION, "detected_min_face_px": 30.0, "chip_fusion": None}
+    )
     decoder = FaceDecoder(40_000_000)
     faces = decoder.decode(ImageItem(_frame_with_small_faces(), "frame.png"), "true")
     assert len(faces) == 2 and faces[1].face_px < 30.0 <= faces[0].face_px, [f.face_px for f in faces]

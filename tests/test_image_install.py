@@ -63,7 +63,7 @@ def test_image_install_serves_without_torch(tmp_path: Path, lfw_root: Path) -> N
         card = load_card(model)
         assert card.routing is not None
         # the teacher (ONNX + dlib's aligner) serves large faces
-        assert ready["teacher_from_px"] == card.routing.min_face_px
+        assert ready["teacher_from_px"] == card.routing.chip_switch
         # The image's detector finds the face of an ordinary photo (detect=auto), without torch.
         photo = lfw_root / "images" / "Colin_Powell" / "Colin_Powell_0001.jpg"
         embedded = httpx.post(

@@ -152,7 +152,7 @@ def test_without_a_teacher_no_face_reaches_it_and_the_description_names_the_dete
     student = SimpleNamespace(model_version="s:1", card=SimpleNamespace(gallery_from_teacher=None))
     teacher = SimpleNamespace(model_id="teacher-dlib:v")
     both = Embedders(student=student, teacher=teacher, routing=routing)  # type: ignore[arg-type]
-    assert both.describe() == "student s:1 below 20 px (16 px for detected faces), teacher teacher-dlib:v from there"
+    assert both.describe() == "student s:1 below 20 px; 16 px for detected faces; teacher teacher-dlib:v from there"
 
 
 def test_the_teacher_runs_on_the_settings_providers_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:

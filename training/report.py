@@ -153,15 +153,15 @@ def record_in_cards(results: dict[str, Any], out: Path) -> None:
         }
         routing = results.get("routing")
         if routing and routing.get("min_face_px_for_teacher") and entry is first:
-            kept = card.routing  # the detected-face switch is chosen apart (lrface bench frames --calibrate-routing)
-            card.routing = Routing(
-                teacher_version=DLIB_VERSION,
-                min_face_px=routing["min_face_px_for_teacher"],
-                threshold=routing["teacher_threshold"],
-                validation={k: v for k, v in routing.items() if k != "min_face_px_for_teacher"},
-                detected_min_face_px=None if kept is None else kept.detected_min_face_px,
-                detected_validation={} if kept is None else kept.detected_validation,
-            )
+            # the service's own switches and fusions are chosen apart (lrface bench frames --calibrate-routing)
+            offline = {
+                "teacher_version": DLIB_VERSION,
+                "min_face_px": routing["min_face_px_for_teacher"],
+                "threshold": routing["teacher_threshold"],
+                "validation": {k: v for k, v in routing.items() if k != "min_face_px_for_teacher"},
+            }
+            kept = card.routing
+            card.routing = Routing(**offline) if kept is None else kept.model_copy(update=offline)
         card.save(directory)
 
 

@@ -51,7 +51,14 @@ def readyz(request: Request) -> s.Ready:
         gallery_seq=gallery.seq,
         index_kind=gallery.index.active_kind,
         embedders=state.embedders.describe(),
-        teacher_from_px=state.embedders.routing.min_face_px if state.embedders.teacher is not None else None,
+        teacher_from_px=state.embedders.routing.chip_switch if state.embedders.teacher is not None else None,
+        chip_fused_from_px=(
+            state.embedders.routing.chip_fusion.from_face_px
+            if state.embedders.teacher is not None
+            and state.embedders.from_teacher is not None
+            and state.embedders.routing.chip_fusion is not None
+            else None
+        ),
         detected_teacher_from_px=(
             state.embedders.routing.detected_min_face_px if state.embedders.teacher is not None else None
         ),

@@ -91,9 +91,10 @@ EmbedderName = Annotated[
     Literal["student", "teacher", "student+teacher"],
     Field(
         description="Which model embedded the face: 'student' (small faces), 'teacher' (faces of at least the "
-        "card's routing.min_face_px, or routing.detected_min_face_px for a detected face) or 'student+teacher' "
-        "(a smaller detected face embedded by both, fused in the student's space: the card's "
-        "routing.detected_fusion); scores of the teacher are not comparable with the others'."
+        "card's switch: routing.chip_min_face_px for a chip or box, routing.detected_min_face_px for a detected "
+        "face, either absent: routing.min_face_px) or 'student+teacher' (a smaller face embedded by both, fused in "
+        "the student's space: the card's routing.detected_fusion for a detected face, routing.chip_fusion for a "
+        "chip or box from its from_face_px); scores of the teacher are not comparable with the others'."
     ),
 ]
 
@@ -112,8 +113,7 @@ class FaceFound(BaseModel):
     face_px: float = Field(
         0.0,
         description="Side of the square the models see, in the image's pixels (a chip: its longer side); the "
-        "routing to the teacher compares it with the card's routing.min_face_px (a detected face: "
-        "routing.detected_min_face_px).",
+        "routing compares it with the card's switches (see `embedder`).",
     )
     embedder: EmbedderName = "student"
     input_png: str | None = Field(
@@ -303,8 +303,15 @@ class Ready(BaseModel):
     index_kind: str
     index_device: str
     embedders: str = Field(description="Which model serves which faces.")
-    teacher_from_px: int | None = Field(
-        None, description="Chips and boxes of at least this side go to the teacher (the card's routing.min_face_px)."
+    teacher_from_px: float | None = Field(
+        None,
+        description="Chips and boxes of at least this side go to the teacher (the card's routing.chip_min_face_px, "
+        "else routing.min_face_px).",
+    )
+    chip_fused_from_px: float | None = Field(
+        None,
+        description="Chips and boxes from this side up to teacher_from_px are embedded by both models, fused (the "
+        "card's routing.chip_fusion; None: the student alone below teacher_from_px).",
     )
     detected_teacher_from_px: float | None = Field(
         None,
