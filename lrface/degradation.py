@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from pydantic import BaseModel, Field
 
-from lrface.preprocessing import box_to_chip, encode_image, resize
+from lrface.preprocessing import canonical_chip, encode_image, resize
 
 
 class DegradationConfig(BaseModel):
@@ -38,13 +38,13 @@ class DegradationConfig(BaseModel):
 def degrade(image: np.ndarray, config: DegradationConfig, rng: np.random.Generator | int = 0) -> np.ndarray:
     """Degrade a uint8 ``(H, W, 3)`` face to ``config.size`` square, uint8.
 
-    Order: the canonical chip (:func:`lrface.preprocessing.box_to_chip`, as every HR-to-LR path
+    Order: the canonical chip (:func:`lrface.preprocessing.canonical_chip`, as every HR-to-LR path
     starts), Gaussian blur at that resolution (optics), down-sampling (sensor), additive noise, JPEG
     re-compression (transport). Without blur, noise and JPEG this is exactly
     :func:`lrface.preprocessing.hr_to_lr`.
     """
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    out = box_to_chip(image)
+    out = canonical_chip(image, config.size)
     sigma = float(gen.uniform(*config.blur_sigma)) if config.blur_sigma[1] > 0 else 0.0
     if sigma > 0:
         # Sigma is given in LR pixels; scale to the source resolution before down-sampling.

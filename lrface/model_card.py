@@ -102,7 +102,7 @@ class Routing(BaseModel):
         description="Smallest `face_px` of a face the detector found in a frame that the teacher serves (it "
         "sees dlib's alignment of it; below it the student sees its landmark chip, or both are fused: "
         "detected_fusion): chosen on frames of validation people (`lrface bench frames --calibrate-routing "
-        "--update-card`). Absent: `min_face_px`.",
+        "--update-card`). Absent: the switch for chips (`chip_switch`).",
     )
     detected_validation: dict[str, Any] = Field(
         default_factory=dict, description="The rank-1 by size and by threshold that choice was made on."

@@ -218,24 +218,30 @@ def normalise(image: np.ndarray, norm: Normalisation = Normalisation()) -> np.nd
     return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
 
 
-def hr_to_lr(chip: np.ndarray, size: int) -> np.ndarray:
-    """The one rule from a face chip of any side to the ``size``-px face a model sees: through the
-    canonical chip of :data:`CHIP_SIDE` (area-shrunk to it when larger, enlarged to it, bicubic, when
-    between ``size`` and it), then area down-sampling (bicubic when enlarging a face no larger than
-    ``size``). A chip between the two is not area-shrunk straight to ``size``: Pillow's box filter at a
+def canonical_chip(chip: np.ndarray, size: int) -> np.ndarray:
+    """The canonical chip a face is brought down to ``size`` px from: :func:`box_to_chip` (area-shrunk
+    to :data:`CHIP_SIDE` when larger), enlarged to :data:`CHIP_SIDE` (bicubic) when its side lies between
+    ``size`` and it. Such a chip is never area-shrunk straight to ``size``: Pillow's box filter at a
     ratio that is not a whole number averages one or two source pixels by turns (20 to 16 px: the
     student's rank-1 on 20-px chips of validation people, among 963 people, fell to 41.6% against 62.0%
-    at 16 px; through the canonical chip 58.6%).
+    at 16 px; through the 64-px chip 58.6%)."""
+    canonical = box_to_chip(chip)
+    if size < canonical.shape[0] < CHIP_SIDE:
+        return resize(canonical, CHIP_SIDE, "bicubic")
+    return canonical
+
+
+def hr_to_lr(chip: np.ndarray, size: int) -> np.ndarray:
+    """The one rule from a face chip of any side to the ``size``-px face a model sees: its
+    :func:`canonical_chip`, then area down-sampling (bicubic when enlarging a face no larger than
+    ``size``).
 
     Callers: :func:`face_to_input` (service, evaluation, validation, release, quantisation), the
     training views (``training.dataset``) and :func:`lrface.degradation.degrade` (LR probes and
     augmentation). A 150-px aligned chip, the 64-px chip stored in the gallery and the 64-px training
     chip of the same face therefore give identical LR faces (``tests/test_preprocessing_parity.py``).
     """
-    canonical = box_to_chip(chip)
-    if size < canonical.shape[0] < CHIP_SIDE:
-        canonical = resize(canonical, CHIP_SIDE, "bicubic")
-    return resize(canonical, size)
+    return resize(canonical_chip(chip, size), size)
 
 
 HR_CHIP_SIDE = 150  # dlib's aligned chip: what the teacher sees, and what the gallery keeps per face

@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     teacher_model: Path = Field(
         default=PROJECT_ROOT / "models" / "teacher-dlib",
         description="Folder of the teacher's ONNX network (dlib's ResNet, `lrface export-teacher`), which serves "
-        "faces from the card's `routing.min_face_px` (detected faces: `routing.detected_min_face_px`).",
+        "faces from the card's switch (`routing.chip_min_face_px` for chips and boxes, `routing.detected_min_face_px` "
+        "for detected faces; either absent: `routing.min_face_px`).",
     )
     detect_min_face_px: float = Field(
         16.0,

@@ -69,8 +69,8 @@ class Embedders:
                 settings.threads if threads is None else threads,
             )
         except TeacherUnavailable as exc:
-            log.warning("the model card routes faces from %d px to the teacher, but %s; the student serves all",
-                        routing.min_face_px, exc)  # fmt: skip
+            log.warning("the model card routes faces from %g px to the teacher, but %s; the student serves all",
+                        routing.chip_switch, exc)  # fmt: skip
             return cls(student)
         if teacher.version != routing.teacher_version:
             log.warning("the card's teacher is %s, the teacher's network is %s: the student serves all faces",
@@ -78,15 +78,19 @@ class Embedders:
             return cls(student)
         return cls(student, teacher, routing)
 
-    def space_for(self, face: DecodedFace) -> Space:
-        return "teacher" if face.face_px >= self.teacher_from(face) else "student"
+    def space_for(self, face: DecodedFace, fuse: bool = True) -> Space:
+        return "teacher" if face.face_px >= self.teacher_from(face, fuse) else "student"
 
-    def teacher_from(self, face: DecodedFace) -> float:
+    def teacher_from(self, face: DecodedFace, fuse: bool = True) -> float:
         """The smallest ``face_px`` the teacher serves for a face like this one: the card's switch for
         detected faces (chosen on frames of validation people), else its switch for chips and boxes
-        (:attr:`lrface.model_card.Routing.chip_switch`); infinite when no teacher serves."""
+        (:attr:`lrface.model_card.Routing.chip_switch`); both were chosen with both models fused below
+        them, so a face that is not to be fused (``fuse`` False: two faces compared with each other) has
+        the card's ``min_face_px``, chosen against the student alone; infinite when no teacher serves."""
         if self.teacher is None or self.routing is None:
             return math.inf
+        if not fuse:
+            return float(self.routing.min_face_px)
         detected = self.routing.detected_min_face_px
         return detected if face.input == "detected" and detected is not None else self.routing.chip_switch
 

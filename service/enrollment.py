@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lrface.embedder import FaceInput
-from lrface.preprocessing import box_to_chip, encode_image, hr_chip, load_image
+from lrface.preprocessing import CHIP_SIDE, HR_CHIP_SIDE, box_to_chip, encode_image, hr_chip, load_image
 from service.embedders import Embedders
 from service.faces import DecodedFace, DetectMode, FaceDecoder, ImageItem, largest_face
 from service.gallery.gallery import Gallery
@@ -82,8 +82,10 @@ def reembed_store(store: GalleryStore, embedders: Embedders) -> tuple[int, int, 
     the teacher's from the HR chip. A face enrolled before HR chips
     were kept gets no teacher embedding (its 64-px chip, up-sampled, would serve large probes worse than
     the student does): while any face lacks one, the student serves every face against the gallery, and
-    its student-index vector is the student's own. A face enrolled small (its student-index vector the
-    student's own or fused embedding) is re-embedded as a large one: the store keeps no size. Returns
+    its student-index vector is the student's own. A chip or box enrolled smaller than the canonical chip
+    keeps its side in the stored chip and is re-embedded as a face of that side (the student's own or
+    fused embedding below the teacher's switch, as enrolment made it); a face the detector found small
+    in a frame is stored at the canonical chip's side and re-embedded as a large one. Returns
     (re-embedded, faces without a chip, faces without an HR chip)."""
     updates, teacher_updates = [], []
     missing = no_hr = 0
@@ -94,10 +96,14 @@ def reembed_store(store: GalleryStore, embedders: Embedders) -> tuple[int, int, 
             continue
         hr_face = chip_face(hr_png) if hr_png is not None else None
         hr_vector = teacher.embed([hr_face])[0] if teacher is not None and hr_face is not None else None
+        chip = chip_face(png)
         if rule is not None and hr_vector is not None and hr_face is not None:
-            updates.append((face_id, embedders.with_distant_views(rule.vectors(hr_vector[None]), [hr_face])[0]))
+            side = max(chip.image.shape[:2])
+            face = DecodedFace(chip, "", None, face_px=float(side if side < CHIP_SIDE else HR_CHIP_SIDE),
+                               input="chip", teacher_input=hr_face)  # fmt: skip
+            updates.append((face_id, embedders.gallery_vectors([face], hr_vector[None])[0]))
         else:
-            updates.append((face_id, embedders.student.embed([chip_face(png)])[0]))
+            updates.append((face_id, embedders.student.embed([chip])[0]))
         if hr_vector is not None:
             teacher_updates.append((face_id, hr_vector))
         no_hr += hr_png is None

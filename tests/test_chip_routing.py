@@ -176,3 +176,74 @@ def test_the_offline_evaluation_keeps_the_services_own_switches_and_fusions(tmp_
     assert after.chip_fusion == CHIPS and after.chip_min_face_px == 26.0
     assert after.detected_fusion == card.routing.detected_fusion
     assert after.detected_min_face_px == card.routing.detected_min_face_px
+
+
+@pytest.mark.parametrize("side", [20, 40, 60, 150])
+def test_the_degradation_without_blur_noise_or_jpeg_is_the_one_hr_to_lr_rule(side: int) -> None:
+    """Training views (jittered crops of 58-67 px of the 64-px chip) and LR probes start where the service
+    does: a 20-60 px face is enlarged to the canonical chip before it is shrunk, not box-filtered."""
+    face = np.asarray(Image.fromarray(_hr_chip("Tony_Blair")).resize((side, side), Image.Resampling.BICUBIC))
+    for size in (12, 16):
+        assert np.array_equal(degrade(face, DegradationConfig(size=size)), hr_to_lr(face, size)), (side, size)
+
+
+def test_one_embedding_call_fuses_chips_and_detected_faces_each_by_its_own_fusion() -> None:
+    from lrface.model_card import Fusion
+
+    rng = np.random.default_rng(2)
+    rows = _unit(rng.normal(size=(4, 8))).astype(np.float32)
+    teacher_rows = _unit(rng.normal(size=(4, 8))).astype(np.float32)
+    space = GalleryFromTeacher(centre=[0.01] * 8, threshold=0.3)
+    student = SimpleNamespace(card=SimpleNamespace(gallery_from_teacher=space, threshold=0.4), model_version="s:1",
+                              embed=lambda inputs: rows[: len(inputs)].copy())  # fmt: skip
+    teacher = SimpleNamespace(model_id="t", embed=lambda inputs: teacher_rows[: len(inputs)].copy())
+    detected_fusion = Fusion(student_weight=0.8, threshold=0.111)
+    routing = Routing(teacher_version="v", min_face_px=20, threshold=0.9, detected_min_face_px=28.0,
+                      detected_fusion=detected_fusion, chip_min_face_px=26.0, chip_fusion=CHIPS)  # fmt: skip
+    embedders = Embedders(student=student, teacher=teacher, routing=routing)  # type: ignore[arg-type]
+    face = FaceInput(np.zeros((8, 8, 3), np.uint8), None)
+    faces = [
+        DecodedFace(face, "", None, face_px=20.0, input="chip"),  # chip fusion
+        DecodedFace(face, "", None, face_px=12.0, input="chip"),  # the student alone
+        DecodedFace(face, "", (0, 0, 1, 1), face_px=20.0, input="detected"),  # detected fusion
+        DecodedFace(face, "", None, face_px=40.0, input="chip"),  # the teacher's: the student's own here
+    ]
+    given = _unit(rng.normal(size=(4, 8))).astype(np.float32)  # the teacher's embeddings, already made
+    got = embedders.embed(faces, "student", teacher=given)
+    assert np.allclose(got[0], CHIPS.vectors(rows[:1], given[:1], space)[0], atol=1e-6)
+    assert np.allclose(got[1], rows[1], atol=1e-6) and np.allclose(got[3], rows[3], atol=1e-6)
+    assert np.allclose(got[2], detected_fusion.vectors(rows[2:3], given[2:3], space)[0], atol=1e-6)
+    assert not np.allclose(got[0], CHIPS.vectors(rows[:1], given[2:3], space)[0], atol=1e-3)  # its own row
+    assert embedders.threshold("student", faces=[faces[0], faces[2]]) == CHIPS.threshold  # mixed: the stricter
+    # two faces compared with each other are not fused: the teacher from the card's min_face_px
+    assert [embedders.space_for(f, fuse=False) for f in faces] == ["teacher", "student", "teacher", "teacher"]
+    assert [embedders.space_for(f) for f in faces] == ["student", "student", "student", "teacher"]
+
+
+@needs_teacher
+def test_a_chip_enrolled_in_the_fused_band_is_re_embedded_as_it_was_enrolled(tmp_path: Path) -> None:
+    from lrface.settings import Settings
+    from service.enrollment import enroll_images, reembed_store
+    from service.gallery.gallery import open_gallery
+
+    embedders = Embedders.for_model(OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu", 1))
+    assert embedders.routing is not None and embedders.from_teacher is not None
+    embedders.routing = embedders.routing.model_copy(update={"chip_min_face_px": 26.0, "chip_fusion": CHIPS})
+    settings = Settings(gallery_dir=tmp_path / "g")
+    hr = _hr_chip("Colin_Powell")
+    items = [ImageItem(_png(Image.fromarray(degrade(hr, DegradationConfig(size=s)))), f"{s}.png") for s in (12, 20)]
+    items.append(ImageItem(_png(Image.fromarray(hr)), "hr.png"))
+    gallery = open_gallery(settings, 128, embedders.gallery_model_id, teacher=embedders.teacher_space)
+    enrolled = enroll_images(gallery, embedders, FaceDecoder(40_000_000), "powell", items, detect="false")
+    assert [embedders.fuses(face) for _, face in enrolled] == [False, True, False]
+    before = {r.face_id: r for r, _ in enrolled}
+    vectors = dict(zip(before, embedders.gallery_vectors([face for _, face in enrolled]), strict=True))
+    store = gallery.store
+    store.replace_embeddings([(i, -v) for i, v in vectors.items()], embedders.gallery_model_id)  # spoil them
+    assert reembed_store(store, embedders) == (3, 0, 0)
+    store.close()
+    gallery = open_gallery(settings, 128, embedders.gallery_model_id, teacher=embedders.teacher_space)
+    for face_id, vector in vectors.items():
+        top = gallery.search(vector, 3)
+        assert top[0].score > 0.999 and top[0].face_id == face_id, (face_id, top)
+    gallery.store.close()

@@ -160,7 +160,7 @@ def test_keys_are_asked_for_and_scopes_explained(page: Any, url: str) -> None:
     assert page.inner_text("#model-title") == f"{card.name} {card.version}"
     assert card.routing is not None
     assert f"{card.routing.threshold:.3f}" in page.inner_text("#thresholds-table")
-    assert f"{card.routing.min_face_px} px" in page.inner_text("#routing")
+    assert f"{card.routing.chip_switch:g} px" in page.inner_text("#routing")
 
     page.goto(url + "/")  # a read key sees the gallery but may not change it
     page.wait_for_selector("#subjects[data-state=ready]")

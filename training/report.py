@@ -160,8 +160,9 @@ def record_in_cards(results: dict[str, Any], out: Path) -> None:
                 "threshold": routing["teacher_threshold"],
                 "validation": {k: v for k, v in routing.items() if k != "min_face_px_for_teacher"},
             }
-            kept = card.routing
-            card.routing = Routing(**offline) if kept is None else kept.model_copy(update=offline)
+            kept = card.routing  # chosen for this teacher: kept; for another, dropped
+            same = kept is not None and kept.teacher_version == DLIB_VERSION
+            card.routing = Routing.model_validate({**(kept.model_dump() if same and kept else {}), **offline})
         card.save(directory)
 
 

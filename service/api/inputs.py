@@ -416,7 +416,7 @@ class RequestContext:
         self, probes: list[Probe], gallery: Gallery | None, fuse: bool = True
     ) -> tuple[list[np.ndarray], Space]:
         faces = [p.face for p in probes if p.face is not None]
-        routed = {self.embedders.space_for(f) for f in faces}
+        routed = {self.embedders.space_for(f, fuse) for f in faces}
         complete = self.teacher_complete(gallery)
         space: Space = "teacher" if len(faces) == len(probes) and routed == {"teacher"} and complete else "student"
         vectors = iter(self.embedders.embed(faces, space, fuse)) if faces else iter(())
@@ -427,8 +427,9 @@ class RequestContext:
     ) -> tuple[list[np.ndarray], Space]:
         """Unit embeddings of ``probes`` in one space: the teacher's when every probe is a face large
         enough for it (see the model card's routing) and ``gallery`` (when given) holds every face in
-        the teacher's space, else the student's (small detected faces fused with the teacher's view
-        where the card says so, unless ``fuse`` is False)."""
+        the teacher's space, else the student's (faces below the teacher's switch fused with the
+        teacher's view where the card says so; with ``fuse`` False none is, and the teacher serves from
+        the card's ``min_face_px``: :meth:`Embedders.teacher_from`)."""
         return await self.run(self._embed_probes, probes, gallery, fuse)
 
     def embed_each(self, faces: list[DecodedFace], gallery: Gallery | None) -> tuple[list[np.ndarray], list[Space]]:

@@ -50,8 +50,8 @@ def _found(ctx: RequestContext, face: DecodedFace, space: Space, png: str | None
     response_model=s.EmbedResponse,
     summary="Embed the faces of one or more images",
     description="Every face is brought to the student's low-resolution input by the shared preprocessing and "
-    "embedded (unit length, in the student's space, which edge clients compute; a small detected face is "
-    "embedded by both models fused in that space where the card says so: `embedder` per face)."
+    "embedded (unit length, in the student's space, which edge clients compute; a face below the teacher's "
+    "switch is embedded by both models fused in that space where the card says so: `embedder` per face)."
     + FACES_DOC
     + " Images searched without a face found are listed in `images_without_face`.",
     openapi_extra=both_bodies(
@@ -274,8 +274,9 @@ async def verify(request: Request) -> s.VerifyResponse:
         )
     gallery = ctx.gallery if probe_b is None else None
     probes = [probe_a] if probe_b is None else [probe_a, probe_b]
-    # Two faces are compared with each other by the student alone: the card's pair threshold is the
-    # student's; a face against an enrolled subject is fused where the card says so, with its threshold.
+    # Two faces are compared with each other unfused (the student below the card's min_face_px, at the card's
+    # pair threshold; the teacher from it); a face against an enrolled subject is fused where the card says so,
+    # with the fusion's threshold.
     vectors, space = await ctx.embed_probes(probes, gallery, fuse=probe_b is None)
     faces = [p.face for p in probes if p.face is not None] if probe_b is None else []
     threshold = body.threshold if body.threshold is not None else ctx.embedders.threshold(space, probe_b is None, faces)

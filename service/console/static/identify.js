@@ -8,8 +8,8 @@
   const { json, explain, notice, el, dropZone, ApiError, DEFAULT_GALLERY, currentGallery, galleryPicker } = window.lrface;
   const SVG = "http://www.w3.org/2000/svg";
   let current = null; // { faces, size: [w, h] }
-  const thresholds = {}; // per embedder space: the slider's value
-  const defaults = {}; // per embedder space: the threshold the service used
+  const thresholds = {}; // per kind of face (kindOf): the slider's value
+  const defaults = {}; // per kind of face: the threshold the service used
   let photoUrl = null;
 
   // The answer as a list of faces: `faces` when the service gives it, else the one face of the older answer.
@@ -20,15 +20,23 @@
       box: answer.box || null,
       face_px: answer.face_px,
       embedder: answer.embedder || "student",
+      input: answer.input,
       matches: answer.matches || [],
       threshold: answer.threshold,
       decision: answer.decision,
     }];
   }
 
+  // Each kind of face has its own calibrated threshold: the model that embedded it and, for the student
+  // and the fusion, whether the detector found it or it came as a chip or box (the teacher has one).
+  function kindOf(face) {
+    if (face.embedder === "teacher") return "teacher";
+    return face.embedder + (face.input === "detected" ? ", detected face" : ", chip or box");
+  }
+
   function decide(face) {
     const top = face.matches && face.matches[0];
-    const threshold = thresholds[face.embedder] ?? face.threshold;
+    const threshold = thresholds[kindOf(face)] ?? face.threshold;
     return top && top.score >= threshold ? top.subject_id : null;
   }
 
@@ -73,11 +81,12 @@
 
   function faceEntry(face, i) {
     const name = decide(face);
-    const threshold = thresholds[face.embedder] ?? face.threshold;
+    const threshold = thresholds[kindOf(face)] ?? face.threshold;
     const best = face.matches && face.matches[0];
     const entry = el("article", { class: "face " + (name ? "is-match" : "is-unknown") });
     const model = el("figure", { class: "model-input" });
-    // A fused face's picture is the student's input; the teacher saw dlib's alignment of the same face.
+    // A fused face's picture is the student's input; the teacher saw the same face (dlib's alignment of it
+    // when the detector found it).
     const seer = face.embedder === "student+teacher" ? "student (fused with the teacher)" : face.embedder;
     if (face.input_png) {
       const img = el("img", { src: face.input_png, alt: "face " + (i + 1) + " as the model saw it", class: "pixelated" });
@@ -126,9 +135,9 @@
   function sliders() {
     const holder = document.getElementById("thresholds");
     holder.replaceChildren();
-    const spaces = [...new Set(current.faces.map((f) => f.embedder))];
+    const spaces = [...new Set(current.faces.map(kindOf))];
     for (const space of spaces) {
-      const id = "threshold-" + space;
+      const id = "threshold-" + space.replace(/[^a-z+]+/g, "-");
       const value = el("output", { for: id, text: fmt(thresholds[space]) });
       const input = el("input", { id, type: "range", min: "-0.2", max: "1", step: "0.005", value: String(thresholds[space]) });
       input.addEventListener("input", () => {
@@ -189,9 +198,9 @@
     });
     current = { faces: facesOf(answer), size: [photo.naturalWidth || 1, photo.naturalHeight || 1] };
     for (const face of current.faces) {
-      if (!(face.embedder in defaults)) {
-        defaults[face.embedder] = face.threshold;
-        thresholds[face.embedder] = face.threshold;
+      if (!(kindOf(face) in defaults)) {
+        defaults[kindOf(face)] = face.threshold;
+        thresholds[kindOf(face)] = face.threshold;
       }
     }
     document.getElementById("result-section").hidden = false;

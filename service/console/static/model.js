@@ -76,7 +76,20 @@
     for (const [name, value] of Object.entries(card.thresholds || {})) {
       thresholdRows.push(["student, " + name.replace("far_", "FAR ").replace("_", " "), Number(value).toFixed(3)]);
     }
-    if (card.routing) thresholdRows.push(["teacher (" + card.routing.teacher + ")", card.routing.threshold.toFixed(3)]);
+    const views = (card.gallery_from_teacher || {}).distant_views;
+    if (views) {
+      thresholdRows.unshift(["student probe against the gallery with its distant views (a chip or box below the fusion)",
+        views.threshold.toFixed(3)]);
+    }
+    if (card.routing) {
+      if (card.routing.chip_fusion) {
+        thresholdRows.push(["both models fused, a chip or box (/identify, /verify of a subject)", card.routing.chip_fusion.threshold.toFixed(3)]);
+      }
+      if (card.routing.detected_fusion) {
+        thresholdRows.push(["both models fused, a face the detector found", card.routing.detected_fusion.threshold.toFixed(3)]);
+      }
+      thresholdRows.push(["teacher (" + card.routing.teacher + ")", card.routing.threshold.toFixed(3)]);
+    }
     table(document.getElementById("thresholds-table"), ["operating point", "cosine threshold"], thresholdRows);
 
     const routing = document.getElementById("routing");
@@ -84,14 +97,31 @@
     if (card.routing) {
       const serving = ready.teacher_from_px !== undefined && ready.teacher_from_px === null
         ? " This process serves every face with the student (the teacher is off or dlib is missing)." : "";
-      routing.textContent = "Faces of " + card.routing.min_face_px + " px and more go to the teacher (" +
-        card.routing.teacher_version + "), smaller ones to the student. Chosen on validation people: rank-1 by face size below." + serving;
-      const rank1 = (card.routing.validation || {}).validation_rank1 || {};
-      const sizes = Object.keys(rank1.student || {});
-      table(routingTable, ["face size", "student rank-1", "teacher rank-1"], sizes.map((s) => [
-        s.replace(/^lr(\d+)$/, "$1 px").replace("hr", "HR photo"),
-        pct(rank1.student[s]), rank1.teacher && s in rank1.teacher ? pct(rank1.teacher[s]) : "",
-      ]));
+      const r = card.routing;
+      const chipSwitch = r.chip_min_face_px ?? r.min_face_px;
+      const fused = r.chip_fusion && card.gallery_from_teacher;
+      const detected = r.detected_min_face_px
+        ? " Faces the detector finds go to the teacher from " + r.detected_min_face_px + " px" +
+          (r.detected_fusion && card.gallery_from_teacher ? ", both models fused below that." : ", the student below.")
+        : "";
+      const bySize = (r.chip_validation || {}).by_size;
+      routing.textContent = "Chips and boxes of " + chipSwitch + " px and more go to the teacher (" + r.teacher_version + ")" +
+        (fused ? ", from " + r.chip_fusion.from_face_px + " px both models fused, smaller ones to the student."
+               : ", smaller ones to the student.") + detected +
+        " Chosen on validation people: rank-1 of chips by side below." + serving;
+      if (bySize) {
+        table(routingTable, ["chip side", "student rank-1", "fused rank-1", "teacher rank-1"], Object.entries(bySize).map(([s, v]) => [
+          s + " px", v.rank1_student.toFixed(1) + "%", v.rank1_fused !== undefined ? v.rank1_fused.toFixed(1) + "%" : "",
+          v.rank1_teacher.toFixed(1) + "%",
+        ]));
+      } else {
+        const rank1 = (r.validation || {}).validation_rank1 || {};
+        const sizes = Object.keys(rank1.student || {});
+        table(routingTable, ["face size", "student rank-1", "teacher rank-1"], sizes.map((s) => [
+          s.replace(/^lr(\d+)$/, "$1 px").replace("hr", "HR photo"),
+          pct(rank1.student[s]), rank1.teacher && s in rank1.teacher ? pct(rank1.teacher[s]) : "",
+        ]));
+      }
     } else {
       routing.textContent = "The student serves every face (the card routes none to a teacher).";
       routingTable.replaceChildren();
