@@ -128,6 +128,12 @@ class Routing(BaseModel):
     chip_validation: dict[str, Any] = Field(
         default_factory=dict, description="The rank-1 by chip size and model the chip routing was chosen on."
     )
+    teacher_open_set: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The teacher's threshold in a 1:N search: validation people's HR photos searched among the "
+        "calibration's gallery with their own person left out (FPIR) and in (DIR), at `threshold` and at the "
+        "thresholds giving FPIR 10% and 1% (`lrface bench frames --calibrate-routing --update-card`).",
+    )
 
     @property
     def chip_switch(self) -> float:
@@ -159,6 +165,16 @@ class DistantViews(BaseModel):
         "with views: validation people's 16-px aligned chips (replaces gallery_from_teacher.threshold)."
     )
     validation: dict[str, Any] = Field(default_factory=dict, description="What the threshold was chosen on.")
+
+
+def open_set_threshold(best: float, validation: dict[str, Any], point: str) -> float:
+    """The threshold of a kind of face at an operating point (:data:`lrface.settings.OperatingPoint`):
+    ``best`` (its best-accuracy threshold) at 'best_accuracy' or where its ``validation`` has no
+    ``open_set`` figure for ``point``, else the threshold at which that FPIR was measured."""
+    if point == "best_accuracy":
+        return best
+    figure = validation.get("open_set", {}).get(point)
+    return float(figure["threshold"]) if figure else best
 
 
 def with_distant_views(vectors: np.ndarray, views: np.ndarray, weight: float) -> np.ndarray:

@@ -11,6 +11,10 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# Where /identify decides (Settings.operating_point): each kind of face's best-accuracy threshold, or the
+# one its validation measured an open-set false-positive identification rate (FPIR) of 10% / 1% at.
+OperatingPoint = Literal["best_accuracy", "fpir_10", "fpir_1"]
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL_DIR = PROJECT_ROOT / "models" / "lrface-student"
 
@@ -126,6 +130,13 @@ class Settings(BaseSettings):
     providers: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime providers.")
     faiss_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where FAISS searches.")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: all cores).")
+    operating_point: OperatingPoint = Field(
+        "best_accuracy",
+        description="Which threshold /identify decides at, per kind of face: 'best_accuracy' (each model's "
+        "same-person threshold on validation pairs), or 'fpir_10' / 'fpir_1': the one at which an unknown face "
+        "searched among the calibration's 963 people reached it 10% / 1% of the time (the card's open-set figures; "
+        "a larger gallery needs a higher one). A request's `operating_point` overrides it, its `threshold` both.",
+    )
     use_teacher: bool = Field(
         True, description="Serve large faces with the teacher where the model card routes them (needs dlib)."
     )

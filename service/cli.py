@@ -363,11 +363,14 @@ def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Pa
         card.routing.chip_min_face_px = chips["teacher_from_face_px"]
         card.routing.chip_fusion = None if chips["fusion"] is None else ChipFusion(**chips["fusion"])
         card.routing.chip_validation = {k: v for k, v in chips.items() if k not in ("teacher_from_face_px", "fusion")}
+        card.routing.teacher_open_set = result["teacher_open_set"]
         views = result["distant_views"]
         if card.gallery_from_teacher is not None:
             card.gallery_from_teacher.distant_views = None if views is None else DistantViews(**views)
         card.routing.detected_validation = {
-            k: v for k, v in result.items() if k not in ("teacher_from_face_px", "fusion", "distant_views", "chips")
+            k: v
+            for k, v in result.items()
+            if k not in ("teacher_from_face_px", "fusion", "distant_views", "chips", "teacher_open_set")
         }
         saved = card.save(settings.model)
         typer.echo(
@@ -400,8 +403,9 @@ def bench_frames_command(
     update_card: bool = typer.Option(
         False,
         help="With --calibrate-routing: write the choice into the model card (LRFACE_MODEL): routing's "
-        "detected_min_face_px, detected_fusion, chip_min_face_px and chip_fusion, and "
-        "gallery_from_teacher.distant_views (galleries enrolled before then need `lrface gallery reembed`).",
+        "detected_min_face_px, detected_fusion, chip_min_face_px, chip_fusion and teacher_open_set (the teacher's "
+        "thresholds for LRFACE_OPERATING_POINT), and gallery_from_teacher.distant_views (galleries enrolled before "
+        "then need `lrface gallery reembed`).",
     ),
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:

@@ -202,6 +202,12 @@ def calibrate_detected_routing(
     aligned = [aligner.align(source.image, source.box) for source in sources]
     chips = [FaceInput(hr_to_lr(chip, CHIP_PX)) for chip in aligned]
     chip_probes = (embedders.student.embed(chips), np.asarray([source.person for source in sources]))
+    assert embedders.routing is not None
+    hr_probes = embedders.teacher.embed([FaceInput(chip) for chip in aligned])
+    teacher_open_set = {
+        **open_set(hr_probes, matrices["teacher"], people, chip_probes[1], embedders.routing.threshold),
+        "probes": "validation people's HR photos (dlib-aligned), searched by the teacher",
+    }
     fusion = _choose_views(
         np.stack(student), np.stack(teacher), table[:, 1], truths, table[:, 3], matrices["student"],
         np.stack(views) if views else None, people, space, seed, chip_probes,
@@ -244,6 +250,7 @@ def calibrate_detected_routing(
         **fusion,
         "card_min_face_px": embedders.routing.min_face_px if embedders.routing is not None else None,
         "chips": chip_routing,
+        "teacher_open_set": teacher_open_set,
     }
 
 

@@ -22,9 +22,9 @@ import numpy as np
 from lrface.alignment import aligner_available
 from lrface.degradation import distant_view
 from lrface.embedder import FaceInput, OnnxEmbedder
-from lrface.model_card import Fusion, GalleryFromTeacher, Routing, with_distant_views
+from lrface.model_card import Fusion, GalleryFromTeacher, Routing, open_set_threshold, with_distant_views
 from lrface.preprocessing import hr_chip
-from lrface.settings import Settings, get_settings
+from lrface.settings import OperatingPoint, Settings, get_settings
 from lrface.teacher import DlibEmbedder, TeacherUnavailable
 from service.faces import DecodedFace, DetectionConfig, FaceDecoder, ImageItem
 
@@ -94,19 +94,28 @@ class Embedders:
         detected = self.routing.detected_min_face_px
         return detected if face.input == "detected" and detected is not None else self.routing.chip_switch
 
-    def threshold(self, space: Space, against_gallery: bool = True, faces: Sequence[DecodedFace] = ()) -> float:
+    def threshold(
+        self, space: Space, against_gallery: bool = True, faces: Sequence[DecodedFace] = (),
+        point: OperatingPoint = "best_accuracy",
+    ) -> float:  # fmt: skip
         """The calibrated same-person threshold for a probe in ``space``, against the gallery (or, with
         ``against_gallery`` False, against another probe: ``/verify`` of two faces); for a probe of
         ``faces`` that were all fused (:meth:`fuses`), the fusion's own threshold against the gallery; for
-        another student probe against a gallery with distant views, the views' own."""
+        another student probe against a gallery with distant views, the views' own. Against the gallery
+        at the operating ``point`` (:func:`lrface.model_card.open_set_threshold`: where the card
+        measured that FPIR for the kind of face; its best-accuracy threshold where it did not)."""
+        at = point if against_gallery else "best_accuracy"
         if space == "teacher" and self.routing is not None:
-            return self.routing.threshold
+            return open_set_threshold(self.routing.threshold, {"open_set": self.routing.teacher_open_set}, at)
         fusions = [self.fusion_for(f) for f in faces]
         if against_gallery and faces and all(fusion is not None for fusion in fusions):
-            return max(fusion.threshold for fusion in fusions if fusion is not None)  # mixed: the stricter
+            # a track of faces fused by different fusions: the stricter
+            return max(open_set_threshold(f.threshold, f.validation, at) for f in fusions if f is not None)
         if against_gallery and self.from_teacher is not None:
             views = self.from_teacher.distant_views
-            return self.from_teacher.threshold if views is None else views.threshold
+            if views is None:
+                return open_set_threshold(self.from_teacher.threshold, self.from_teacher.validation, at)
+            return open_set_threshold(views.threshold, views.validation, at)
         return self.student.card.threshold
 
     def fusion_for(self, face: DecodedFace) -> Fusion | None:

@@ -63,6 +63,7 @@ def readyz(request: Request) -> s.Ready:
             state.embedders.routing.detected_min_face_px if state.embedders.teacher is not None else None
         ),
         teacher_faces=len(gallery.teacher) if gallery.teacher is not None else None,
+        operating_point=state.settings.operating_point,
         student_gallery="teacher" if state.embedders.from_teacher is not None else "student",
         index_device=gallery.index.device,
     )

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
+from lrface.settings import OperatingPoint
 from service.api import schemas as s
 from service.api.auth import require
 from service.api.inputs import Probe, RequestContext, no_query
@@ -20,7 +21,7 @@ from service.gallery.gallery import Gallery
 router = APIRouter(tags=["recognition"], dependencies=[Depends(require("read")), Depends(no_query())])
 
 EMBED_FIELDS = ("images", "box", "detect", "include_input")
-IDENTIFY_FORM = ("top_k", "threshold", "detect", "fuse", "include_input", "gallery")
+IDENTIFY_FORM = ("top_k", "threshold", "operating_point", "detect", "fuse", "include_input", "gallery")
 VERIFY_FORM = ("subject_id", "threshold", "detect", "gallery")
 DETECT_FORM = {"type": "string", "enum": ["auto", "true", "false"], "default": "auto"}
 GALLERY_FORM = {"type": "string", "default": "default", "description": "The gallery searched (see GET /galleries)."}
@@ -113,6 +114,7 @@ async def embed(request: Request) -> s.EmbedResponse:
             "image": {"oneOf": [FILE, FILES]},
             "top_k": {"type": "integer", "default": 5},
             "threshold": {"type": "number"},
+            "operating_point": {"type": "string", "enum": ["best_accuracy", "fpir_10", "fpir_1"]},
             "box": {"oneOf": [BOX, {"type": "array", "items": BOX}]},
             "detect": DETECT_FORM,
             "fuse": {"type": "boolean", "default": False},
@@ -127,6 +129,7 @@ async def identify(request: Request) -> s.IdentifyResponse:
     body, form = await ctx.read(s.IdentifyRequest, IDENTIFY_FORM, ("image", "box"), max_files)
     target = await ctx.gallery_named(body.gallery)
     threshold = body.threshold
+    point = body.operating_point or ctx.settings.operating_point
     items: list[ImageItem] = []
     if form is not None:
         if form.get("image") is not None:
@@ -141,11 +144,12 @@ async def identify(request: Request) -> s.IdentifyResponse:
         (query,), space = await ctx.embed_probes([probe], gallery)
         found = await ctx.run(lambda: gallery.in_space(space).search(query, body.top_k, gallery=target))
         matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-        chosen = threshold if threshold is not None else ctx.embedders.threshold(space)
+        chosen = threshold if threshold is not None else ctx.embedders.threshold(space, point=point)
         decision = _decide(matches, chosen)
         return s.IdentifyResponse(
             matches=matches, decision=decision, outcome="match" if decision else "unknown", threshold=chosen,
             model_version=ctx.embedder.model_version, embedder=space, face_px=None, input="embedding",
+            operating_point=_point(threshold, point),
         )  # fmt: skip
     elif body.image is not None and body.images is not None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "give image or images, not both")
@@ -164,36 +168,44 @@ async def identify(request: Request) -> s.IdentifyResponse:
     faces = await ctx.run(ctx.decode, items, body.detect)
     if body.fuse:
         track = [next(f for f in faces if f.image == i) for i in range(len(items)) if any(f.image == i for f in faces)]
-        return await ctx.run(_identify_track, ctx, track, gallery, target, body.top_k, threshold, body.include_input)
-    return await ctx.run(_identify_faces, ctx, faces, gallery, target, body.top_k, threshold, body.include_input)
+        return await ctx.run(
+            _identify_track, ctx, track, gallery, target, body.top_k, threshold, body.include_input, point
+        )
+    return await ctx.run(_identify_faces, ctx, faces, gallery, target, body.top_k, threshold, body.include_input, point)
 
 
 def _decide(matches: list[s.MatchOut], threshold: float) -> str | None:
     return matches[0].subject_id if matches and matches[0].score >= threshold else None
 
 
-def _no_face(ctx: RequestContext, threshold: float | None) -> s.IdentifyResponse:
+def _point(threshold: float | None, point: OperatingPoint) -> str:
+    """What the decision was made at, as answered: the client's threshold or the operating point."""
+    return "threshold" if threshold is not None else point
+
+
+def _no_face(ctx: RequestContext, threshold: float | None, point: OperatingPoint) -> s.IdentifyResponse:
     return s.IdentifyResponse(
         matches=[], decision=None, outcome="no_face",
-        threshold=threshold if threshold is not None else ctx.embedders.threshold("student"),
+        threshold=threshold if threshold is not None else ctx.embedders.threshold("student", point=point),
         model_version=ctx.embedder.model_version, embedder="student", face_px=None, input=None, faces=[],
+        operating_point=_point(threshold, point),
     )  # fmt: skip
 
 
 def _identify_faces(
     ctx: RequestContext, faces: list[DecodedFace], gallery: Gallery, target: str, top_k: int,
-    threshold: float | None, include: bool,
+    threshold: float | None, include: bool, point: OperatingPoint,
 ) -> s.IdentifyResponse:  # fmt: skip
     """Every face of the image identified on its own (each in its routed space); the top level is the
     largest face's."""
     if not faces:
-        return _no_face(ctx, threshold)
+        return _no_face(ctx, threshold, point)
     vectors, spaces = ctx.embed_each(faces, gallery)
     out = []
     for face, vector, space in zip(faces, vectors, spaces, strict=True):
         found = gallery.in_space(space).search(vector, top_k, gallery=target)
         matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-        chosen = threshold if threshold is not None else ctx.embedders.threshold(space, faces=[face])
+        chosen = threshold if threshold is not None else ctx.embedders.threshold(space, faces=[face], point=point)
         decision = _decide(matches, chosen)
         png = ctx.input_png(face, space) if include else None
         out.append(
@@ -210,30 +222,31 @@ def _identify_faces(
     return s.IdentifyResponse(
         matches=top.matches, decision=top.decision, outcome=top.outcome, threshold=top.threshold,
         model_version=ctx.embedder.model_version, embedder=top.embedder, face_px=top.face_px, input=top.input,
-        faces=out,
+        faces=out, operating_point=_point(threshold, point),
     )  # fmt: skip
 
 
 def _identify_track(
     ctx: RequestContext, track: list[DecodedFace], gallery: Gallery, target: str, top_k: int,
-    threshold: float | None, include: bool,
+    threshold: float | None, include: bool, point: OperatingPoint,
 ) -> s.IdentifyResponse:  # fmt: skip
     """One person's faces (one per image) fused: unit embeddings averaged, re-normalised, searched once,
     all in one space (the teacher's only when every face is large enough for it)."""
     if not track:
-        return _no_face(ctx, threshold)
+        return _no_face(ctx, threshold, point)
     vectors, space = ctx._embed_probes([Probe(f) for f in track], gallery)
     mean = np.mean(np.stack(vectors), axis=0)
     query = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
     found = gallery.in_space(space).search(query, top_k, gallery=target)
     matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-    chosen = threshold if threshold is not None else ctx.embedders.threshold(space, faces=track)
+    chosen = threshold if threshold is not None else ctx.embedders.threshold(space, faces=track, point=point)
     decision = _decide(matches, chosen)
     largest = max(track, key=lambda f: f.face_px)
     return s.IdentifyResponse(
         matches=matches, decision=decision, outcome="match" if decision else "unknown", threshold=chosen,
         model_version=ctx.embedder.model_version, embedder=ctx.embedders.label(space, track),
         face_px=min(f.face_px for f in track), input=largest.input, fused=len(track),
+        operating_point=_point(threshold, point),
         faces=[s.IdentifiedFace(**_found(ctx, f, space, ctx.input_png(f, space) if include else None)) for f in track],
     )  # fmt: skip
 

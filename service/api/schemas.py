@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from lrface.settings import OperatingPoint
+
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 SUBJECT_ID_RE = re.compile(SUBJECT_ID_PATTERN)
 # JSON parsers accept Infinity and NaN: refused at validation (422) wherever a number comes in.
@@ -146,6 +148,12 @@ class IdentifyRequest(Strict):
     embedding: EmbeddingIn | None = None
     top_k: int = Field(5, ge=1, le=100)
     threshold: Finite | None = Field(None, ge=-1.0, le=1.0, description="Overrides the model card's threshold.")
+    operating_point: OperatingPoint | None = Field(
+        None,
+        description="Where each face is decided, by its kind's threshold: 'best_accuracy', or 'fpir_10' / 'fpir_1' "
+        "(an unknown face reached it 10% / 1% of the time in the calibration's 1:N search among 963 people). "
+        "Default: LRFACE_OPERATING_POINT; `threshold` overrides it.",
+    )
     detect: Detect = "auto"
     fuse: bool = Field(
         False,
@@ -190,6 +198,11 @@ class IdentifyResponse(BaseModel):
         None, description="How the largest face was taken; None when there is none."
     )
     fused: int | None = Field(None, description="Faces averaged into the searched embedding (fuse=true).")
+    operating_point: str = Field(
+        "best_accuracy",
+        description="What the thresholds were chosen at: the request's (or the service's) operating point, or "
+        "'threshold' when the request gave one.",
+    )
     faces: list[IdentifiedFace] = Field(
         default_factory=list, description="Every face found, largest first, each identified on its own."
     )
@@ -319,6 +332,9 @@ class Ready(BaseModel):
         "routing.detected_min_face_px; None: teacher_from_px).",
     )
     teacher_faces: int | None = Field(None, description="Faces in the teacher's index (None: no teacher).")
+    operating_point: str = Field(
+        "best_accuracy", description="Where /identify decides unless a request says otherwise (LRFACE_OPERATING_POINT)."
+    )
     student_gallery: str = Field(
         "student",
         description="What the student's index holds for each enrolled face: 'student' (its own embedding) or "

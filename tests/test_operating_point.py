@@ -1,0 +1,106 @@
+"""Where /identify decides (``LRFACE_OPERATING_POINT``, a request's ``operating_point``): each kind of
+face's best-accuracy threshold, or the one at which the card's validation measured an open-set FPIR of
+10% or 1% (:func:`lrface.model_card.open_set_threshold`); a kind without that figure keeps its
+best-accuracy threshold, and two faces compared with each other are never moved."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from lrface.alignment import aligner_available
+from lrface.embedder import FaceInput
+from lrface.model_card import ChipFusion, DistantViews, Fusion, GalleryFromTeacher, Routing, load_card
+from lrface.settings import BUNDLED_MODEL_DIR
+from service.embedders import Embedders
+from service.faces import DecodedFace
+from tests.faces import lfw_faces
+from tests.server import running_server
+
+
+def _open_set(fpir_10: float, fpir_1: float) -> dict[str, object]:
+    return {"open_set": {"fpir_10": {"threshold": fpir_10}, "fpir_1": {"threshold": fpir_1}}}
+
+
+def test_each_kind_of_face_has_its_threshold_at_each_operating_point() -> None:
+    views = DistantViews(weight=0.5, threshold=0.41, validation=_open_set(0.78, 0.84))
+    space = GalleryFromTeacher(centre=[0.0] * 4, threshold=0.37, distant_views=views)
+    chips = ChipFusion(from_face_px=18.0, student_weight=0.4, threshold=0.40, validation=_open_set(0.75, 0.82))
+    detected = Fusion(student_weight=0.4, threshold=0.38, validation={})  # no open-set figure
+    routing = Routing(teacher_version="v", min_face_px=20, threshold=0.9, detected_min_face_px=28.0,
+                      detected_fusion=detected, chip_min_face_px=30.0, chip_fusion=chips,
+                      teacher_open_set={"fpir_10": {"threshold": 0.93}, "fpir_1": {"threshold": 0.95}})  # fmt: skip
+    student = SimpleNamespace(model_version="s:1", card=SimpleNamespace(gallery_from_teacher=space, threshold=0.4))
+    teacher = SimpleNamespace(model_id="t")
+    embedders = Embedders(student=student, teacher=teacher, routing=routing)  # type: ignore[arg-type]
+    face = FaceInput(np.zeros((8, 8, 3), np.uint8), None)
+    small = DecodedFace(face, "", None, face_px=16.0, input="chip")
+    middle = DecodedFace(face, "", None, face_px=20.0, input="chip")
+    found = DecodedFace(face, "", (0, 0, 1, 1), face_px=20.0, input="detected")
+    table = {
+        point: [
+            embedders.threshold("student", faces=[small], point=point),
+            embedders.threshold("student", faces=[middle], point=point),
+            embedders.threshold("student", faces=[found], point=point),
+            embedders.threshold("teacher", point=point),
+        ]
+        for point in ("best_accuracy", "fpir_10", "fpir_1")
+    }
+    assert table == {
+        "best_accuracy": [0.41, 0.40, 0.38, 0.9],
+        "fpir_10": [0.78, 0.75, 0.38, 0.93],  # the detected fusion measured none: its best-accuracy one
+        "fpir_1": [0.84, 0.82, 0.38, 0.95],
+    }
+    # two faces compared with each other (no gallery): the pair thresholds, whatever the point
+    assert embedders.threshold("student", against_gallery=False, faces=[small], point="fpir_1") == 0.4
+    assert embedders.threshold("teacher", against_gallery=False, point="fpir_1") == 0.9
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.skipif(
+    not aligner_available() or load_card(BUNDLED_MODEL_DIR).gallery_from_teacher is None,
+    reason="needs dlib and a released student in the teacher's space",
+)
+def test_identify_decides_at_the_requested_or_configured_operating_point(tmp_path: Path) -> None:
+    card = load_card(BUNDLED_MODEL_DIR)
+    assert card.routing is not None and card.routing.teacher_open_set, "calibrate the card's teacher_open_set"
+    views = card.gallery_from_teacher.distant_views if card.gallery_from_teacher else None
+    assert views is not None
+    powell, another = lfw_faces("Colin_Powell", 2)
+    small = np.asarray(Image.open(another).convert("RGB").crop((70, 70, 180, 180)).resize((16, 16), Image.BOX))
+    env = {"LRFACE_GALLERY_DIR": str(tmp_path / "g"), "LRFACE_OPERATING_POINT": "fpir_10"}
+    with running_server(env) as url, httpx.Client(base_url=url, timeout=120) as client:
+        assert client.get("/readyz").json()["operating_point"] == "fpir_10"
+        enrolled = client.post("/gallery/subjects/powell/faces", files={"images": (powell.name, powell.read_bytes())})
+        assert enrolled.status_code == 201, enrolled.text
+
+        def ask(data: dict[str, str], image: bytes, name: str = "p.png") -> dict[str, object]:
+            response = client.post("/identify", files={"image": (name, image)}, data=data)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        chip = ask({}, _png(small))  # the service's default: LRFACE_OPERATING_POINT
+        assert chip["operating_point"] == "fpir_10" and chip["embedder"] == "student"
+        assert chip["threshold"] == views.validation["open_set"]["fpir_10"]["threshold"]
+        strict = ask({"operating_point": "fpir_1"}, _png(small))
+        assert strict["threshold"] == views.validation["open_set"]["fpir_1"]["threshold"] > chip["threshold"]
+        loose = ask({"operating_point": "best_accuracy"}, _png(small))
+        assert loose["threshold"] == views.threshold < chip["threshold"]
+        photo = ask({"operating_point": "fpir_1"}, another.read_bytes(), another.name)  # an HR photo: the teacher
+        assert photo["embedder"] == "teacher"
+        assert photo["threshold"] == card.routing.teacher_open_set["fpir_1"]["threshold"]
+        given = ask({"operating_point": "fpir_1", "threshold": "0.5"}, _png(small))
+        assert given["threshold"] == 0.5 and given["operating_point"] == "threshold"
+        bad = client.post("/identify", files={"image": ("p.png", _png(small))}, data={"operating_point": "fpir_5"})
+        assert bad.status_code == 422 and "operating_point" in bad.text
