@@ -167,14 +167,14 @@ class DistantViews(BaseModel):
     validation: dict[str, Any] = Field(default_factory=dict, description="What the threshold was chosen on.")
 
 
-def open_set_threshold(best: float, validation: dict[str, Any], point: str) -> float:
-    """The threshold of a kind of face at an operating point (:data:`lrface.settings.OperatingPoint`):
-    ``best`` (its best-accuracy threshold) at 'best_accuracy' or where its ``validation`` has no
-    ``open_set`` figure for ``point``, else the threshold at which that FPIR was measured."""
-    if point == "best_accuracy":
-        return best
-    figure = validation.get("open_set", {}).get(point)
-    return float(figure["threshold"]) if figure else best
+def open_set_threshold(best: float, validation: dict[str, Any], point: str) -> tuple[float, str]:
+    """The threshold of a kind of face at an operating point (:data:`lrface.settings.OperatingPoint`) and
+    the point it is: ``best`` (its best-accuracy threshold) at 'best_accuracy' or where its
+    ``validation`` has no ``open_set`` figure for ``point`` ('best_accuracy' then), else the threshold at
+    which that FPIR was measured."""
+    figure = validation.get("open_set", {}).get(point) if point != "best_accuracy" else None
+    threshold = figure.get("threshold") if isinstance(figure, dict) else None
+    return (float(threshold), point) if isinstance(threshold, int | float) else (best, "best_accuracy")
 
 
 def with_distant_views(vectors: np.ndarray, views: np.ndarray, weight: float) -> np.ndarray:

@@ -94,29 +94,37 @@ class Embedders:
         detected = self.routing.detected_min_face_px
         return detected if face.input == "detected" and detected is not None else self.routing.chip_switch
 
-    def threshold(
+    def threshold(self, space: Space, against_gallery: bool = True, faces: Sequence[DecodedFace] = ()) -> float:
+        """The calibrated same-person threshold for a probe in ``space`` (:meth:`threshold_at` at
+        'best_accuracy')."""
+        return self.threshold_at(space, against_gallery, faces)[0]
+
+    def threshold_at(
         self, space: Space, against_gallery: bool = True, faces: Sequence[DecodedFace] = (),
         point: OperatingPoint = "best_accuracy",
-    ) -> float:  # fmt: skip
+    ) -> tuple[float, OperatingPoint]:  # fmt: skip
         """The calibrated same-person threshold for a probe in ``space``, against the gallery (or, with
         ``against_gallery`` False, against another probe: ``/verify`` of two faces); for a probe of
         ``faces`` that were all fused (:meth:`fuses`), the fusion's own threshold against the gallery; for
         another student probe against a gallery with distant views, the views' own. Against the gallery
         at the operating ``point`` (:func:`lrface.model_card.open_set_threshold`: where the card
-        measured that FPIR for the kind of face; its best-accuracy threshold where it did not)."""
+        measured that FPIR for the kind of face; its best-accuracy threshold where it did not), with the
+        point it is at ('best_accuracy' where the card has no figure for the kind, or for a pair)."""
         at = point if against_gallery else "best_accuracy"
-        if space == "teacher" and self.routing is not None:
-            return open_set_threshold(self.routing.threshold, {"open_set": self.routing.teacher_open_set}, at)
+        found: tuple[float, str]
         fusions = [self.fusion_for(f) for f in faces]
-        if against_gallery and faces and all(fusion is not None for fusion in fusions):
+        if space == "teacher" and self.routing is not None:
+            found = open_set_threshold(self.routing.threshold, {"open_set": self.routing.teacher_open_set}, at)
+        elif against_gallery and faces and all(f is not None for f in fusions):
             # a track of faces fused by different fusions: the stricter
-            return max(open_set_threshold(f.threshold, f.validation, at) for f in fusions if f is not None)
-        if against_gallery and self.from_teacher is not None:
+            found = max(open_set_threshold(f.threshold, f.validation, at) for f in fusions if f is not None)
+        elif against_gallery and self.from_teacher is not None:
             views = self.from_teacher.distant_views
-            if views is None:
-                return open_set_threshold(self.from_teacher.threshold, self.from_teacher.validation, at)
-            return open_set_threshold(views.threshold, views.validation, at)
-        return self.student.card.threshold
+            rule = self.from_teacher if views is None else views
+            found = open_set_threshold(rule.threshold, rule.validation, at)
+        else:
+            found = (self.student.card.threshold, "best_accuracy")
+        return found[0], "best_accuracy" if found[1] == "best_accuracy" else point
 
     def fusion_for(self, face: DecodedFace) -> Fusion | None:
         """The card's fusion of both models that embeds ``face`` in the student's space, when the teacher

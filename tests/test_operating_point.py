@@ -5,6 +5,7 @@ best-accuracy threshold, and two faces compared with each other are never moved.
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,7 +37,7 @@ def test_each_kind_of_face_has_its_threshold_at_each_operating_point() -> None:
     routing = Routing(teacher_version="v", min_face_px=20, threshold=0.9, detected_min_face_px=28.0,
                       detected_fusion=detected, chip_min_face_px=30.0, chip_fusion=chips,
                       teacher_open_set={"fpir_10": {"threshold": 0.93}, "fpir_1": {"threshold": 0.95}})  # fmt: skip
-    student = SimpleNamespace(model_version="s:1", card=SimpleNamespace(gallery_from_teacher=space, threshold=0.4))
+    student = SimpleNamespace(model_version="s:1", card=SimpleNamespace(gallery_from_teacher=space, threshold=0.43))
     teacher = SimpleNamespace(model_id="t")
     embedders = Embedders(student=student, teacher=teacher, routing=routing)  # type: ignore[arg-type]
     face = FaceInput(np.zeros((8, 8, 3), np.uint8), None)
@@ -45,21 +46,28 @@ def test_each_kind_of_face_has_its_threshold_at_each_operating_point() -> None:
     found = DecodedFace(face, "", (0, 0, 1, 1), face_px=20.0, input="detected")
     table = {
         point: [
-            embedders.threshold("student", faces=[small], point=point),
-            embedders.threshold("student", faces=[middle], point=point),
-            embedders.threshold("student", faces=[found], point=point),
-            embedders.threshold("teacher", point=point),
+            embedders.threshold_at("student", faces=[small], point=point),
+            embedders.threshold_at("student", faces=[middle], point=point),
+            embedders.threshold_at("student", faces=[found], point=point),
+            embedders.threshold_at("teacher", point=point),
         ]
         for point in ("best_accuracy", "fpir_10", "fpir_1")
     }
     assert table == {
-        "best_accuracy": [0.41, 0.40, 0.38, 0.9],
-        "fpir_10": [0.78, 0.75, 0.38, 0.93],  # the detected fusion measured none: its best-accuracy one
-        "fpir_1": [0.84, 0.82, 0.38, 0.95],
-    }
+        "best_accuracy": [(0.41, "best_accuracy"), (0.40, "best_accuracy"), (0.38, "best_accuracy"),
+                          (0.9, "best_accuracy")],
+        # the detected fusion measured no open-set figure: its best-accuracy threshold, and it says so
+        "fpir_10": [(0.78, "fpir_10"), (0.75, "fpir_10"), (0.38, "best_accuracy"), (0.93, "fpir_10")],
+        "fpir_1": [(0.84, "fpir_1"), (0.82, "fpir_1"), (0.38, "best_accuracy"), (0.95, "fpir_1")],
+    }  # fmt: skip
+    assert embedders.threshold("student", faces=[middle]) == 0.40  # the plain threshold: best accuracy
+    # a track of a fused chip and a fused detected face: the stricter of their thresholds at the point
+    assert embedders.threshold_at("student", faces=[middle, found], point="fpir_10") == (0.75, "fpir_10")
     # two faces compared with each other (no gallery): the pair thresholds, whatever the point
-    assert embedders.threshold("student", against_gallery=False, faces=[small], point="fpir_1") == 0.4
-    assert embedders.threshold("teacher", against_gallery=False, point="fpir_1") == 0.9
+    assert embedders.threshold_at("student", False, [middle], "fpir_1") == (0.43, "best_accuracy")
+    assert embedders.threshold_at("teacher", False, [], "fpir_1") == (0.9, "best_accuracy")
+    alone = Embedders(student=student)  # type: ignore[arg-type]  # no teacher: the student's own gallery
+    assert alone.threshold_at("student", faces=[middle], point="fpir_1") == (0.43, "best_accuracy")
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -100,6 +108,12 @@ def test_identify_decides_at_the_requested_or_configured_operating_point(tmp_pat
         photo = ask({"operating_point": "fpir_1"}, another.read_bytes(), another.name)  # an HR photo: the teacher
         assert photo["embedder"] == "teacher"
         assert photo["threshold"] == card.routing.teacher_open_set["fpir_1"]["threshold"]
+        assert strict["faces"][0]["operating_point"] == "fpir_1"
+        as_json = client.post("/identify", json={"image": {"data": base64.b64encode(_png(small)).decode()},
+                                                 "operating_point": "fpir_1"})  # fmt: skip
+        assert as_json.status_code == 200 and as_json.json()["threshold"] == strict["threshold"], as_json.text
+        bad_json = client.post("/identify", json={"image": {"data": "x"}, "operating_point": "1%"})
+        assert bad_json.status_code == 422 and "operating_point" in bad_json.json()["detail"]
         given = ask({"operating_point": "fpir_1", "threshold": "0.5"}, _png(small))
         assert given["threshold"] == 0.5 and given["operating_point"] == "threshold"
         bad = client.post("/identify", files={"image": ("p.png", _png(small))}, data={"operating_point": "fpir_5"})

@@ -4,7 +4,7 @@ the gallery, run in the thread pool."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -95,7 +95,8 @@ async def embed(request: Request) -> s.EmbedResponse:
     response_model=s.IdentifyResponse,
     summary="Find who the faces of an image belong to",
     description="Each face found is identified on its own (`faces`): ranked subjects (each scored by its best "
-    "enrolled face), a `decision` at the calibrated threshold (or `threshold`) and an `outcome` ('match', or "
+    "enrolled face), a `decision` at the calibrated threshold of the face's kind at the operating point "
+    "(`operating_point`, default LRFACE_OPERATING_POINT; or the request's `threshold`) and an `outcome` ('match', or "
     "'unknown' when no enrolled subject reaches it). The top-level `matches`, `decision`, `threshold`, "
     "`embedder`, `face_px` and `input` are the largest face's; the top-level `outcome` is 'no_face' when none "
     "was found. A face of at least the model card's switch (in the image as sent; a chip or box: "
@@ -114,7 +115,7 @@ async def embed(request: Request) -> s.EmbedResponse:
             "image": {"oneOf": [FILE, FILES]},
             "top_k": {"type": "integer", "default": 5},
             "threshold": {"type": "number"},
-            "operating_point": {"type": "string", "enum": ["best_accuracy", "fpir_10", "fpir_1"]},
+            "operating_point": {"type": "string", "enum": list(get_args(OperatingPoint))},
             "box": {"oneOf": [BOX, {"type": "array", "items": BOX}]},
             "detect": DETECT_FORM,
             "fuse": {"type": "boolean", "default": False},
@@ -144,12 +145,12 @@ async def identify(request: Request) -> s.IdentifyResponse:
         (query,), space = await ctx.embed_probes([probe], gallery)
         found = await ctx.run(lambda: gallery.in_space(space).search(query, body.top_k, gallery=target))
         matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-        chosen = threshold if threshold is not None else ctx.embedders.threshold(space, point=point)
+        chosen, at = _threshold(ctx, threshold, space, [], point)
         decision = _decide(matches, chosen)
         return s.IdentifyResponse(
             matches=matches, decision=decision, outcome="match" if decision else "unknown", threshold=chosen,
             model_version=ctx.embedder.model_version, embedder=space, face_px=None, input="embedding",
-            operating_point=_point(threshold, point),
+            operating_point=at,
         )  # fmt: skip
     elif body.image is not None and body.images is not None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "give image or images, not both")
@@ -178,17 +179,23 @@ def _decide(matches: list[s.MatchOut], threshold: float) -> str | None:
     return matches[0].subject_id if matches and matches[0].score >= threshold else None
 
 
-def _point(threshold: float | None, point: OperatingPoint) -> str:
-    """What the decision was made at, as answered: the client's threshold or the operating point."""
-    return "threshold" if threshold is not None else point
+def _threshold(
+    ctx: RequestContext, threshold: float | None, space: Space, faces: list[DecodedFace], point: OperatingPoint
+) -> tuple[float, s.DecidedAt]:
+    """The client's ``threshold`` (decided at 'threshold'), else the threshold of these faces' kind at the
+    operating ``point`` and the point it is at ('best_accuracy' where the card has no open-set figure
+    for the kind: :meth:`Embedders.threshold_at`)."""
+    if threshold is not None:
+        return threshold, "threshold"
+    return ctx.embedders.threshold_at(space, faces=faces, point=point)
 
 
 def _no_face(ctx: RequestContext, threshold: float | None, point: OperatingPoint) -> s.IdentifyResponse:
+    chosen, at = _threshold(ctx, threshold, "student", [], point)
     return s.IdentifyResponse(
-        matches=[], decision=None, outcome="no_face",
-        threshold=threshold if threshold is not None else ctx.embedders.threshold("student", point=point),
+        matches=[], decision=None, outcome="no_face", threshold=chosen,
         model_version=ctx.embedder.model_version, embedder="student", face_px=None, input=None, faces=[],
-        operating_point=_point(threshold, point),
+        operating_point=at,
     )  # fmt: skip
 
 
@@ -205,7 +212,7 @@ def _identify_faces(
     for face, vector, space in zip(faces, vectors, spaces, strict=True):
         found = gallery.in_space(space).search(vector, top_k, gallery=target)
         matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-        chosen = threshold if threshold is not None else ctx.embedders.threshold(space, faces=[face], point=point)
+        chosen, at = _threshold(ctx, threshold, space, [face], point)
         decision = _decide(matches, chosen)
         png = ctx.input_png(face, space) if include else None
         out.append(
@@ -213,6 +220,7 @@ def _identify_faces(
                 **_found(ctx, face, space, png),
                 matches=matches,
                 threshold=chosen,
+                operating_point=at,
                 decision=decision,
                 outcome="match" if decision else "unknown",
             )  # fmt: skip
@@ -222,7 +230,7 @@ def _identify_faces(
     return s.IdentifyResponse(
         matches=top.matches, decision=top.decision, outcome=top.outcome, threshold=top.threshold,
         model_version=ctx.embedder.model_version, embedder=top.embedder, face_px=top.face_px, input=top.input,
-        faces=out, operating_point=_point(threshold, point),
+        faces=out, operating_point=top.operating_point or "best_accuracy",
     )  # fmt: skip
 
 
@@ -239,14 +247,14 @@ def _identify_track(
     query = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
     found = gallery.in_space(space).search(query, top_k, gallery=target)
     matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-    chosen = threshold if threshold is not None else ctx.embedders.threshold(space, faces=track, point=point)
+    chosen, at = _threshold(ctx, threshold, space, track, point)
     decision = _decide(matches, chosen)
     largest = max(track, key=lambda f: f.face_px)
     return s.IdentifyResponse(
         matches=matches, decision=decision, outcome="match" if decision else "unknown", threshold=chosen,
         model_version=ctx.embedder.model_version, embedder=ctx.embedders.label(space, track),
         face_px=min(f.face_px for f in track), input=largest.input, fused=len(track),
-        operating_point=_point(threshold, point),
+        operating_point=at,
         faces=[s.IdentifiedFace(**_found(ctx, f, space, ctx.input_png(f, space) if include else None)) for f in track],
     )  # fmt: skip
 
@@ -257,7 +265,9 @@ def _identify_track(
     summary="Are two faces the same person? Or: is this face an enrolled subject?",
     description="Each image gives one face: a chip or box as it is, a searched photo its largest face (422 when "
     "none is found); `input_a` / `input_b` say how each was taken. A `subject_id` is looked up in `gallery` "
-    "(default: 'default'); two faces need no gallery (one named is still checked: 404, or 403 for the key).",
+    "(default: 'default'); two faces need no gallery (one named is still checked: 404, or 403 for the key). A "
+    "claimed identity is a 1:1 decision: it is made at the best-accuracy threshold of the face's kind (or "
+    "`threshold`), never at LRFACE_OPERATING_POINT, whose thresholds are for searching a whole gallery.",
     openapi_extra=both_bodies(
         s.VerifyRequest,
         {

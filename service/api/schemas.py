@@ -172,9 +172,19 @@ class MatchOut(BaseModel):
 Outcome = Literal["match", "unknown"]
 
 
+# What a decision was made at: an operating point (LRFACE_OPERATING_POINT or the request's; 'best_accuracy' where
+# the card has no open-set figure for the face's kind), or the request's own threshold.
+DecidedAt = Literal["best_accuracy", "fpir_10", "fpir_1", "threshold"]
+
+
 class IdentifiedFace(FaceFound):
     matches: list[MatchOut] | None = Field(None, description="This face's ranked subjects (None in a fused track).")
     threshold: float | None = None
+    operating_point: DecidedAt | None = Field(
+        None,
+        description="What this face's threshold is: its kind's at the operating point asked for, 'best_accuracy' "
+        "where the card measured no open-set figure for its kind, or 'threshold' (the request's own).",
+    )
     decision: str | None = Field(None, description="The top subject when its score reaches the threshold, else null.")
     outcome: Outcome | None = Field(
         None, description="'match' (a decision) or 'unknown' (no enrolled subject reaches the threshold)."
@@ -198,10 +208,11 @@ class IdentifyResponse(BaseModel):
         None, description="How the largest face was taken; None when there is none."
     )
     fused: int | None = Field(None, description="Faces averaged into the searched embedding (fuse=true).")
-    operating_point: str = Field(
+    operating_point: DecidedAt = Field(
         "best_accuracy",
-        description="What the thresholds were chosen at: the request's (or the service's) operating point, or "
-        "'threshold' when the request gave one.",
+        description="What the (largest face's) threshold is: its kind's at the request's (or the service's) operating "
+        "point, 'best_accuracy' where the card measured no open-set figure for its kind, or 'threshold' when the "
+        "request gave one.",
     )
     faces: list[IdentifiedFace] = Field(
         default_factory=list, description="Every face found, largest first, each identified on its own."
@@ -332,7 +343,7 @@ class Ready(BaseModel):
         "routing.detected_min_face_px; None: teacher_from_px).",
     )
     teacher_faces: int | None = Field(None, description="Faces in the teacher's index (None: no teacher).")
-    operating_point: str = Field(
+    operating_point: OperatingPoint = Field(
         "best_accuracy", description="Where /identify decides unless a request says otherwise (LRFACE_OPERATING_POINT)."
     )
     student_gallery: str = Field(
