@@ -145,6 +145,16 @@ def test_enrol_two_people_and_identify_one_through_the_page(page: Any, url: str,
     page.click(".thresholds .slider button >> nth=0")
     assert "Face 1: Colin_Powell" in page.inner_text("#result .face >> nth=0")
 
+    # A stricter operating point: the service decides each face at its kind's FPIR-1% threshold, the slider says so.
+    page.select_option("#operating-point", "fpir_1")
+    with page.expect_response(lambda r: r.url.endswith("/identify") and r.status == 200) as answered:
+        page.set_input_files("#probe-file", str(frame))
+    strict = answered.value.json()
+    if "operating_point" in strict:  # a service that has operating points
+        assert strict["operating_point"] in ("fpir_1", "best_accuracy") and strict["threshold"] >= answer["threshold"]
+        if strict["operating_point"] == "fpir_1":
+            page.wait_for_function("document.querySelector('.thresholds').innerText.includes('FPIR 1%')")
+
 
 def test_keys_are_asked_for_and_scopes_explained(page: Any, url: str) -> None:
     blair = lfw_faces("Tony_Blair", 1)[0]  # (skips without LFW: the gallery below is the first test's people)

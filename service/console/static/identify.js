@@ -21,6 +21,7 @@
       face_px: answer.face_px,
       embedder: answer.embedder || "student",
       input: answer.input,
+      operating_point: answer.operating_point,
       matches: answer.matches || [],
       threshold: answer.threshold,
       decision: answer.decision,
@@ -28,10 +29,13 @@
   }
 
   // Each kind of face has its own calibrated threshold: the model that embedded it and, for the student
-  // and the fusion, whether the detector found it or it came as a chip or box (the teacher has one).
+  // and the fusion, whether the detector found it or it came as a chip or box (the teacher has one), at the
+  // operating point the service decided at (the answer says which).
+  const POINTS = { fpir_10: "; FPIR 10%", fpir_1: "; FPIR 1%", threshold: "; the threshold sent" };
   function kindOf(face) {
-    if (face.embedder === "teacher") return "teacher";
-    return face.embedder + (face.input === "detected" ? ", detected face" : ", chip or box");
+    const kind = face.embedder === "teacher" ? "teacher"
+      : face.embedder + (face.input === "detected" ? ", detected face" : ", chip or box");
+    return kind + (POINTS[face.operating_point] || "");
   }
 
   function decide(face) {
@@ -163,6 +167,8 @@
     body.append("top_k", document.getElementById("top-k").value || "5");
     body.append("detect", detect);
     body.append("include_input", "true");
+    const point = document.getElementById("operating-point").value;
+    if (point) body.append("operating_point", point);
     if (currentGallery() !== DEFAULT_GALLERY) body.append("gallery", currentGallery());
     return json("POST", "/identify", body);
   }
