@@ -167,14 +167,38 @@ class DistantViews(BaseModel):
     validation: dict[str, Any] = Field(default_factory=dict, description="What the threshold was chosen on.")
 
 
-def open_set_threshold(best: float, validation: dict[str, Any], point: str) -> tuple[float, str]:
+# The FPIR each open-set operating point stands for (lrface.settings.OperatingPoint).
+OPERATING_FPIR = {"fpir_10": 0.10, "fpir_1": 0.01}
+
+
+def open_set_threshold(
+    best: float, validation: dict[str, Any], point: str, gallery_size: int | None = None
+) -> tuple[float, str]:
     """The threshold of a kind of face at an operating point (:data:`lrface.settings.OperatingPoint`) and
     the point it is: ``best`` (its best-accuracy threshold) at 'best_accuracy' or where its
-    ``validation`` has no ``open_set`` figure for ``point`` ('best_accuracy' then), else the threshold at
-    which that FPIR was measured."""
-    figure = validation.get("open_set", {}).get(point) if point != "best_accuracy" else None
+    ``validation`` has no ``open_set`` figure for ``point`` ('best_accuracy' then); else, for a search
+    of a gallery of ``gallery_size`` entries, the threshold that the calibration's impostor scores reach
+    at the per-comparison rate ``1 - (1 - FPIR) ** (1 / gallery_size)`` (``open_set.per_comparison``,
+    interpolated in the rate's logarithm; past the rates measured, the strictest measured one, and for a
+    gallery at least the calibration's no less than what that FPIR needed there: an FPIR above the one
+    asked for in galleries far larger than the calibration's), or, without those figures or a size, the
+    threshold at which that FPIR was measured in the calibration's gallery (``open_set.gallery``
+    entries). Never below ``best``: an operating point is there to be stricter (in a gallery of a few
+    faces the FPIR is then below the one asked for)."""
+    open_set = validation.get("open_set", {}) if point != "best_accuracy" else {}
+    figure = open_set.get(point)
+    table = open_set.get("per_comparison", {}).get("thresholds") or []
     threshold = figure.get("threshold") if isinstance(figure, dict) else None
-    return (float(threshold), point) if isinstance(threshold, int | float) else (best, "best_accuracy")
+    measured = float(threshold) if isinstance(threshold, int | float) else None
+    if gallery_size and gallery_size > 0 and point in OPERATING_FPIR and len(table) >= 2:
+        rates = np.log10([float(rate) for rate, _ in table])  # falling
+        levels = [float(level) for _, level in table]  # rising with them
+        wanted = np.log10(1.0 - (1.0 - OPERATING_FPIR[point]) ** (1.0 / gallery_size))
+        scaled = float(np.interp(-wanted, -rates, levels))  # np.interp needs rising x; clamps at the ends
+        if wanted < rates[-1] and measured is not None and gallery_size >= int(open_set.get("gallery", 0)):
+            scaled = max(scaled, measured)  # past the rates measured: at least what this size's FPIR needed
+        return max(scaled, best), point
+    return (max(measured, best), point) if measured is not None else (best, "best_accuracy")
 
 
 def with_distant_views(vectors: np.ndarray, views: np.ndarray, weight: float) -> np.ndarray:

@@ -134,10 +134,10 @@ class Settings(BaseSettings):
         "best_accuracy",
         description="Which threshold /identify (a 1:N search; /verify stays 1:1) decides at, per kind of face: "
         "'best_accuracy' (each model's same-person threshold on validation pairs), or 'fpir_10' / 'fpir_1': the one "
-        "at which an unknown face searched among the calibration's gallery (`open_set.gallery` in the card: 963 "
-        "people) reached it 10% / 1% of the time (a larger gallery needs a higher one; a kind of face the card has "
-        "no figure for keeps its best-accuracy threshold, and the answer says so). A request's `operating_point` "
-        "overrides it, its `threshold` both.",
+        "an unknown face reaches 10% / 1% of the time when the gallery searched is, scaled to that gallery's size "
+        "from the card's per-comparison impostor scores (`open_set.per_comparison`; without them, as measured among "
+        "the calibration's 963 people). A kind of face the card has no figure for keeps its best-accuracy "
+        "threshold, and the answer says so. A request's `operating_point` overrides it, its `threshold` both.",
     )
     use_teacher: bool = Field(
         True, description="Serve large faces with the teacher where the model card routes them (needs dlib)."

@@ -70,6 +70,8 @@ VIEW_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # The size of the aligned validation chips a student probe's threshold against a gallery with distant
 # views is chosen on (as the card's gallery_from_teacher.threshold was: 16-px probes).
 CHIP_PX = 16
+# The fewest impostor scores above a per-comparison threshold for it to be recorded (open_set).
+PER_COMPARISON_MIN = 10
 # Rank-1 is flat near the crossing: among the thresholds within this much (a fraction) of the best,
 # the cheaper is taken (:func:`choose_threshold`).
 PLATEAU = 0.0025
@@ -438,7 +440,10 @@ def open_set(
     one face: the false-positive identification rate (FPIR: each probe searched with its own person's
     entries left out, as an unknown face, and its best score reaching the threshold) and the detection
     and identification rate (DIR: its own person first and reaching it), at ``threshold`` and at the
-    thresholds that give an FPIR of 10% and 1% in a gallery of this size."""
+    thresholds that give an FPIR of 10% and 1% in a gallery of this size; and, per comparison, the
+    thresholds that shares of 10% down to 1e-10 of the impostor scores (each probe against each entry of
+    another person) reach, where at least :data:`PER_COMPARISON_MIN` do: the service scales an FPIR to
+    the size of the gallery searched from them (:func:`lrface.model_card.open_set_threshold`)."""
     scores = probes @ gallery.T
     unknown = np.where(people[None, :] == truths[:, None], -np.inf, scores).max(axis=1)
     first = (people[np.argmax(scores, axis=1)] == truths) & np.isfinite(unknown)
@@ -451,9 +456,17 @@ def open_set(
             "dir": round(100 * float((first & (top >= t)).mean()), 1),
         }
 
+    impostors = scores[people[None, :] != truths[:, None]]
+    # per comparison: the threshold a share ``rate`` of impostor scores reaches, where at least
+    # PER_COMPARISON_MIN of them do (lrface.model_card.open_set_threshold scales an FPIR to a gallery's size)
+    rates = [10 ** (-k / 4) for k in range(4, 41) if 10 ** (-k / 4) * impostors.size >= PER_COMPARISON_MIN]
     return {
         "gallery": len(gallery),
         "at_threshold": at(threshold),
         "fpir_10": at(float(np.quantile(unknown, 0.9))),
         "fpir_1": at(float(np.quantile(unknown, 0.99))),
+        "per_comparison": {
+            "comparisons": int(impostors.size),
+            "thresholds": [[float(f"{r:.3g}"), round(float(np.quantile(impostors, 1 - r)), 4)] for r in rates],
+        },
     }

@@ -101,27 +101,29 @@ class Embedders:
 
     def threshold_at(
         self, space: Space, against_gallery: bool = True, faces: Sequence[DecodedFace] = (),
-        point: OperatingPoint = "best_accuracy",
+        point: OperatingPoint = "best_accuracy", gallery_size: int | None = None,
     ) -> tuple[float, OperatingPoint]:  # fmt: skip
         """The calibrated same-person threshold for a probe in ``space``, against the gallery (or, with
         ``against_gallery`` False, against another probe: ``/verify`` of two faces); for a probe of
         ``faces`` that were all fused (:meth:`fuses`), the fusion's own threshold against the gallery; for
         another student probe against a gallery with distant views, the views' own. Against the gallery
         at the operating ``point`` (:func:`lrface.model_card.open_set_threshold`: where the card
-        measured that FPIR for the kind of face; its best-accuracy threshold where it did not), with the
-        point it is at ('best_accuracy' where the card has no figure for the kind, or for a pair)."""
+        measured that FPIR for the kind of face, scaled to a gallery of ``gallery_size`` entries where
+        given; its best-accuracy threshold where it did not), with the point it is at ('best_accuracy'
+        where the card has no figure for the kind, or for a pair)."""
         at = point if against_gallery else "best_accuracy"
         found: tuple[float, str]
         fusions = [self.fusion_for(f) for f in faces]
         if space == "teacher" and self.routing is not None:
-            found = open_set_threshold(self.routing.threshold, {"open_set": self.routing.teacher_open_set}, at)
+            teacher = {"open_set": self.routing.teacher_open_set}
+            found = open_set_threshold(self.routing.threshold, teacher, at, gallery_size)
         elif against_gallery and faces and all(f is not None for f in fusions):
             # a track of faces fused by different fusions: the stricter
-            found = max(open_set_threshold(f.threshold, f.validation, at) for f in fusions if f is not None)
+            found = max(open_set_threshold(f.threshold, f.validation, at, gallery_size) for f in fusions if f)
         elif against_gallery and self.from_teacher is not None:
             views = self.from_teacher.distant_views
             rule = self.from_teacher if views is None else views
-            found = open_set_threshold(rule.threshold, rule.validation, at)
+            found = open_set_threshold(rule.threshold, rule.validation, at, gallery_size)
         else:
             found = (self.student.card.threshold, "best_accuracy")
         return found[0], "best_accuracy" if found[1] == "best_accuracy" else point

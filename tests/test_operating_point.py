@@ -9,6 +9,7 @@ import base64
 import io
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import numpy as np
@@ -17,7 +18,15 @@ from PIL import Image
 
 from lrface.alignment import aligner_available
 from lrface.embedder import FaceInput
-from lrface.model_card import ChipFusion, DistantViews, Fusion, GalleryFromTeacher, Routing, load_card
+from lrface.model_card import (
+    ChipFusion,
+    DistantViews,
+    Fusion,
+    GalleryFromTeacher,
+    Routing,
+    load_card,
+    open_set_threshold,
+)
 from lrface.settings import BUNDLED_MODEL_DIR
 from service.embedders import Embedders
 from service.faces import DecodedFace
@@ -98,23 +107,58 @@ def test_identify_decides_at_the_requested_or_configured_operating_point(tmp_pat
             assert response.status_code == 200, response.text
             return response.json()
 
-        chip = ask({}, _png(small))  # the service's default: LRFACE_OPERATING_POINT
+        def at(rule_threshold: float, validation: dict[str, Any], point: str, entries: int) -> float:
+            return open_set_threshold(rule_threshold, validation, point, entries)[0]
+
+        chip = ask({}, _png(small))  # the service's default: LRFACE_OPERATING_POINT, for a gallery of one face
         assert chip["operating_point"] == "fpir_10" and chip["embedder"] == "student"
-        assert chip["threshold"] == views.validation["open_set"]["fpir_10"]["threshold"]
+        assert chip["threshold"] == pytest.approx(at(views.threshold, views.validation, "fpir_10", 1))
         strict = ask({"operating_point": "fpir_1"}, _png(small))
-        assert strict["threshold"] == views.validation["open_set"]["fpir_1"]["threshold"] > chip["threshold"]
+        assert strict["threshold"] == pytest.approx(at(views.threshold, views.validation, "fpir_1", 1))
+        assert strict["threshold"] > chip["threshold"]
         loose = ask({"operating_point": "best_accuracy"}, _png(small))
-        assert loose["threshold"] == views.threshold < chip["threshold"]
+        assert loose["threshold"] == views.threshold <= chip["threshold"]  # a point is never looser
         photo = ask({"operating_point": "fpir_1"}, another.read_bytes(), another.name)  # an HR photo: the teacher
         assert photo["embedder"] == "teacher"
-        assert photo["threshold"] == card.routing.teacher_open_set["fpir_1"]["threshold"]
+        teacher = {"open_set": card.routing.teacher_open_set}
+        assert photo["threshold"] == pytest.approx(at(card.routing.threshold, teacher, "fpir_1", 1))
+        # a larger gallery searched: a stricter threshold for the same FPIR
+        other = lfw_faces("Tony_Blair", 1)[0]
+        added = client.post("/gallery/subjects/blair/faces", files={"images": (other.name, other.read_bytes())})
+        assert added.status_code == 201, added.text
+        wider = ask({"operating_point": "fpir_1"}, _png(small))
+        assert wider["threshold"] == pytest.approx(at(views.threshold, views.validation, "fpir_1", 2))
+        if views.validation["open_set"].get("per_comparison"):
+            assert wider["threshold"] > strict["threshold"]
         assert strict["faces"][0]["operating_point"] == "fpir_1"
         as_json = client.post("/identify", json={"image": {"data": base64.b64encode(_png(small)).decode()},
                                                  "operating_point": "fpir_1"})  # fmt: skip
-        assert as_json.status_code == 200 and as_json.json()["threshold"] == strict["threshold"], as_json.text
+        want = at(views.threshold, views.validation, "fpir_1", 2)
+        assert as_json.status_code == 200 and as_json.json()["threshold"] == pytest.approx(want), as_json.text
         bad_json = client.post("/identify", json={"image": {"data": "x"}, "operating_point": "1%"})
         assert bad_json.status_code == 422 and "operating_point" in bad_json.json()["detail"]
         given = ask({"operating_point": "fpir_1", "threshold": "0.5"}, _png(small))
         assert given["threshold"] == 0.5 and given["operating_point"] == "threshold"
         bad = client.post("/identify", files={"image": ("p.png", _png(small))}, data={"operating_point": "fpir_5"})
         assert bad.status_code == 422 and "operating_point" in bad.text
+
+
+def test_an_fpir_is_scaled_to_the_size_of_the_gallery_searched() -> None:
+    """From the calibration's per-comparison impostor thresholds: the rate 1 - (1 - FPIR) ** (1 / N) for a
+    gallery of N entries, interpolated; past the rates measured the strictest one, and never below what
+    the calibration's own gallery needed once the gallery is at least that large."""
+    table = [[0.1, 0.5], [0.01, 0.6], [0.001, 0.7], [0.0001, 0.8]]
+    validation = {"open_set": {"gallery": 963, "fpir_10": {"threshold": 0.79}, "fpir_1": {"threshold": 0.85},
+                               "per_comparison": {"comparisons": 10**6, "thresholds": table}}}  # fmt: skip
+    sizes = (1, 10, 100, 963, 10_000)
+    ten = [open_set_threshold(0.4, validation, "fpir_10", n) for n in sizes]
+    one = [open_set_threshold(0.4, validation, "fpir_1", n) for n in sizes]
+    assert all(point == "fpir_10" for _, point in ten) and all(point == "fpir_1" for _, point in one)
+    assert ten[0][0] == pytest.approx(0.5) and one[0][0] == pytest.approx(0.6)  # one entry: the rate is the FPIR
+    assert ten[1][0] == pytest.approx(0.5 + 0.1 * (-1 - np.log10(1 - 0.9**0.1)), abs=1e-9)  # log-interpolated
+    assert [t for t, _ in ten] == sorted(t for t, _ in ten) and ten[2][0] < ten[3][0] <= 0.8
+    assert one[3][0] == 0.85 and one[4][0] == 0.85  # past the table: the calibration's own FPIR-1% threshold
+    assert open_set_threshold(0.4, validation, "fpir_10", None) == (0.79, "fpir_10")  # no size: as measured
+    assert open_set_threshold(0.4, validation, "best_accuracy", 100) == (0.4, "best_accuracy")
+    # never looser than the best-accuracy threshold (a gallery of one face at FPIR 10%: a rate of 10%)
+    assert open_set_threshold(0.55, validation, "fpir_10", 1) == (0.55, "fpir_10")

@@ -145,7 +145,7 @@ async def identify(request: Request) -> s.IdentifyResponse:
         (query,), space = await ctx.embed_probes([probe], gallery)
         found = await ctx.run(lambda: gallery.in_space(space).search(query, body.top_k, gallery=target))
         matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-        chosen, at = _threshold(ctx, threshold, space, [], point)
+        chosen, at = _threshold(ctx, threshold, space, [], point, gallery.count(target))
         decision = _decide(matches, chosen)
         return s.IdentifyResponse(
             matches=matches, decision=decision, outcome="match" if decision else "unknown", threshold=chosen,
@@ -180,14 +180,15 @@ def _decide(matches: list[s.MatchOut], threshold: float) -> str | None:
 
 
 def _threshold(
-    ctx: RequestContext, threshold: float | None, space: Space, faces: list[DecodedFace], point: OperatingPoint
-) -> tuple[float, s.DecidedAt]:
+    ctx: RequestContext, threshold: float | None, space: Space, faces: list[DecodedFace], point: OperatingPoint,
+    entries: int | None = None,
+) -> tuple[float, s.DecidedAt]:  # fmt: skip
     """The client's ``threshold`` (decided at 'threshold'), else the threshold of these faces' kind at the
-    operating ``point`` and the point it is at ('best_accuracy' where the card has no open-set figure
-    for the kind: :meth:`Embedders.threshold_at`)."""
+    operating ``point`` for a search of ``entries`` faces (the gallery searched) and the point it is at
+    ('best_accuracy' where the card has no open-set figure for the kind: :meth:`Embedders.threshold_at`)."""
     if threshold is not None:
         return threshold, "threshold"
-    return ctx.embedders.threshold_at(space, faces=faces, point=point)
+    return ctx.embedders.threshold_at(space, faces=faces, point=point, gallery_size=entries)
 
 
 def _no_face(ctx: RequestContext, threshold: float | None, point: OperatingPoint) -> s.IdentifyResponse:
@@ -212,7 +213,7 @@ def _identify_faces(
     for face, vector, space in zip(faces, vectors, spaces, strict=True):
         found = gallery.in_space(space).search(vector, top_k, gallery=target)
         matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-        chosen, at = _threshold(ctx, threshold, space, [face], point)
+        chosen, at = _threshold(ctx, threshold, space, [face], point, gallery.count(target))
         decision = _decide(matches, chosen)
         png = ctx.input_png(face, space) if include else None
         out.append(
@@ -247,7 +248,7 @@ def _identify_track(
     query = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
     found = gallery.in_space(space).search(query, top_k, gallery=target)
     matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-    chosen, at = _threshold(ctx, threshold, space, track, point)
+    chosen, at = _threshold(ctx, threshold, space, track, point, gallery.count(target))
     decision = _decide(matches, chosen)
     largest = max(track, key=lambda f: f.face_px)
     return s.IdentifyResponse(

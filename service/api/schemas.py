@@ -151,7 +151,7 @@ class IdentifyRequest(Strict):
     operating_point: OperatingPoint | None = Field(
         None,
         description="Where each face is decided, by its kind's threshold: 'best_accuracy', or 'fpir_10' / 'fpir_1' "
-        "(an unknown face reached it 10% / 1% of the time in the calibration's 1:N search among 963 people). "
+        "(the one an unknown face reaches 10% / 1% of the time in a search of this gallery, scaled to its size). "
         "Default: LRFACE_OPERATING_POINT; `threshold` overrides it.",
     )
     detect: Detect = "auto"
