@@ -128,8 +128,8 @@ def test_identify_decides_at_the_requested_or_configured_operating_point(tmp_pat
         assert added.status_code == 201, added.text
         wider = ask({"operating_point": "fpir_1"}, _png(small))
         assert wider["threshold"] == pytest.approx(at(views.threshold, views.validation, "fpir_1", 2))
-        if views.validation["open_set"].get("per_comparison"):
-            assert wider["threshold"] > strict["threshold"]
+        assert views.validation["open_set"].get("per_comparison"), "calibrate the card's per-comparison thresholds"
+        assert wider["threshold"] > strict["threshold"]
         assert strict["faces"][0]["operating_point"] == "fpir_1"
         as_json = client.post("/identify", json={"image": {"data": base64.b64encode(_png(small)).decode()},
                                                  "operating_point": "fpir_1"})  # fmt: skip
@@ -145,19 +145,27 @@ def test_identify_decides_at_the_requested_or_configured_operating_point(tmp_pat
 
 def test_an_fpir_is_scaled_to_the_size_of_the_gallery_searched() -> None:
     """From the calibration's per-comparison impostor thresholds: the rate 1 - (1 - FPIR) ** (1 / N) for a
-    gallery of N entries, interpolated; past the rates measured the strictest one, and never below what
-    the calibration's own gallery needed once the gallery is at least that large."""
-    table = [[0.1, 0.5], [0.01, 0.6], [0.001, 0.7], [0.0001, 0.8]]
+    gallery of N entries, log-interpolated; past the table it runs on in log-size to the threshold
+    measured at the calibration's size, and stays there; never looser than best accuracy."""
+    table = [[0.01, 0.6], [0.1, 0.5], [0.0001, 0.8], [0.001, 0.7]]  # any order
     validation = {"open_set": {"gallery": 963, "fpir_10": {"threshold": 0.79}, "fpir_1": {"threshold": 0.85},
                                "per_comparison": {"comparisons": 10**6, "thresholds": table}}}  # fmt: skip
-    sizes = (1, 10, 100, 963, 10_000)
+    sizes = (0, 1, 10, 100, 300, 962, 963, 10_000)
     ten = [open_set_threshold(0.4, validation, "fpir_10", n) for n in sizes]
     one = [open_set_threshold(0.4, validation, "fpir_1", n) for n in sizes]
     assert all(point == "fpir_10" for _, point in ten) and all(point == "fpir_1" for _, point in one)
-    assert ten[0][0] == pytest.approx(0.5) and one[0][0] == pytest.approx(0.6)  # one entry: the rate is the FPIR
-    assert ten[1][0] == pytest.approx(0.5 + 0.1 * (-1 - np.log10(1 - 0.9**0.1)), abs=1e-9)  # log-interpolated
-    assert [t for t, _ in ten] == sorted(t for t, _ in ten) and ten[2][0] < ten[3][0] <= 0.8
-    assert one[3][0] == 0.85 and one[4][0] == 0.85  # past the table: the calibration's own FPIR-1% threshold
+    ten_at, one_at = (
+        dict(zip(sizes, (t for t, _ in ten), strict=True)),
+        dict(zip(sizes, (t for t, _ in one), strict=True)),
+    )
+    assert list(ten_at.values()) == sorted(ten_at.values()) and list(one_at.values()) == sorted(one_at.values())
+    assert ten_at[0] == ten_at[1] == pytest.approx(0.5)  # an empty gallery is scaled as one face; the table's end
+    assert 0.79 < ten_at[963] < 0.8 and one_at[963] == pytest.approx(0.85)  # stricter than measured; the table's end
+    assert one_at[962] == pytest.approx(0.85, abs=1e-3) and one_at[10_000] == 0.85  # no jump; flat beyond
+    assert one_at[100] == pytest.approx(0.8, abs=1e-3)  # the table's strictest rate reached at about 100 entries
+    assert 0.8 < one_at[300] < 0.85  # between the table's end and the calibration's measured threshold
+    # ten entries: the rate 1 - 0.9 ** (1 / 10), log-interpolated between the rates 0.1 and 0.01
+    assert ten_at[10] == pytest.approx(0.5 + 0.1 * (-1 - np.log10(1 - 0.9**0.1)), abs=1e-9)
     assert open_set_threshold(0.4, validation, "fpir_10", None) == (0.79, "fpir_10")  # no size: as measured
     assert open_set_threshold(0.4, validation, "best_accuracy", 100) == (0.4, "best_accuracy")
     # never looser than the best-accuracy threshold (a gallery of one face at FPIR 10%: a rate of 10%)

@@ -143,9 +143,12 @@ async def identify(request: Request) -> s.IdentifyResponse:
         probe = Probe(None, ctx.check_embedding(body.embedding, "embedding"))
         gallery = ctx.gallery
         (query,), space = await ctx.embed_probes([probe], gallery)
-        found = await ctx.run(lambda: gallery.in_space(space).search(query, body.top_k, gallery=target))
+        searched = gallery.in_space(space)
+        found, entries = await ctx.run(
+            lambda: (searched.search(query, body.top_k, gallery=target), searched.count(target))
+        )
         matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-        chosen, at = _threshold(ctx, threshold, space, [], point, gallery.count(target))
+        chosen, at = _threshold(ctx, threshold, space, [], point, entries)
         decision = _decide(matches, chosen)
         return s.IdentifyResponse(
             matches=matches, decision=decision, outcome="match" if decision else "unknown", threshold=chosen,
@@ -209,11 +212,14 @@ def _identify_faces(
     if not faces:
         return _no_face(ctx, threshold, point)
     vectors, spaces = ctx.embed_each(faces, gallery)
+    entries: dict[Space, int] = {}
     out = []
     for face, vector, space in zip(faces, vectors, spaces, strict=True):
         found = gallery.in_space(space).search(vector, top_k, gallery=target)
         matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-        chosen, at = _threshold(ctx, threshold, space, [face], point, gallery.count(target))
+        if space not in entries:  # the faces of the gallery searched, once per space (an operating point's scale)
+            entries[space] = gallery.in_space(space).count(target)
+        chosen, at = _threshold(ctx, threshold, space, [face], point, entries[space])
         decision = _decide(matches, chosen)
         png = ctx.input_png(face, space) if include else None
         out.append(
@@ -248,7 +254,7 @@ def _identify_track(
     query = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
     found = gallery.in_space(space).search(query, top_k, gallery=target)
     matches = [s.MatchOut(subject_id=m.subject_id, score=m.score) for m in found]
-    chosen, at = _threshold(ctx, threshold, space, track, point, gallery.count(target))
+    chosen, at = _threshold(ctx, threshold, space, track, point, gallery.in_space(space).count(target))
     decision = _decide(matches, chosen)
     largest = max(track, key=lambda f: f.face_px)
     return s.IdentifyResponse(
