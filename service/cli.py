@@ -397,8 +397,8 @@ def bench_frames_command(
         help="Instead: choose from which face_px a detected face goes to the teacher and the student's weight "
         "in both models' fusion below it, with the weight of enrolled faces' distant views in the student's gallery, "
         "on frames of validation people, and how chips and client boxes are served by their side (student, both "
-        "fused, teacher) on the same people's aligned chips (no server; service.detected_routing); "
-        "also the student's rank-1 on the same frames as PNG and JPEG 75.",
+        "fused, teacher) on the same people's aligned chips, with each kind of face's open-set thresholds (no server; "
+        "service.detected_routing); also the student's rank-1 on the same frames as PNG and JPEG 75.",
     ),
     update_card: bool = typer.Option(
         False,
