@@ -85,6 +85,11 @@ GALLERY_SIZE = 963
 OTHER_ENCODINGS = (("png", "PNG", 100), ("jpeg75", "JPEG", 75))
 
 
+def rank1_hits(probes: np.ndarray, gallery: np.ndarray, people: np.ndarray, truths: np.ndarray) -> np.ndarray:
+    """1.0 where the gallery entry nearest each probe is its own person (``truths``), else 0.0."""
+    return (people[np.argmax(probes @ gallery.T, axis=1)] == truths).astype(np.float64)
+
+
 def choose_threshold(
     candidates: Sequence[float], rank1: Sequence[float], plateau: float = PLATEAU, largest: bool = True
 ) -> float:
@@ -285,14 +290,13 @@ def _choose_chip_routing(
     threshold on the fused chips (:func:`best_accuracy_threshold`). ``gallery``: the student's, as
     chosen (with its distant views); no fusion where the student's space is not the teacher's."""
     sizes = sorted({float(p) for p in face_px})
-    alone = (people[np.argmax(student @ gallery.T, axis=1)] == truths).astype(np.float64)
-    by_teacher = (people[np.argmax(teacher @ teacher_gallery.T, axis=1)] == truths).astype(np.float64)
-    weights = [w for w in FUSION_WEIGHTS if w < 1.0] if space is not None else []
-    fused: dict[float, np.ndarray] = {}
-    for weight in weights:
-        assert space is not None
-        probes = fused_vectors(student, teacher, weight, space)
-        fused[weight] = (people[np.argmax(probes @ gallery.T, axis=1)] == truths).astype(np.float64)
+    alone = rank1_hits(student, gallery, people, truths)
+    by_teacher = rank1_hits(teacher, teacher_gallery, people, truths)
+    fused: dict[float, np.ndarray] = {}  # by the student's weight (1, the student alone, is no fusion)
+    if space is not None:
+        fused = {w: rank1_hits(fused_vectors(student, teacher, w, space), gallery, people, truths)
+                 for w in FUSION_WEIGHTS if w < 1.0}  # fmt: skip
+    weights = list(fused)
     # (rank-1, switch, from, weight); from == switch: nothing fused
     tried = [(float(np.where(face_px >= switch, by_teacher, alone).mean()), switch, switch, 1.0) for switch in sizes]
     for weight, hits in fused.items():
@@ -412,7 +416,7 @@ def _choose_fusion(
     hits: dict[float, np.ndarray] = {}
     for weight in weights:
         probes = student if space is None or weight == 1.0 else fused_vectors(student, teacher, weight, space)
-        hits[weight] = (people[np.argmax(probes @ gallery.T, axis=1)] == truths).astype(np.float64)
+        hits[weight] = rank1_hits(probes, gallery, people, truths)
         curves[weight] = [float(np.where(face_px >= t, teacher_hits, hits[weight]).mean()) for t in candidates]
     weight = max(weights, key=lambda w: (max(curves[w]), w))  # a tie: the student's larger share
     switch = choose_threshold(candidates, curves[weight], largest=weight == 1.0)
