@@ -86,3 +86,16 @@ def test_without_torch_training_commands_say_what_to_install() -> None:
     assert train.returncode == 2 and "the `train` extra (torch)" in train.stderr
     bench = subprocess.run([*run, "bench", "models"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert bench.returncode == 2 and "lrface bench models" in bench.stderr
+
+
+def test_the_command_line_loads_no_torch_until_a_training_command_runs() -> None:
+    """`lrface serve` goes through the same entry point as `lrface train`: a module the training CLI
+    imports at load time that imports torch put 470 MB into every server process (the oversized-box
+    memory test caught it)."""
+    import subprocess
+    import sys
+
+    code = "import sys, lrface_cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert loaded.returncode == 0, loaded.stderr[-500:]
+    assert loaded.stdout.strip() == "[]"

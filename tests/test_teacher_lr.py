@@ -117,3 +117,71 @@ def test_release_keeps_the_teacher_gallery_only_where_it_identifies_better(tmp_p
     card.gallery_from_teacher = None
     choose_gallery_from_teacher(card, model, ValData(chips, pairs, same, labels, noise), centre)
     assert load_card(model).gallery_from_teacher is None
+
+
+RELEASE = Path(__file__).parents[1] / "models" / "lrface-student"
+
+
+def test_a_run_continues_the_released_model_from_its_onnx_file(tmp_path: Path) -> None:
+    """``init_from: models/lrface-student`` (no checkpoint of it anywhere): the training loop starts from
+    the release's weights, so before any step the module embeds a face as the released file does."""
+    from lrface.embedder import FaceInput, OnnxEmbedder
+    from lrface.preprocessing import face_to_input
+    from training.config import TrainConfig
+    from training.dataset import FaceArrays
+    from training.loop import train
+
+    rng = np.random.default_rng(2)
+    chip = np.kron(rng.uniform(0, 255, size=(8, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+    want = OnnxEmbedder(RELEASE, "cpu").embed([FaceInput(chip)])[0]
+    n = 8
+    emb = rng.normal(size=(n, 128)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    data = FaceArrays(chips=rng.integers(0, 255, size=(n, 64, 64, 3), dtype=np.uint8), labels=np.arange(n) % 4,
+                      emb=emb, emb_flip=emb)  # fmt: skip
+    config = TrainConfig(name="t", model="teacher-lr", epochs=1, batch_size=8, lr=0.0, optimizer="sgd",
+                         losses={"identity": 0.0, "instance": 1.0}, augment_enabled=False, device="cpu",
+                         init_from=str(RELEASE), center_targets=False)  # fmt: skip
+    train(config, tmp_path, data, progress=False)
+
+    def embedding(checkpoint: Path | None) -> np.ndarray:
+        from training.models import get_model
+
+        model = get_model("teacher-lr", 16, 128).eval()
+        if checkpoint is not None:
+            model.load_state_dict(torch.load(checkpoint, weights_only=False)["model"])
+        with torch.no_grad():
+            out = model(torch.from_numpy(face_to_input(chip, 16)[None])).numpy()[0]
+        return out / np.linalg.norm(out)
+
+    assert np.abs(embedding(tmp_path / "last.pt") - want).max() < 1e-3
+    assert np.abs(embedding(None) - want).max() > 0.05  # the teacher's own weights: another network
+
+
+def test_a_release_of_another_network_or_one_read_out_of_order_is_refused(tmp_path: Path) -> None:
+    """The reader takes the unnamed constants in the order of their names; a graph whose names are out of
+    its trace order (same network) would be mis-read: the check against ONNX Runtime refuses it."""
+    import shutil
+
+    import onnx
+
+    from lrface.model_card import file_sha256, load_card
+    from training.models import get_model
+    from training.release_init import ReleaseInitError, state_from_release
+
+    with pytest.raises(ReleaseInitError, match="not a ResFaceLR"):
+        state_from_release(get_model("resface-s", 16, 128), RELEASE)
+    renamed = tmp_path / "m"
+    shutil.copytree(RELEASE, renamed)
+    model = onnx.load(str(renamed / "model.onnx"))
+    swap = {"view_2": "view_4", "view_4": "view_2"}  # two scales of the same shape, names swapped throughout
+    for init in model.graph.initializer:
+        init.name = swap.get(init.name, init.name)
+    for node in model.graph.node:
+        node.input[:] = [swap.get(name, name) for name in node.input]
+    onnx.save(model, str(renamed / "model.onnx"))
+    card = load_card(RELEASE)
+    card.onnx_sha256 = file_sha256(renamed / "model.onnx")  # a release of that file
+    card.save(renamed)
+    with pytest.raises(ReleaseInitError, match="differs from it"):
+        state_from_release(get_model("teacher-lr", 16, 128), renamed)

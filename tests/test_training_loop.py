@@ -206,5 +206,14 @@ def test_init_from_may_name_a_run(tmp_path: Path) -> None:
     checkpoint = str(tmp_path / "elsewhere.pt")  # a checkpoint's path stays as it is
     assert with_run_paths(_config(init_from=checkpoint), runs).init_from == checkpoint
     assert with_run_paths(_config(assistant_run="helper", init_from="base"), runs).assistant_run == str(runs / "helper")
-    with pytest.raises(ValueError, match="neither a checkpoint file nor a run"):  # e.g. a machine without the run
+    with pytest.raises(
+        ValueError, match="neither a checkpoint file, a released model directory"
+    ):  # e.g. a machine without the run
         with_run_paths(_config(init_from="missing"), runs)
+
+
+def test_init_from_may_name_a_released_model(tmp_path: Path) -> None:
+    from training.ablation import with_run_paths
+
+    release = "models/lrface-student"  # relative, as the configs name it: kept, not taken for a run
+    assert with_run_paths(_config(init_from=release), tmp_path / "runs").init_from == release

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lrface.settings import Settings
 from training.config import TrainConfig
+from training.release_init import is_release
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 ABLATION_ROWS = ("identity", "first", "second", "hybrid", "hybrid-robust", "assistant-lr", "hybrid-assistant")
@@ -16,16 +17,17 @@ DEFAULT_PROTOCOLS = ("lr8", "lr12", "lr16", "lr20", "lr24", "lr32", "surveillanc
 
 def with_run_paths(config: TrainConfig, runs: Path) -> TrainConfig:
     """``assistant_run`` given as a run name resolves under ``runs`` (LRFACE_CACHE/runs), and so does
-    ``init_from`` given as a run name (that run's ``best.pt``)."""
+    ``init_from`` given as a run name (that run's ``best.pt``); a released model directory stays as it is."""
     update: dict[str, str] = {}
     if config.assistant_run and not Path(config.assistant_run).is_absolute():
         update["assistant_run"] = str(runs / config.assistant_run)
-    if config.init_from and not Path(config.init_from).is_absolute():
+    if config.init_from and not Path(config.init_from).is_absolute() and not is_release(config.init_from):
         if (runs / config.init_from / "best.pt").is_file():
             update["init_from"] = str(runs / config.init_from / "best.pt")
         elif not Path(config.init_from).is_file():
             raise ValueError(
-                f"init_from {config.init_from!r}: neither a checkpoint file nor a run with a best.pt under {runs}"
+                f"init_from {config.init_from!r}: neither a checkpoint file, a released model directory "
+                f"(card.json and its ONNX file) nor a run with a best.pt under {runs}"
             )
     return config.model_copy(update=update) if update else config
 

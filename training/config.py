@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 PACK_JPEG_QUALITY = 85  # `lrface pack`'s default JPEG quality for the chips (training.pack)
 
@@ -54,11 +54,21 @@ class AugmentConfig(BaseModel):
     )
     frame_face_px: tuple[int, int] = (12, 28)
     frame_jpeg_quality: tuple[int, int] = (70, 95)
+    detected_view_probability: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of faces replaced by their detected view (training.detected_views: the face at a side drawn "
+        "from detected_view_px in a JPEG frame of quality from detected_view_quality, found by the detector and cut by "
+        "its landmarks, as the service takes faces from frames; one view a face, drawn once and cached).",
+    )
+    detected_view_px: tuple[int, int] = (12, 28)
+    detected_view_quality: tuple[int, int] = (70, 95)
 
-    @field_validator("frame_face_px", "frame_jpeg_quality")
+    @field_validator("frame_face_px", "frame_jpeg_quality", "detected_view_px", "detected_view_quality")
     @classmethod
     def _range(cls, value: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
-        low, high = (4, 256) if info.field_name == "frame_face_px" else (1, 95)
+        low, high = (4, 256) if info.field_name in ("frame_face_px", "detected_view_px") else (1, 95)
         if not low <= value[0] <= value[1] <= high:
             raise ValueError(f"{info.field_name} must be [low, high] with {low} <= low <= high <= {high}, got {value}")
         return value
@@ -106,14 +116,17 @@ class TrainConfig(BaseModel):
         "the detector's box on the original photo, instead of from the aligned chip: a detector's crop then "
         "works without landmarks.",
     )
-    select_by: Literal["val_accuracy", "val_rank1", "val_rank1_mean"] = Field(
+    select_by: Literal["val_accuracy", "val_rank1", "val_rank1_mean", "val_rank1_detected_mean"] = Field(
         "val_accuracy",
         description="Validation figure that picks best.pt (rank-1: identification first; rank-1 mean: the mean of "
-        "rank-1 on clean 16-px probes and on probes from JPEG frames, training.validation.validate).",
+        "rank-1 on clean 16-px probes and on probes from JPEG frames, training.validation.validate; rank-1 "
+        "detected mean: the mean of clean rank-1 and rank-1 of faces detected in JPEG frames, for configs with "
+        "detected views).",
     )
     init_from: str | None = Field(
         None,
-        description="Checkpoint to initialise the model from, or a run name under LRFACE_CACHE/runs (its best.pt).",
+        description="Checkpoint to initialise the model from, a run name under LRFACE_CACHE/runs (its best.pt), or a "
+        "released model directory such as models/lrface-student (its model.onnx read back: teacher-lr only).",
     )
     val_fraction: float = 0.1
     seed: int = 0
@@ -123,6 +136,17 @@ class TrainConfig(BaseModel):
     amp_dtype: Literal["float16", "bfloat16"] = Field(
         "float16", description="bfloat16 runs autocast without loss scaling, on CUDA and on the CPU alike."
     )
+
+    @model_validator(mode="after")
+    def _detected_views_used(self) -> TrainConfig:
+        """Detected views act only on augmented views, and their validation figure exists only with them."""
+        uses = self.augment_enabled and self.augment.detected_view_probability > 0
+        if self.select_by == "val_rank1_detected_mean" and not uses:
+            raise ValueError('select_by "val_rank1_detected_mean" needs augment.detected_view_probability > 0 '
+                             "(and augment_enabled)")  # fmt: skip
+        if self.augment.detected_view_probability > 0 and not self.augment_enabled:
+            raise ValueError("augment.detected_view_probability > 0 with augment_enabled false: no view would use it")
+        return self
 
     def save(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2))

@@ -88,11 +88,13 @@ class DistillDataset(Dataset[dict[str, torch.Tensor]]):
         seed: int = 0,
         hr_size: int | None = None,
         detector_crops: float = 0.0,
+        detected: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.data, self.input_size, self.augment, self.seed, self.hr_size = data, input_size, augment, seed, hr_size
         if detector_crops > 0 and data.detector_chips is None:
             raise ValueError("detector_crops > 0 needs the faces' detector-box chips")
         self.detector_crops = detector_crops
+        self.detected = detected  # each face's detected view and whether it was found (training.detected_views)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -111,9 +113,17 @@ class DistillDataset(Dataset[dict[str, torch.Tensor]]):
             rng = np.random.default_rng((self.seed, self.epoch, index))
             if self.detector_crops > 0 and self.data.detector_chips is not None and rng.random() < self.detector_crops:
                 chip = self.data.detector_chips[index]  # same person, same teacher target, the detector's framing
-            if self.augment.flip and rng.random() < 0.5:
+            # Drawn only where there are detected views, so configs without them keep their random streams.
+            view = None
+            if self.detected is not None and rng.random() < self.augment.detected_view_probability:
+                view = self.detected[0][index] if self.detected[1][index] else None
+            flipped = self.augment.flip and rng.random() < 0.5
+            if flipped:
                 chip, target = chip[:, ::-1], self.data.emb_flip[index]
-            lr = normalise(augmented_lr(chip, self.input_size, self.augment, rng))
+            if view is not None:
+                lr = normalise(np.ascontiguousarray(view[:, ::-1] if flipped else view))
+            else:
+                lr = normalise(augmented_lr(chip, self.input_size, self.augment, rng))
             hr_chip = chip
         item = {
             "lr": torch.from_numpy(lr),

@@ -11,10 +11,11 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -24,10 +25,11 @@ from tqdm import tqdm
 
 from lrface.preprocessing import CHIP_SIDE
 from training.assistant import FrozenAssistant
-from training.config import TrainConfig
+from training.config import AugmentConfig, TrainConfig
 from training.dataset import DistillDataset, FaceArrays, canonical_chips, center_targets
 from training.losses import EmbeddingMatchLoss, LogitKDLoss, MarginSoftmax, PairwiseDistanceLoss, TripletAngleLoss
 from training.models import get_model
+from training.release_init import is_release, state_from_release
 from training.validation import ValData, validate
 
 Outputs = dict[str, torch.Tensor]
@@ -137,6 +139,27 @@ def _atomic_save(obj: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
+def _detected_views(
+    config: TrainConfig, augment: AugmentConfig, train_data: FaceArrays, val: ValData | None, progress: bool
+) -> tuple[tuple[np.ndarray, np.ndarray], ValData | None]:
+    """Each training face's detected view (:mod:`training.detected_views`, cached under LRFACE_CACHE), and
+    the validation faces' (at :data:`training.detected_views.VAL_SIDES`), which ``val_rank1_detected``
+    scores."""
+    from lrface.settings import get_settings
+    from training.detected_views import VAL_QUALITY, VAL_SIDES, detected_views
+
+    cache = get_settings().cache / "detected-views"
+    views = detected_views(
+        train_data.chips, config.input_size, augment.detected_view_px, augment.detected_view_quality, config.seed,
+        cache, progress,
+    )  # fmt: skip
+    if val is not None and val.labels is not None:
+        val = replace(
+            val, detected=detected_views(val.chips, config.input_size, VAL_SIDES, VAL_QUALITY, 0, cache, progress)
+        )
+    return views, val
+
+
 def train(
     config: TrainConfig,
     run_dir: Path,
@@ -170,7 +193,11 @@ def train(
         if teacher_dim == config.embedding_size
         else nn.Linear(config.embedding_size, teacher_dim, bias=False)
     ).to(device)
-    if config.init_from:
+    if last.exists():
+        pass  # resumed below from last.pt: the starting point is no longer read
+    elif config.init_from and is_release(config.init_from):  # a released model: its ONNX file read back
+        model.load_state_dict(state_from_release(model, Path(config.init_from)))
+    elif config.init_from:
         init = torch.load(config.init_from, map_location=device, weights_only=False)
         model.load_state_dict(init["model"])
     assistant = FrozenAssistant(Path(config.assistant_run), device) if config.assistant_run else None
@@ -193,7 +220,12 @@ def train(
             model.centre.copy_(torch.from_numpy(train_data.emb.mean(axis=0)).to(device))  # type: ignore[operator]
         train_data = center_targets(train_data)
     augment = config.augment if config.augment_enabled else None
-    dataset = DistillDataset(train_data, config.input_size, augment, config.seed, hr_size, config.detector_crops)
+    detected = None
+    if augment is not None and augment.detected_view_probability > 0:  # the faces as detected in JPEG frames
+        detected, val = _detected_views(config, augment, train_data, val, progress and rank == 0)
+    dataset = DistillDataset(
+        train_data, config.input_size, augment, config.seed, hr_size, config.detector_crops, detected
+    )
     sampler: DistributedSampler[dict[str, torch.Tensor]] | None = (
         DistributedSampler(dataset, world, rank, shuffle=True, seed=config.seed) if world > 1 else None
     )

@@ -14,7 +14,7 @@ from torch import nn
 from lrface.data.lfw import make_pairs
 from lrface.degradation import DegradationConfig, degrade
 from lrface.preprocessing import face_to_input, hr_to_lr, normalise
-from training.identification import identification
+from training.identification import first_of_each, identification
 from training.metrics import kfold_accuracy
 from training.teacher_cache import TeacherCache
 
@@ -31,6 +31,7 @@ class ValData:
     same: np.ndarray  # (P,) bool
     labels: np.ndarray | None = None  # (N,) person of each chip: validation rank-1 where given
     teacher: np.ndarray | None = None  # (N, D) the teacher's embeddings of the chips (from the cache)
+    detected: tuple[np.ndarray, np.ndarray] | None = None  # each face detected in a JPEG frame, and found or not
 
 
 def val_data(identities: dict[str, list[Path]], cache: TeacherCache, seed: int = 0) -> ValData:
@@ -63,7 +64,10 @@ def validate(model: nn.Module, val: ValData, input_size: int, device: torch.devi
     as probes (:func:`training.identification.identification`), all faces through the canonical path
     at the model's input size, as the service sees an enrolled photo and a probe of that size;
     ``val_rank1_jpeg``: the same gallery, probes cut from JPEG frames (:func:`frame_probes`);
-    ``val_rank1_mean``: the mean of the two."""
+    ``val_rank1_mean``: the mean of the two; where ``val.detected`` is given (runs with detected views),
+    ``val_rank1_detected``: the same gallery, each face as the service cuts it from a JPEG frame
+    (:mod:`training.detected_views`; a face not found is a miss), and ``val_rank1_detected_mean``, its
+    mean with ``val_rank1``."""
     inputs = np.stack([face_to_input(chip, input_size) for chip in val.chips])
     emb = embed_batches(model, inputs, device)
     scores = (emb[val.pairs[:, 0]] * emb[val.pairs[:, 1]]).sum(1)
@@ -73,7 +77,22 @@ def validate(model: nn.Module, val: ValData, input_size: int, device: torch.devi
         frames = embed_batches(model, np.stack([normalise(hr_to_lr(f, input_size)) for f in frame_probes(val)]), device)
         out["val_rank1_jpeg"] = identification(emb, frames, val.labels)["rank1"]
         out["val_rank1_mean"] = (out["val_rank1"] + out["val_rank1_jpeg"]) / 2
+        if val.detected is not None:
+            views, found = val.detected
+            probes = embed_batches(model, np.stack([normalise(v) for v in views]), device)
+            out["val_rank1_detected"] = rank1_of_found(emb, probes, found, val.labels)
+            out["val_rank1_detected_mean"] = (out["val_rank1"] + out["val_rank1_detected"]) / 2
     return out
+
+
+def rank1_of_found(gallery: np.ndarray, probes: np.ndarray, found: np.ndarray, labels: np.ndarray) -> float:
+    """Rank-1 with each person's first face enrolled and the others probes (as
+    :func:`training.identification.identification`, the nearest enrolled face by ``argmax``), a probe
+    the detector did not find counted as a miss."""
+    enrolled, rows = first_of_each(labels)
+    scores = probes[rows] @ gallery[enrolled].T
+    hits = labels[enrolled][np.argmax(scores, axis=1)] == labels[rows]
+    return float((hits & found[rows]).mean())
 
 
 def frame_probes(val: ValData) -> list[np.ndarray]:
