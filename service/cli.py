@@ -176,6 +176,28 @@ def gallery_rebuild_index() -> None:
     gallery.close()
 
 
+@gallery_app.command("list")
+def gallery_list() -> None:
+    """List the galleries of the store the service uses (LRFACE_DATABASE_URL, else LRFACE_GALLERY_DIR) with
+    their subject and face counts, as `GET /galleries` does; the model is not loaded."""
+    import datetime
+
+    from service.gallery.store import open_store
+
+    settings = get_settings()
+    store = open_store(settings.database_url, settings.gallery_dir)
+    try:
+        records = store.list_galleries()
+        typer.echo(f"{store.describe()}: {len(records)} galleries")
+    finally:
+        store.close()
+    width = max([len("gallery"), *(len(r.name) for r in records)])
+    typer.echo(f"{'gallery':<{width}}  {'subjects':>9}  {'faces':>9}  created (UTC)")
+    for r in records:
+        created = datetime.datetime.fromtimestamp(r.created_at, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+        typer.echo(f"{r.name:<{width}}  {r.subject_count:>9}  {r.face_count:>9}  {created}")
+
+
 @gallery_app.command("migrate")
 def gallery_migrate() -> None:
     """Apply the gallery schema migrations (the service also does this when it starts) and print the revision."""

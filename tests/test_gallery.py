@@ -387,3 +387,22 @@ def test_benchmark_generator_reproduces_the_measured_similarities() -> None:
     assert sims[same].mean() == pytest.approx(0.48, abs=0.03)
     assert sims[~same & upper].mean() == pytest.approx(0.01, abs=0.03)
     assert sims[~same & upper].std() == pytest.approx(0.2, abs=0.04)
+
+
+def test_gallery_list_command_shows_each_gallery_with_its_counts(tmp_path: Path) -> None:
+    """`lrface gallery list`: the store's galleries, their subjects and faces, without loading a model."""
+    import subprocess
+    import sys
+
+    store = GalleryStore.sqlite(tmp_path)
+    store.create_gallery("lobby")
+    store.add_faces("alice", [NewFace("h1", _unit(1)), NewFace("h2", _unit(2))], "m:1")
+    store.add_faces("bob", [NewFace("h3", _unit(3))], "m:1", gallery="lobby")
+    store.close()
+    env = {**os.environ, "LRFACE_GALLERY_DIR": str(tmp_path), "LRFACE_DATABASE_URL": ""}
+    listed = subprocess.run([sys.executable, "-m", "lrface_cli", "gallery", "list"], capture_output=True, text=True,
+                            env=env, timeout=120)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr[-500:]
+    rows = {line.split()[0]: line.split()[1:3] for line in listed.stdout.splitlines()[2:]}
+    assert rows == {"default": ["1", "2"], "lobby": ["1", "1"]}
+    assert "2 galleries" in listed.stdout.splitlines()[0]
