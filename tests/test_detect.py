@@ -218,3 +218,20 @@ def test_searches_per_request_and_sub_pixel_boxes_are_refused(client: httpx.Clie
     tiny = client.post("/embed", files={"images": ("c.png", chip)}, data={"box": "0,0,1e-300,1e-300"})
     assert tiny.status_code == 422 and "under a pixel" in tiny.json()["detail"]
     assert client.get("/model/card", params={"foo": "1"}).status_code == 422
+
+
+def test_a_small_crop_around_a_face_yields_the_face_not_the_crop(client: httpx.Client, photos: dict) -> None:
+    """A 20-px crop 1.5 times the face (what a loose detector box gives) is searched enlarged: its face is
+    found and taken as a frame's would be, instead of the whole crop as a chip (on validation people's crops
+    that way: rank-1 4% whole); a chip framed as the models' is still taken whole."""
+    loose = _png(_photo(photos["Tony_Blair"][2]).crop((40, 40, 210, 210)).resize((20, 20), Image.Resampling.BOX))
+    found = client.post("/identify", files={"image": ("loose.png", loose)}).json()
+    assert found["input"] == "detected", found
+    face = found["faces"][0]
+    left, top, right, bottom = face["box"]
+    assert 0 <= left < right <= 20 and 0 <= top < bottom <= 20
+    assert 9 <= face["face_px"] <= 16  # the face, framed: about 0.6 of the crop
+    whole = client.post("/identify", files={"image": ("loose.png", loose)}, data={"detect": "false"}).json()
+    assert whole["input"] == "chip" and whole["face_px"] == 20  # the old way, on request
+    chip = _lr_crop(photos["Tony_Blair"][2], 20)
+    assert client.post("/identify", files={"image": ("c.png", chip)}).json()["input"] == "chip"
