@@ -49,9 +49,9 @@ Box = tuple[float, float, float, float]
 DetectMode = Literal["auto", "true", "false"]
 InputKind = Literal["chip", "detected", "box"]
 # An image at most this side (the canonical chip's: every face is brought to at most 64 px, and the
-# gallery stores its faces so) is a face chip under detect=auto: the service's faces are 8-32 px, a
-# frame that small has no room for a face beside anything else, and a detector may miss the face of a
-# degraded 16-px chip, which must not turn a valid chip into "no face".
+# gallery stores its faces so) is a face chip under detect=auto unless a face clearly smaller than it is
+# found in it (FaceDecoder.search_small): the service's faces are 8-32 px, and a detector may miss the
+# face of a degraded 16-px chip, which must not turn a valid chip into "no face".
 CHIP_MAX_SIDE = CHIP_SIDE
 # Under detect=auto, an image whose largest face (framed as the models see it) spans at least this
 # share of its shorter side is a chip already framed around that face, and is taken whole. Measured on
@@ -66,7 +66,7 @@ CHIP_FILL = 0.7
 # 1.19-1.21 of a dlib-aligned chip's side, 0.91-0.93 / 0.99-1.00 / 1.09-1.11 of a crop framed by the framing
 # rule, 0.83-0.86 / 0.90-0.91 / 0.95-0.97 of the square of MTCNN's box and 0.53-0.55 / 0.58-0.59 / 0.64 of
 # a crop 1.5 times that box: only the last falls under CHIP_FILL (a crop around a face, not a chip). The
-# search costs the service about 8% of its throughput on 24-px chips (`lrface bench load`; at 160 px, 30%).
+# search costs the service about 11% of its throughput on 24-px chips (`lrface bench load`; at 160 px, 30%).
 SMALL_SEARCH_SIDE = 72
 # Enrolment refuses a photo whose second face is at least this share of the largest one's side: two
 # people at about the same distance from the camera, and no way to know which one is the subject. On
@@ -146,7 +146,7 @@ class RequestBudget:
         if self.searches <= 0:
             raise FaceInputError(
                 f"{what}: more than {SEARCHES_PER_REQUEST} images to search for faces in one request; "
-                "send fewer photos or frames per request (face chips of at most 64 px are not searched)",
+                "send fewer photos or frames per request (images of at most 64 px are not counted)",
                 413,
             )
         self.searches -= 1
@@ -284,7 +284,7 @@ class FaceDecoder:
             return [chip]
         if not self.detection.enabled:
             raise FaceInputError("detect=true: face detection is off on this service (LRFACE_DETECTOR=off)", 501)
-        if small and detect == "auto":  # is it a chip? (its enlarged copy is SMALL_SEARCH_SIDE px): not counted
+        if small and detect == "auto":  # a chip, or a crop around a face? (a search of SMALL_SEARCH_SIDE px)
             found = self.search_small(image)
         else:
             if budget is not None:
@@ -294,7 +294,8 @@ class FaceDecoder:
             small and not found or found and _side(frame_face(found[0].box)) >= CHIP_FILL * min(image.shape[:2])
         ):
             return [chip]
-        digest = content_hash(item.data, None, True)
+        # A small image keeps its plain hash: the same bytes enrolled before it was searched are the same face.
+        digest = chip.digest if small and detect == "auto" else content_hash(item.data, None, True)
         return [self._detected(base, image, digest, d) for d in found]
 
     def search(self, image: np.ndarray) -> list[Detection]:
@@ -335,24 +336,38 @@ class FaceDecoder:
         ]
 
     def search_small(self, image: np.ndarray) -> list[Detection]:
-        """Faces in a small image (a chip or a crop of at most :data:`CHIP_MAX_SIDE` px), the largest first,
-        in its pixels: searched in a copy with margins of half its side (its edge pixels repeated: a face
-        filling the crop still has surroundings) enlarged to :data:`SMALL_SEARCH_SIDE` px, so a face of a
-        few pixels is within the detector's reach; only faces centred inside the image are kept."""
+        """Faces in a small image (a chip, or a crop around a face, whose shorter side is at most
+        :data:`CHIP_MAX_SIDE` px), the largest first, in its pixels: searched in a copy with margins of
+        half its longer side (its edge pixels repeated: a face filling the crop still has surroundings)
+        brought to :data:`SMALL_SEARCH_SIDE` px, so a face of a few pixels is within the detector's reach;
+        only faces centred inside the image are kept. An optional step: none where the image is longer
+        than twice :data:`CHIP_MAX_SIDE` (no face of its height would be found) or the detector is off or
+        missing; it runs beside the frames' searches (a 72-px search needs no detector slot) and never
+        fails the request."""
         height, width = image.shape[:2]
+        if max(height, width) > 2 * CHIP_MAX_SIDE:
+            return []
+        try:
+            detector = self.detector()
+        except FaceInputError:
+            return []
         pad = max(height, width) // 2
         padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
         k = SMALL_SEARCH_SIDE / max(padded.shape[:2])
         size = (max(1, round(padded.shape[1] * k)), max(1, round(padded.shape[0] * k)))
         enlarged = np.asarray(Image.fromarray(padded).resize(size, Image.Resampling.BICUBIC))
         fx, fy = padded.shape[1] / size[0], padded.shape[0] / size[1]
+        try:
+            found = detector.detect(enlarged)
+        except Exception:  # noqa: BLE001 - an optional step: the image is then taken whole
+            return []
         mapped = [
             replace(
                 d,
                 box=(d.box[0] * fx - pad, d.box[1] * fy - pad, d.box[2] * fx - pad, d.box[3] * fy - pad),
                 landmarks=tuple(((x + 0.5) * fx - 0.5 - pad, (y + 0.5) * fy - 0.5 - pad) for x, y in d.landmarks),
             )
-            for d in self.search(enlarged)
+            for d in found
         ]
         return [
             d for d in mapped if 0 <= (d.box[0] + d.box[2]) / 2 <= width and 0 <= (d.box[1] + d.box[3]) / 2 <= height

@@ -235,3 +235,25 @@ def test_a_small_crop_around_a_face_yields_the_face_not_the_crop(client: httpx.C
     assert whole["input"] == "chip" and whole["face_px"] == 20  # the old way, on request
     chip = _lr_crop(photos["Tony_Blair"][2], 20)
     assert client.post("/identify", files={"image": ("c.png", chip)}).json()["input"] == "chip"
+
+
+def test_the_small_search_is_bounded_optional_and_keeps_the_plain_hash(tmp_path: Path, photos: dict) -> None:
+    """A long thin image is not searched (its padded copy would grow with its length squared); without a
+    usable detector a small image is still taken whole (the search never fails a request); a face found
+    in a small crop keeps the crop's plain content hash, so enrolling the same bytes again is a repeat."""
+    import time
+
+    from service.faces import DetectionConfig, FaceDecoder, ImageItem, content_hash
+
+    decoder = FaceDecoder(40_000_000, DetectionConfig())
+    strip = _png(Image.new("RGB", (20000, 64), (120, 100, 90)))
+    started = time.perf_counter()
+    taken = decoder.decode(ImageItem(strip, "strip.png"), "auto")
+    assert [f.input for f in taken] == ["chip"] and time.perf_counter() - started < 5
+    loose = _png(_photo(photos["Tony_Blair"][2]).crop((40, 40, 210, 210)).resize((20, 20), Image.Resampling.BOX))
+    found = decoder.decode(ImageItem(loose, "loose.png"), "auto")
+    assert found[0].input == "detected" and found[0].digest == content_hash(loose)
+    broken = FaceDecoder(40_000_000, DetectionConfig(model_dir=tmp_path))  # no detector there
+    assert [f.input for f in broken.decode(ImageItem(loose, "loose.png"), "auto")] == ["chip"]
+    with pytest.raises(Exception, match="unavailable"):
+        broken.decode(ImageItem(loose, "loose.png"), "true")
