@@ -290,9 +290,8 @@ class FaceDecoder:
             if budget is not None:
                 budget.take_search(item.label)
             found = self.search(image)
-        if detect == "auto" and (
-            small and not found or found and _side(frame_face(found[0].box)) >= CHIP_FILL * min(image.shape[:2])
-        ):
+        fills = bool(found) and _side(frame_face(found[0].box)) >= CHIP_FILL * min(image.shape[:2])
+        if detect == "auto" and (fills or (small and not found)):  # a chip, taken whole
             return [chip]
         # A small image keeps its plain hash: the same bytes enrolled before it was searched are the same face.
         digest = chip.digest if small and detect == "auto" else content_hash(item.data, None, True)

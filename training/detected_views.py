@@ -38,8 +38,13 @@ VERSION = 2
 def service_detector() -> MtcnnDetector:
     """The detector as the service searches uploads (``LRFACE_DETECT_MIN_FACE_PX``, ``LRFACE_DETECT_THRESHOLDS``):
     a face it would miss is missed here too."""
+    min_face_px, thresholds = _detector_settings()
+    return MtcnnDetector(min_face_px=min_face_px, thresholds=thresholds)
+
+
+def _detector_settings() -> tuple[float, tuple[float, float, float]]:
     settings = get_settings()
-    return MtcnnDetector(min_face_px=settings.detect_min_face_px, thresholds=settings.detect_thresholds)
+    return settings.detect_min_face_px, settings.detect_thresholds
 
 
 def detected_view(chip: np.ndarray, side: float, quality: int, size: int, detector: MtcnnDetector) -> np.ndarray | None:
@@ -69,14 +74,13 @@ def detected_views(
     a ``(low, high)`` range drawn from per face, or, with more than two, the sides taken in turn;
     ``qualities``: a range drawn from, or one quality. Seeded by ``seed`` and the row; kept in ``cache``
     (a folder) under a key of the chips and the settings."""
-    detector = service_detector()
     key = hashlib.sha256(np.ascontiguousarray(chips).tobytes())
-    settings = (VERSION, chips.shape, size, tuple(sides), qualities, seed, detector.min_face_px, detector.thresholds)
-    key.update(repr(settings).encode())
+    key.update(repr((VERSION, chips.shape, size, tuple(sides), qualities, seed, *_detector_settings())).encode())
     path = None if cache is None else cache / f"{key.hexdigest()[:24]}.npz"
     if path is not None and path.is_file():
         with np.load(path) as stored:
             return stored["views"], stored["found"]
+    detector = service_detector()  # loaded only when the views are made
     views = np.zeros((len(chips), size, size, 3), np.uint8)
     found = np.zeros(len(chips), bool)
     for i, chip in enumerate(tqdm(chips, desc="detected views", disable=not progress)):

@@ -193,13 +193,11 @@ def train(
         if teacher_dim == config.embedding_size
         else nn.Linear(config.embedding_size, teacher_dim, bias=False)
     ).to(device)
-    if last.exists():
-        pass  # resumed below from last.pt: the starting point is no longer read
-    elif config.init_from and is_release(config.init_from):  # a released model: its ONNX file read back
-        model.load_state_dict(state_from_release(model, Path(config.init_from)))
-    elif config.init_from:
-        init = torch.load(config.init_from, map_location=device, weights_only=False)
-        model.load_state_dict(init["model"])
+    if config.init_from and not last.exists():  # a resumed run starts from last.pt (below) instead
+        if is_release(config.init_from):  # a released model: its ONNX file read back
+            model.load_state_dict(state_from_release(model, Path(config.init_from)))
+        else:
+            model.load_state_dict(torch.load(config.init_from, map_location=device, weights_only=False)["model"])
     assistant = FrozenAssistant(Path(config.assistant_run), device) if config.assistant_run else None
 
     terms = build_terms(config, head, projector, assistant is not None)
