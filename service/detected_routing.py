@@ -18,7 +18,8 @@ same-person threshold (:func:`_choose_fusion`), and, chosen with them, the weigh
 face's distant views in the student's gallery (:func:`_choose_views`,
 :class:`lrface.model_card.DistantViews`). Beside them, for the record of
 why detected faces are seen so: the student on the framed box
-(:func:`lrface.preprocessing.frame_face`) and the teacher on the landmark chip of the same faces; and
+(:func:`lrface.preprocessing.frame_face`) and on dlib's chip (the teacher's) instead of the landmark
+chip, and the teacher on the landmark chip of the same faces; and
 for the record of what compression costs the student, the same frames sent losslessly (PNG) and at a
 lower JPEG quality (:data:`OTHER_ENCODINGS`), each searched again (a face not found there is a miss;
 faces the search of the JPEG-92 frame missed are left out of every column).
@@ -121,6 +122,8 @@ def calibrate_detected_routing(
     names = sorted(split.val)
     settings = Settings()
     decoder = FaceDecoder(settings.max_image_pixels, DetectionConfig.from_settings(settings))
+    # the student on dlib's chip of the same faces, for the column that compares it with the landmark chip
+    by_dlib = FaceDecoder(settings.max_image_pixels, DetectionConfig.from_settings(settings), "dlib")
     reference = MtcnnDetector(min_face_px=20)  # the subject's box in each HR photo, for pasting
     space = embedders.from_teacher
     gallery: dict[Space, list[np.ndarray]] = {"student": [], "teacher": []}
@@ -162,7 +165,7 @@ def calibrate_detected_routing(
     matrices = {space: np.stack(vectors) for space, vectors in gallery.items()}
     people = np.asarray(labels)
 
-    def pasted_face(data: bytes, pasted: Box) -> DecodedFace | None:
+    def pasted_face(data: bytes, pasted: Box, decoder: FaceDecoder = decoder) -> DecodedFace | None:
         """The face pasted at ``pasted`` as the service finds it in the frame sent as ``data`` (None: missed)."""
         found = decoder.decode(ImageItem(data, "frame"), "true")
         matched = match_detections([pasted], [f.box for f in found if f.box is not None])
@@ -197,6 +200,9 @@ def calibrate_detected_routing(
             for _, fmt, quality in OTHER_ENCODINGS:  # the student on the frame sent otherwise, searched again
                 again = pasted_face(encode_image(frame.pixels, fmt, quality), pasted)
                 seen.append(None if again is None else embedders.student.embed([again.face])[0])
+            on_dlib = pasted_face(data, pasted, by_dlib)  # the same detection: the detector is deterministic
+            assert on_dlib is not None
+            seen.append(embedders.student.embed([on_dlib.face])[0])
             others.append(seen)
             # as the teacher sees the face in the service, and on the landmark chip
             on_chip = embedders.teacher.embed([face.face])[0]
@@ -232,7 +238,7 @@ def calibrate_detected_routing(
         return np.asarray(found, np.float64)
 
     columns = ["teacher", "teacher_landmark_chip", "student", "student_framed_box"]
-    columns += [f"student_{name}" for name, _, _ in OTHER_ENCODINGS]
+    columns += [f"student_{name}" for name, _, _ in OTHER_ENCODINGS] + ["student_dlib_chip"]
     table = np.column_stack(
         [table, student_hits(student), *(student_hits([o[i] for o in others]) for i in range(len(others[0])))]
     )

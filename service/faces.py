@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 Box = tuple[float, float, float, float]
 DetectMode = Literal["auto", "true", "false"]
 InputKind = Literal["chip", "detected", "box"]
+# The student's input for a detected face: the chip placed by the detector's own landmarks (served), or
+# dlib's 5-point chip where the ``align`` extra is installed (the student's training chips are dlib's;
+# compared by `lrface bench frames --calibrate-routing`: better for the student alone, level as served).
+StudentChip = Literal["landmarks", "dlib"]
 # An image at most this side (the canonical chip's: every face is brought to at most 64 px, and the
 # gallery stores its faces so) is a face chip under detect=auto unless a face clearly smaller than it is
 # found in it (FaceDecoder.search_small): the service's faces are 8-32 px, and a detector may miss the
@@ -213,9 +217,12 @@ class DetectionConfig:
 class FaceDecoder:
     """Bytes -> :class:`DecodedFace` with the service's pixel limits and face detection."""
 
-    def __init__(self, max_pixels: int, detection: DetectionConfig | None = None) -> None:
+    def __init__(
+        self, max_pixels: int, detection: DetectionConfig | None = None, student_chip: StudentChip = "landmarks"
+    ) -> None:
         self.max_pixels = max_pixels
         self.detection = detection or DetectionConfig()
+        self.student_chip = student_chip
         self._detector: MtcnnDetector | None = None
         self._aligner: DlibAligner | None = None
         self._aligner_checked = False
@@ -377,16 +384,21 @@ class FaceDecoder:
         left, top, right, bottom = found.box
         shown = (max(left, 0.0), max(top, 0.0), min(right, float(width)), min(bottom, float(height)))
         framed = frame_face(found.box)
-        try:  # the aligned chip from the detector's landmarks (lrface.landmarks), else the framed box
-            face = FaceInput(landmark_chip(image, found.landmarks), None)
-        except LandmarkError:
-            face = FaceInput(image, framed)
         aligner = self.aligner()
 
-        def aligned() -> FaceInput:  # dlib's chip, as the teacher's training chips were made
+        def aligned() -> FaceInput:  # dlib's chip, as the training chips (the teacher's and the student's) were made
             assert aligner is not None
             return FaceInput(aligner.align(image, found.box), None)
 
+        teacher_input: FaceInput | Callable[[], FaceInput]
+        if aligner is not None and self.student_chip == "dlib":  # one chip for both models
+            face = teacher_input = aligned()
+        else:
+            try:  # the aligned chip from the detector's landmarks (lrface.landmarks), else the framed box
+                face = FaceInput(landmark_chip(image, found.landmarks), None)
+            except LandmarkError:
+                face = FaceInput(image, framed)
+            teacher_input = aligned if aligner is not None else face  # dlib's chip aligned on first use
         return replace(
             base,
             face=face,
@@ -395,7 +407,7 @@ class FaceDecoder:
             face_px=_side(framed),
             input="detected",
             detection_score=round(float(found.score), 4),
-            teacher_input=aligned if aligner is not None else face,
+            teacher_input=teacher_input,
         )
 
     def decode_all(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,3 +107,50 @@ def test_frame_probes_are_jpeg_frames_of_each_face_at_the_served_sizes() -> None
     # Compressed, not merely shrunk: each differs from the clean face at its size.
     clean = [degrade(chip, DegradationConfig(size=p.shape[0])) for chip, p in zip(val.chips, probes, strict=True)]
     assert all(not np.array_equal(a, b) for a, b in zip(probes, clean, strict=True))
+
+
+def test_a_pack_carries_detected_views_and_a_run_from_it_needs_no_detector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Views are made where the data and the detector are (``lrface pack``), travel in the pack as they
+    are, and a run from the pack uses them; views made with other settings are refused."""
+    import training.detected_views as views_module
+    from training.config import LossWeights, TrainConfig
+    from training.dataset import canonical_chips
+    from training.detected_views import with_detected_views
+    from training.loop import train
+
+    data = synthetic_arrays(identities=4, per_identity=3)
+    val = _val(data.labels, data.chips)
+    rng = np.random.default_rng(0)
+
+    def made(chips: np.ndarray, size: int, *_: object, **__: object) -> tuple[np.ndarray, np.ndarray]:
+        return rng.integers(0, 256, (len(chips), size, size, 3), dtype=np.uint8), np.arange(len(chips)) % 3 > 0
+
+    monkeypatch.setattr(views_module, "detected_views", made)
+    augment = AugmentConfig(detected_view_probability=0.5)
+    config = TrainConfig(name="p", model="resface-s", input_size=16, embedding_size=16, epochs=1, batch_size=8,
+                         lr=0.01, warmup_epochs=0, workers=0, losses=LossWeights(instance=1.0), augment=augment,
+                         select_by="val_rank1_detected_mean")  # fmt: skip
+    with_views, val_views = with_detected_views(config, canonical_chips(data), val)
+    assert with_views.detected is not None and val_views is not None and val_views.detected is not None
+    write_pack(tmp_path / "pack.npz", with_views, val_views)
+    train_back, val_back = read_pack(tmp_path / "pack.npz")
+    for back, sent in ((train_back, with_views), (val_back, val_views)):
+        assert back.detected is not None and sent.detected is not None
+        assert np.array_equal(back.detected[0], sent.detected[0]) and np.array_equal(back.detected[1], sent.detected[1])
+        assert back.detected_recipe == sent.detected_recipe != ""
+    assert train_back.detected_recipe != val_back.detected_recipe  # validation's sides and quality are fixed
+
+    def no_detector(*_: object, **__: object) -> tuple[np.ndarray, np.ndarray]:
+        raise AssertionError("the views were made again")
+
+    monkeypatch.setattr(views_module, "detected_views", no_detector)
+    train(config, tmp_path / "run", train_back, val_back, progress=False)
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0.0 <= row["val_rank1_detected"] <= 1.0
+
+    elsewhere = AugmentConfig(detected_view_probability=0.5, detected_view_px=(14, 20))
+    other = config.model_copy(update={"augment": elsewhere})
+    with pytest.raises(ValueError, match="write the pack again"):
+        with_detected_views(other, train_back, val_back)

@@ -110,13 +110,15 @@ def test_training_under_cuda_autocast(tmp_path: Path, amp_dtype: str) -> None:
     with torch.autocast("cuda", dtype=getattr(torch, amp_dtype)):
         mixed = head(emb, labels)
     assert mixed.dtype == torch.float32 and torch.allclose(mixed, head(emb, labels), atol=1e-5)
-    data = synthetic_arrays(identities=4, per_identity=4)
+    # 48 faces, 3 steps an epoch: 16 faces (one step an epoch) rose and fell by a third from epoch to
+    # epoch on an H100 and on the CPU alike, which a 3-epoch "loss fell" check could not survive.
+    data = synthetic_arrays()
     weights = LossWeights(identity=1.0, instance=1.0, pairwise=1.0, angle=1.0)
-    cfg = _config(epochs=3, amp=True, amp_dtype=amp_dtype, device="cuda", losses=weights)
+    cfg = _config(amp=True, amp_dtype=amp_dtype, device="cuda", losses=weights)
     train(cfg, tmp_path / amp_dtype, data, _val(data), progress=False)
     rows = [json.loads(line) for line in (tmp_path / amp_dtype / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r[k]) for r in rows for k in ("loss", "identity", "instance", "pairwise", "angle"))
-    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert rows[-1]["loss"] < 0.8 * rows[0]["loss"]  # on the CPU, float32 / bfloat16: 22.3 -> 9.7 / 22.6 -> 10.8
 
 
 def test_resuming_with_another_config_is_refused(tmp_path: Path) -> None:

@@ -108,12 +108,18 @@ def pack(
     ),
 ) -> None:
     """Write the config's training faces (canonical chips, detector-box chips where the config uses
-    them, teacher targets) and validation faces into one compact file, for `lrface train --pack` on a
-    machine without the data, dlib or the teacher cache (e.g. a GPU machine)."""
+    them, teacher targets, detected views where the config uses them) and validation faces into one
+    compact file, for `lrface train --pack` on a machine without the data, dlib, the detector or the
+    teacher cache (e.g. a GPU machine)."""
+    from training.dataset import canonical_chips
+    from training.detected_views import with_detected_views
     from training.pack import write_pack
 
     cfg = _config(config)
     train_data, val = _prepared(cfg)
+    if cfg.augment_enabled and cfg.augment.detected_view_probability > 0:  # made here, where the detector is
+        train_data, with_views = with_detected_views(cfg, canonical_chips(train_data), val)
+        val = with_views or val
     size = write_pack(out, train_data, val, quality)
     faces = f"{len(train_data.labels)} training faces, {len(val.chips)} validation faces"
     typer.echo(f"wrote {out}: {faces}, {size / 2**20:.1f} MiB")

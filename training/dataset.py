@@ -5,7 +5,7 @@ side through :func:`lrface.preprocessing.hr_to_lr`, the one HR-to-LR rule."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -23,6 +23,10 @@ class FaceArrays:
     emb: np.ndarray  # (N, D) teacher embeddings
     emb_flip: np.ndarray  # (N, D) teacher embeddings of the mirrored chips
     detector_chips: np.ndarray | None = None  # (N, S, S, 3) the same faces framed around the detector's box
+    # Each face's detected view and whether it was found, made before training (a pack's), and what made
+    # them (training.detected_views.recipe): the loop makes them itself where they are absent.
+    detected: tuple[np.ndarray, np.ndarray] | None = None
+    detected_recipe: str = ""
 
 
 def center_targets(data: FaceArrays) -> FaceArrays:
@@ -33,7 +37,7 @@ def center_targets(data: FaceArrays) -> FaceArrays:
         out = x - mean
         return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
-    return FaceArrays(data.chips, data.labels, centred(data.emb), centred(data.emb_flip), data.detector_chips)
+    return replace(data, emb=centred(data.emb), emb_flip=centred(data.emb_flip))
 
 
 def canonical_chips(data: FaceArrays, side: int = CHIP_SIDE) -> FaceArrays:
@@ -45,7 +49,7 @@ def canonical_chips(data: FaceArrays, side: int = CHIP_SIDE) -> FaceArrays:
         return chips if chips.shape[1] <= side else np.stack([box_to_chip(np.asarray(c), side=side) for c in chips])
 
     detector = None if data.detector_chips is None else canonical(data.detector_chips)
-    return FaceArrays(canonical(data.chips), data.labels, data.emb, data.emb_flip, detector)
+    return replace(data, chips=canonical(data.chips), detector_chips=detector)
 
 
 def jitter_box(size: int, aug: AugmentConfig, rng: np.random.Generator) -> tuple[float, float, float, float]:

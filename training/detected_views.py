@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -27,6 +29,13 @@ from lrface.detection import MtcnnDetector
 from lrface.landmarks import LandmarkError, landmark_chip
 from lrface.preprocessing import hr_to_lr, load_image
 from lrface.settings import get_settings
+
+if TYPE_CHECKING:  # not at run time: training.dataset imports torch, which this module must not
+    from training.config import TrainConfig
+    from training.dataset import FaceArrays
+    from training.validation import ValData
+
+Faces = TypeVar("Faces", "FaceArrays", "ValData")
 
 # The validation probes' sides and quality (``val_rank1_detected``): as the frame benchmark sends frames.
 VAL_SIDES = (14, 16, 18, 20)
@@ -45,6 +54,42 @@ def service_detector() -> MtcnnDetector:
 def _detector_settings() -> tuple[float, tuple[float, float, float]]:
     settings = get_settings()
     return settings.detect_min_face_px, settings.detect_thresholds
+
+
+def recipe(size: int, sides: tuple[int, ...], qualities: tuple[int, int] | int, seed: int) -> str:
+    """What makes a set of views, as a pack records it: views made otherwise are refused in its place."""
+    return repr((VERSION, size, tuple(sides), qualities, seed, *_detector_settings()))
+
+
+def with_detected_views(
+    config: TrainConfig, train_data: FaceArrays, val: ValData | None, progress: bool = True
+) -> tuple[FaceArrays, ValData | None]:
+    """``train_data`` with each face's detected view (drawn from the config's ``augment.detected_view_*``)
+    and ``val`` with its faces' (at :data:`VAL_SIDES`, which ``val_rank1_detected`` scores). Views
+    already there (a pack's, made where the data and the detector are) are kept if they were made
+    the way the config asks, and refused otherwise; missing ones are made (cached)."""
+    augment = config.augment
+    cache = get_settings().cache / "detected-views"
+    train_args = (config.input_size, augment.detected_view_px, augment.detected_view_quality, config.seed)
+    train_data = _attached(train_data, train_args, cache, progress)
+    if val is not None and val.labels is not None:
+        val = _attached(val, (config.input_size, VAL_SIDES, VAL_QUALITY, 0), cache, progress)
+    return train_data, val
+
+
+def _attached(
+    faces: Faces, args: tuple[int, tuple[int, ...], tuple[int, int] | int, int], cache: Path, progress: bool
+) -> Faces:
+    wanted = recipe(*args)
+    if faces.detected is not None:
+        if faces.detected_recipe != wanted or len(faces.detected[1]) != len(faces.chips):
+            raise ValueError(
+                f"the detected views given were made as {faces.detected_recipe or 'unknown'}, "
+                f"the config asks for {wanted}: write the pack again"
+            )
+        return faces
+    return replace(faces, detected=detected_views(faces.chips, *args, cache=cache, progress=progress),
+                   detected_recipe=wanted)  # fmt: skip
 
 
 def detected_view(chip: np.ndarray, side: float, quality: int, size: int, detector: MtcnnDetector) -> np.ndarray | None:

@@ -11,11 +11,10 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -25,7 +24,7 @@ from tqdm import tqdm
 
 from lrface.preprocessing import CHIP_SIDE
 from training.assistant import FrozenAssistant
-from training.config import AugmentConfig, TrainConfig
+from training.config import TrainConfig
 from training.dataset import DistillDataset, FaceArrays, canonical_chips, center_targets
 from training.losses import EmbeddingMatchLoss, LogitKDLoss, MarginSoftmax, PairwiseDistanceLoss, TripletAngleLoss
 from training.models import get_model
@@ -139,27 +138,6 @@ def _atomic_save(obj: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
-def _detected_views(
-    config: TrainConfig, augment: AugmentConfig, train_data: FaceArrays, val: ValData | None, progress: bool
-) -> tuple[tuple[np.ndarray, np.ndarray], ValData | None]:
-    """Each training face's detected view (:mod:`training.detected_views`, cached under LRFACE_CACHE), and
-    the validation faces' (at :data:`training.detected_views.VAL_SIDES`), which ``val_rank1_detected``
-    scores."""
-    from lrface.settings import get_settings
-    from training.detected_views import VAL_QUALITY, VAL_SIDES, detected_views
-
-    cache = get_settings().cache / "detected-views"
-    views = detected_views(
-        train_data.chips, config.input_size, augment.detected_view_px, augment.detected_view_quality, config.seed,
-        cache, progress,
-    )  # fmt: skip
-    if val is not None and val.labels is not None:
-        val = replace(
-            val, detected=detected_views(val.chips, config.input_size, VAL_SIDES, VAL_QUALITY, 0, cache, progress)
-        )
-    return views, val
-
-
 def train(
     config: TrainConfig,
     run_dir: Path,
@@ -218,11 +196,12 @@ def train(
             model.centre.copy_(torch.from_numpy(train_data.emb.mean(axis=0)).to(device))  # type: ignore[operator]
         train_data = center_targets(train_data)
     augment = config.augment if config.augment_enabled else None
-    detected = None
     if augment is not None and augment.detected_view_probability > 0:  # the faces as detected in JPEG frames
-        detected, val = _detected_views(config, augment, train_data, val, progress and rank == 0)
+        from training.detected_views import with_detected_views
+
+        train_data, val = with_detected_views(config, train_data, val, progress and rank == 0)
     dataset = DistillDataset(
-        train_data, config.input_size, augment, config.seed, hr_size, config.detector_crops, detected
+        train_data, config.input_size, augment, config.seed, hr_size, config.detector_crops, train_data.detected
     )
     sampler: DistributedSampler[dict[str, torch.Tensor]] | None = (
         DistributedSampler(dataset, world, rank, shuffle=True, seed=config.seed) if world > 1 else None

@@ -1,7 +1,9 @@
 """A compact training pack: everything a run needs in one file, for a GPU machine that has neither the
 data nor dlib nor the teacher cache. Canonical chips (:data:`lrface.preprocessing.CHIP_SIDE` px) are
 stored as JPEG mosaics (chip edges fall on JPEG block edges, so no chip bleeds into another), teacher
-targets as float16; validation chips the same way, with their pairs and people.
+targets as float16; validation chips the same way, with their pairs and people; where the config
+uses detected views (:mod:`training.detected_views`), the training and validation faces' views as
+they are, with what made them (a run refuses views made with other settings).
 
 ``lrface pack CONFIG`` writes one; ``lrface train CONFIG --pack FILE`` trains from it. A run from a
 pack sees the chips after one JPEG round trip (quality :data:`QUALITY`, mean absolute error about 2.7
@@ -83,8 +85,14 @@ def write_pack(path: Path, train: FaceArrays, val: ValData, quality: int = QUALI
     for name, chips in named.items():
         arrays[name], arrays[f"{name}_offsets"] = _blob(encode_chips(chips, quality))
         arrays[f"{name}_count"] = np.asarray(len(chips))
+    # Detected views are kept as they are (input-sized, a few hundred bytes each): a JPEG round trip
+    # would add to the very compression they are made of.
+    for prefix, faces in (("", train), ("val_", val)):
+        if faces.detected is not None:
+            arrays[f"{prefix}detected_views"], arrays[f"{prefix}detected_found"] = faces.detected
+            arrays[f"{prefix}detected_recipe"] = np.asarray(faces.detected_recipe)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, allow_pickle=False, **arrays)
+    np.savez_compressed(path, allow_pickle=False, **arrays)
     return path.stat().st_size
 
 
@@ -94,17 +102,25 @@ def read_pack(path: Path) -> tuple[FaceArrays, ValData]:
         def chips(name: str) -> np.ndarray:
             return decode_chips(_unblob(pack[name], pack[f"{name}_offsets"]), int(pack[f"{name}_count"]))
 
+        def detected(prefix: str) -> dict[str, object]:
+            if f"{prefix}detected_views" not in pack:
+                return {}
+            views = (pack[f"{prefix}detected_views"], pack[f"{prefix}detected_found"].astype(bool))
+            return {"detected": views, "detected_recipe": str(pack[f"{prefix}detected_recipe"])}
+
         train = FaceArrays(
             chips=chips("chips"),
             labels=pack["labels"].astype(np.int64),
             emb=pack["emb"].astype(np.float32),
             emb_flip=pack["emb_flip"].astype(np.float32),
             detector_chips=chips("detector_chips") if "detector_chips" in pack else None,
+            **detected(""),  # type: ignore[arg-type]
         )
         val = ValData(
             chips=chips("val_chips"),
             pairs=pack["val_pairs"].astype(np.int64),
             same=pack["val_same"].astype(bool),
             labels=pack["val_labels"].astype(np.int64) if "val_labels" in pack else None,
+            **detected("val_"),  # type: ignore[arg-type]
         )
     return train, val

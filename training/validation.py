@@ -32,6 +32,7 @@ class ValData:
     labels: np.ndarray | None = None  # (N,) person of each chip: validation rank-1 where given
     teacher: np.ndarray | None = None  # (N, D) the teacher's embeddings of the chips (from the cache)
     detected: tuple[np.ndarray, np.ndarray] | None = None  # each face detected in a JPEG frame, and found or not
+    detected_recipe: str = ""  # what made them (training.detected_views.recipe)
 
 
 def val_data(identities: dict[str, list[Path]], cache: TeacherCache, seed: int = 0) -> ValData:
