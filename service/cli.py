@@ -293,21 +293,15 @@ def bench_load_command(
     """Bounded load (loopback only): N clients mixing /identify and enrolment for a fixed time.
     Reports throughput, p50/p99 per route, errors, and acknowledged enrolments missing afterwards.
     Exits 1 on any error or lost enrolment."""
-    import tempfile
-
     from service.load import peak_rss_mb, run_load
-    from service.process import start_server
+    from service.process import fresh_server
 
     if url:
         report = run_load(url, duration, clients, enroll_fraction, api_key or None)
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            server = start_server({"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": ""}, timeout=600, quiet=True)
-            try:
-                report = run_load(server.url, duration, clients, enroll_fraction)
-                report.server_peak_rss_mb = peak_rss_mb(server.pid)
-            finally:
-                server.stop()
+        with fresh_server() as server:
+            report = run_load(server.url, duration, clients, enroll_fraction)
+            report.server_peak_rss_mb = peak_rss_mb(server.pid)
     print_json(report.to_dict(), out)
     if report.errors or report.lost_enrolments:
         raise typer.Exit(1)
@@ -347,22 +341,16 @@ def bench_identify_command(
 ) -> None:
     """Enrol LFW test people through the HTTP API and identify their other photos, degraded to each
     size, through the API: rank-1 by size as a user sees it (compare with `lrface evaluate`)."""
-    import tempfile
-
     from service.identify_bench import bench_identify
-    from service.process import start_server
+    from service.process import fresh_server
 
     settings = get_settings()
     chosen = [p.strip() for p in protocols.split(",") if p.strip()]
     if url:
         print_json(bench_identify(url, settings.lfw_root(), chosen, api_key or None, people=people or None), out)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        server = start_server({"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": ""}, timeout=600, quiet=True)
-        try:
-            print_json(bench_identify(server.url, settings.lfw_root(), chosen, people=people or None), out)
-        finally:
-            server.stop()
+    with fresh_server() as server:
+        print_json(bench_identify(server.url, settings.lfw_root(), chosen, people=people or None), out)
 
 
 def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Path | None) -> None:
@@ -435,10 +423,8 @@ def bench_frames_command(
     photos pasted at 12-64 px to /identify (detect=true), as JPEG and again as PNG: detection recall
     and rank-1 by face size (against the same faces sent as aligned chips), false detections per
     frame, frames/s."""
-    import tempfile
-
     from service.frames_bench import bench_frames
-    from service.process import start_server
+    from service.process import fresh_server
 
     settings = get_settings()
     if update_card and not calibrate_routing:
@@ -454,12 +440,30 @@ def bench_frames_command(
     if url:
         print_json(bench_frames(url, settings.lfw_root(), frames, seed, api_key or None), out)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        server = start_server({"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": ""}, timeout=600, quiet=True)
-        try:
-            print_json(bench_frames(server.url, settings.lfw_root(), frames, seed, server_pid=server.pid), out)
-        finally:
-            server.stop()
+    with fresh_server() as server:
+        print_json(bench_frames(server.url, settings.lfw_root(), frames, seed, server_pid=server.pid), out)
+
+
+def bench_crops_command(
+    url: str = typer.Option("", help="A running service on loopback; default: start one on a fresh gallery."),
+    probes: int = typer.Option(300, min=1, help="Test photos cut three ways (aligned, tight, framed)."),
+    api_key: str = typer.Option("", envvar="LRFACE_API_KEY", help="Admin key for --url."),
+    seed: int = typer.Option(0, help="Seed of the photos chosen."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Enrol every LFW test person through the HTTP API (as `lrface bench frames`), then send their other
+    photos cut around the face three ways (dlib's aligned chip, the square of the detector's box, the
+    framing rule's square) at 16-32 px to /identify, with detect=auto and taken whole (detect=false):
+    rank-1 both ways and how the service took each cut."""
+    from service.crops_bench import bench_crops
+    from service.process import fresh_server
+
+    settings = get_settings()
+    if url:
+        print_json(bench_crops(url, settings.lfw_root(), probes, seed, api_key or None), out)
+        return
+    with fresh_server() as server:
+        print_json(bench_crops(server.url, settings.lfw_root(), probes, seed), out)
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
@@ -473,3 +477,4 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     bench_app.command("service")(bench_service_command)
     bench_app.command("identify")(bench_identify_command)
     bench_app.command("frames")(bench_frames_command)
+    bench_app.command("crops")(bench_crops_command)

@@ -122,8 +122,6 @@ def calibrate_detected_routing(
     names = sorted(split.val)
     settings = Settings()
     decoder = FaceDecoder(settings.max_image_pixels, DetectionConfig.from_settings(settings))
-    # the student on dlib's chip of the same faces, for the column that compares it with the landmark chip
-    by_dlib = FaceDecoder(settings.max_image_pixels, DetectionConfig.from_settings(settings), "dlib")
     reference = MtcnnDetector(min_face_px=20)  # the subject's box in each HR photo, for pasting
     space = embedders.from_teacher
     gallery: dict[Space, list[np.ndarray]] = {"student": [], "teacher": []}
@@ -165,7 +163,7 @@ def calibrate_detected_routing(
     matrices = {space: np.stack(vectors) for space, vectors in gallery.items()}
     people = np.asarray(labels)
 
-    def pasted_face(data: bytes, pasted: Box, decoder: FaceDecoder = decoder) -> DecodedFace | None:
+    def pasted_face(data: bytes, pasted: Box) -> DecodedFace | None:
         """The face pasted at ``pasted`` as the service finds it in the frame sent as ``data`` (None: missed)."""
         found = decoder.decode(ImageItem(data, "frame"), "true")
         matched = match_detections([pasted], [f.box for f in found if f.box is not None])
@@ -200,9 +198,7 @@ def calibrate_detected_routing(
             for _, fmt, quality in OTHER_ENCODINGS:  # the student on the frame sent otherwise, searched again
                 again = pasted_face(encode_image(frame.pixels, fmt, quality), pasted)
                 seen.append(None if again is None else embedders.student.embed([again.face])[0])
-            on_dlib = pasted_face(data, pasted, by_dlib)  # the same detection: the detector is deterministic
-            assert on_dlib is not None
-            seen.append(embedders.student.embed([on_dlib.face])[0])
+            seen.append(embedders.student.embed([face.teacher_face()])[0])  # the student on dlib's chip
             others.append(seen)
             # as the teacher sees the face in the service, and on the landmark chip
             on_chip = embedders.teacher.embed([face.face])[0]

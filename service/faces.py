@@ -9,15 +9,18 @@ pixel limits), then take the face as the client asked (``detect``):
   :data:`CHIP_FILL` of its shorter side, or a small one (at most :data:`CHIP_MAX_SIDE` px) where no face
   is found. A small image is searched enlarged, with margins (:meth:`FaceDecoder.search_small`): a crop
   around a face (a face of 12 px in a 20-px crop) yields its face as a frame's would, where it used to
-  be taken whole and missed (crops 1.5 times MTCNN's box at 20 px, validation people: rank-1 4% whole).
+  be taken whole and missed (crops 1.5 times MTCNN's box at 20 px, validation people: rank-1 4% whole);
+  a small image whose face fills it but sits lower than in an aligned chip (:data:`TIGHT_EYE_LINE`: a
+  detector's box cut out) is framed as its own box (``input: crop``), as a client's box covering it is.
 
 A client ``box`` always names the face (no search) and goes to the models through
 :func:`lrface.preprocessing.frame_face`, which also measures every face's size. A face the detector
 found goes to the student as its aligned chip, made from the detector's 5 landmarks
 (:func:`lrface.landmarks.landmark_chip`; the framed box when they cannot place one), and to the
 teacher as dlib's own 5-point chip (how its training chips, and the evaluation's, were made; the
-landmark chip without dlib), aligned only when it is needed. On frames of validation people both
-choices beat the other input (``lrface bench frames --calibrate-routing``).
+landmark chip without dlib), aligned only when it is needed. On frames of validation people the
+teacher's choice beats the landmark chip for it, and the student on dlib's chip, better alone, adds
+nothing fused (``lrface bench frames --calibrate-routing``; reports/teacher-lr-frames).
 
 No FastAPI here: errors are :class:`FaceInputError` with the HTTP status a client should get, and
 the API turns them into JSON ``detail`` answers, the CLI into a line naming the file."""
@@ -47,11 +50,7 @@ if TYPE_CHECKING:
 
 Box = tuple[float, float, float, float]
 DetectMode = Literal["auto", "true", "false"]
-InputKind = Literal["chip", "detected", "box"]
-# The student's input for a detected face: the chip placed by the detector's own landmarks (served), or
-# dlib's 5-point chip where the ``align`` extra is installed (the student's training chips are dlib's;
-# compared by `lrface bench frames --calibrate-routing`: better for the student alone, level as served).
-StudentChip = Literal["landmarks", "dlib"]
+InputKind = Literal["chip", "crop", "detected", "box"]
 # An image at most this side (the canonical chip's: every face is brought to at most 64 px, and the
 # gallery stores its faces so) is a face chip under detect=auto unless a face clearly smaller than it is
 # found in it (FaceDecoder.search_small): the service's faces are 8-32 px, and a detector may miss the
@@ -72,6 +71,14 @@ CHIP_FILL = 0.7
 # a crop 1.5 times that box: only the last falls under CHIP_FILL (a crop around a face, not a chip). The
 # search costs the service about 11% of its throughput on 24-px chips (`lrface bench load`; at 160 px, 30%).
 SMALL_SEARCH_SIDE = 72
+# A small image whose face fills it is a chip (taken whole) where the eyes sit where an aligned chip holds
+# them, and a face detector's tight crop (its box cut out) where they sit lower: at or below this share of
+# the image's height (the mean of the two eyes the search finds), the image is taken as its own face box
+# and framed by the framing rule, as a client's box is. On validation people's photos (240 a size, 12-64
+# px; 5th / 50th / 95th percentile): aligned chips 0.25-0.29 / 0.27-0.32 / 0.29-0.33 (0-3.7% at or below
+# it), the square of MTCNN's box 0.31-0.36 / 0.36-0.40 / 0.40-0.44 (94-98% from 16 px, 82% at 12 px),
+# crops by the framing rule 0.22-0.27 / 0.28-0.32 / 0.32-0.36 (1-25%, more the larger).
+TIGHT_EYE_LINE = 0.335
 # Enrolment refuses a photo whose second face is at least this share of the largest one's side: two
 # people at about the same distance from the camera, and no way to know which one is the subject. On
 # 300 random LFW photos 43 held two or more faces: the second's side was 0.21-1.08 of the largest's
@@ -217,12 +224,9 @@ class DetectionConfig:
 class FaceDecoder:
     """Bytes -> :class:`DecodedFace` with the service's pixel limits and face detection."""
 
-    def __init__(
-        self, max_pixels: int, detection: DetectionConfig | None = None, student_chip: StudentChip = "landmarks"
-    ) -> None:
+    def __init__(self, max_pixels: int, detection: DetectionConfig | None = None) -> None:
         self.max_pixels = max_pixels
         self.detection = detection or DetectionConfig()
-        self.student_chip = student_chip
         self._detector: MtcnnDetector | None = None
         self._aligner: DlibAligner | None = None
         self._aligner_checked = False
@@ -298,6 +302,10 @@ class FaceDecoder:
                 budget.take_search(item.label)
             found = self.search(image)
         fills = bool(found) and _side(frame_face(found[0].box)) >= CHIP_FILL * min(image.shape[:2])
+        if detect == "auto" and small and fills and _eye_line(found[0]) >= TIGHT_EYE_LINE * image.shape[0]:
+            whole = (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))  # a tight crop: its own face box
+            framed = frame_face(whole)
+            return [replace(chip, face=FaceInput(image, framed), box=whole, face_px=_side(framed), input="crop")]
         if detect == "auto" and (fills or (small and not found)):  # a chip, taken whole
             return [chip]
         # A small image keeps its plain hash: the same bytes enrolled before it was searched are the same face.
@@ -384,21 +392,16 @@ class FaceDecoder:
         left, top, right, bottom = found.box
         shown = (max(left, 0.0), max(top, 0.0), min(right, float(width)), min(bottom, float(height)))
         framed = frame_face(found.box)
+        try:  # the aligned chip from the detector's landmarks (lrface.landmarks), else the framed box
+            face = FaceInput(landmark_chip(image, found.landmarks), None)
+        except LandmarkError:
+            face = FaceInput(image, framed)
         aligner = self.aligner()
 
-        def aligned() -> FaceInput:  # dlib's chip, as the training chips (the teacher's and the student's) were made
+        def aligned() -> FaceInput:  # dlib's chip, as the teacher's training chips were made
             assert aligner is not None
             return FaceInput(aligner.align(image, found.box), None)
 
-        teacher_input: FaceInput | Callable[[], FaceInput]
-        if aligner is not None and self.student_chip == "dlib":  # one chip for both models
-            face = teacher_input = aligned()
-        else:
-            try:  # the aligned chip from the detector's landmarks (lrface.landmarks), else the framed box
-                face = FaceInput(landmark_chip(image, found.landmarks), None)
-            except LandmarkError:
-                face = FaceInput(image, framed)
-            teacher_input = aligned if aligner is not None else face  # dlib's chip aligned on first use
         return replace(
             base,
             face=face,
@@ -407,7 +410,7 @@ class FaceDecoder:
             face_px=_side(framed),
             input="detected",
             detection_score=round(float(found.score), 4),
-            teacher_input=teacher_input,
+            teacher_input=aligned if aligner is not None else face,
         )
 
     def decode_all(
@@ -432,6 +435,11 @@ def largest_face(faces: Sequence[DecodedFace], label: str) -> DecodedFace:
             f"enrol a photo of the subject alone, crop it, or give the face's box"
         )
     return faces[0]
+
+
+def _eye_line(found: Detection) -> float:
+    """The height of the eyes (the mean of the detector's first two landmarks), in the image's pixels."""
+    return (found.landmarks[0][1] + found.landmarks[1][1]) / 2
 
 
 def _side(box: Sequence[float]) -> float:

@@ -60,21 +60,9 @@ def bench_frames(
     headers = {"X-API-Key": api_key} if api_key else {}
     results: dict[str, Any] = {"people_enrolled": len(names), "frames": frames, "frame_size": "1280x720"}
     with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
-        started = time.perf_counter()
-        boxed = 0
-        for i, name in enumerate(tqdm(names, desc="enrolling", disable=not progress)):
-            photo = split.test[name][0]
-            files = {"images": (photo.name, photo.read_bytes(), "image/jpeg")}
-            answer = client.post(f"/gallery/subjects/p{i:04d}/faces", files=files)
-            box = photo_subject_box(load_image_file(photo), detector) if answer.status_code == 422 else None
-            if box is not None:  # two people of similar size: say which, as a user would
-                answer = client.post(f"/gallery/subjects/p{i:04d}/faces", files=files,
-                                     data={"box": ",".join(f"{v:.1f}" for v in box)})  # fmt: skip
-                boxed += 1
-            answer.raise_for_status()
-        results["enrol_s"] = round(time.perf_counter() - started, 1)
-        results["enrolled_with_a_box"] = boxed
-        sources, aligned = _sources(split.test, names, detector, seed)
+        enrolled = enrol_test_people(client, split.test, names, detector, progress)
+        results["enrol_s"], results["enrolled_with_a_box"] = enrolled
+        sources, aligned = source_faces(split.test, names, detector, seed)
         scenes = synthetic_frames(
             sources, frames, [s / FRAME_SCALE for s in SIZES], seed=seed
         )  # box sides: their framed squares are SIZES
@@ -119,7 +107,28 @@ def bench_frames(
     return results
 
 
-def _sources(
+def enrol_test_people(
+    client: httpx.Client, people: dict[str, list[Path]], names: list[str], detector: MtcnnDetector, progress: bool
+) -> tuple[float, int]:
+    """Each person's first photo enrolled as ``p0000``, ``p0001``, ... (the service finds the face; a photo
+    it refuses for two faces of similar size is sent again with its subject's box, as a user would):
+    ``(seconds, photos sent with a box)``."""
+    started = time.perf_counter()
+    boxed = 0
+    for i, name in enumerate(tqdm(names, desc="enrolling", disable=not progress)):
+        photo = people[name][0]
+        files = {"images": (photo.name, photo.read_bytes(), "image/jpeg")}
+        answer = client.post(f"/gallery/subjects/p{i:04d}/faces", files=files)
+        box = photo_subject_box(load_image_file(photo), detector) if answer.status_code == 422 else None
+        if box is not None:
+            answer = client.post(f"/gallery/subjects/p{i:04d}/faces", files=files,
+                                 data={"box": ",".join(f"{v:.1f}" for v in box)})  # fmt: skip
+            boxed += 1
+        answer.raise_for_status()
+    return round(time.perf_counter() - started, 1), boxed
+
+
+def source_faces(
     people: dict[str, list[Path]], names: list[str], detector: MtcnnDetector, seed: int
 ) -> tuple[list[SourceFace], list[np.ndarray]]:
     """Every test photo but each person's enrolled first one, shuffled; with its aligned chip."""

@@ -119,3 +119,15 @@ def cpu_seconds(pid: int) -> float:
         family |= {p for p, (parent, _) in stats.items() if parent in family}
         grew = len(family) > before
     return sum(stats[p][1] for p in family if p in stats)
+
+
+@contextmanager
+def fresh_server() -> Iterator[ServerProcess]:
+    """The service on loopback over an empty gallery in a temporary folder, without API keys (what the
+    benchmarks start when no ``--url`` is given); stopped, and its folder removed, on exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server({"LRFACE_GALLERY_DIR": tmp, "LRFACE_API_KEYS": ""}, timeout=600, quiet=True)
+        try:
+            yield server
+        finally:
+            server.stop()

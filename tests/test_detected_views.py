@@ -5,6 +5,7 @@ share the config asks for, and validation scores rank-1 of the faces found (a mi
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,8 @@ def test_the_dataset_uses_a_found_view_in_the_share_asked_for_mirrored_with_its_
     rng = np.random.default_rng(0)
     views = rng.integers(0, 255, (len(data.labels), 16, 16, 3), dtype=np.uint8)
     found = np.arange(len(data.labels)) % 2 == 0  # odd rows: not found
-    dataset = DistillDataset(data, 16, AugmentConfig(detected_view_probability=1.0), detected=(views, found))
+    with_views = replace(data, detected=(views, found))
+    dataset = DistillDataset(with_views, 16, AugmentConfig(detected_view_probability=1.0))
     for index in range(len(data.labels)):
         item = dataset[index]
         lr = item["lr"].numpy()
@@ -69,7 +71,7 @@ def test_the_dataset_uses_a_found_view_in_the_share_asked_for_mirrored_with_its_
         else:
             assert np.array_equal(lr, plain)
             assert np.array_equal(item["target"].numpy(), data.emb[index])
-    none = DistillDataset(data, 16, AugmentConfig(detected_view_probability=0.0), detected=(views, found))
+    none = DistillDataset(with_views, 16, AugmentConfig(detected_view_probability=0.0))
     assert not any(np.array_equal(none[i]["lr"].numpy(), normalise(views[i])) for i in range(len(data.labels)))
 
 

@@ -18,7 +18,7 @@ from lrface.model_card import DistantViews, GalleryFromTeacher, ModelCardError, 
 from lrface.settings import BUNDLED_MODEL_DIR, Settings
 from service.embedders import Embedders
 from service.faces import FaceDecoder, ImageItem
-from tests.faces import lfw_faces
+from tests.faces import aligned_chip, lfw_faces
 from tests.server import running_server
 
 pytestmark = pytest.mark.skipif(
@@ -119,7 +119,7 @@ def test_a_16px_probe_is_identified_against_the_enrolled_hr_photos(tmp_path: Pat
         hits = 0
         for name in people:
             photo = lfw_faces(name, 3)[2]
-            chip = Image.open(photo).convert("RGB").crop((70, 70, 180, 180)).resize((16, 16), Image.Resampling.BOX)
+            chip = Image.fromarray(aligned_chip(photo, 16))
             found = client.post("/identify", json={"image": {"data": _png_b64(chip)}}).json()
             assert found["embedder"] == "student" and found["input"] == "chip"
             assert found["threshold"] == chip_threshold

@@ -140,32 +140,27 @@ def test_the_chip_shows_a_point_where_the_transform_puts_it(scale: float, width:
     assert np.abs(centroid - expected).max() < 0.1, (scale, centroid, expected)
 
 
-def test_the_service_gives_a_detected_face_its_landmark_chip_or_dlibs_and_falls_back_to_the_box() -> None:
+def test_the_service_gives_a_detected_face_its_landmark_chip_and_falls_back_to_the_box() -> None:
     from dataclasses import replace
 
     from lrface.embedder import FaceInput
     from service.faces import DecodedFace, FaceDecoder
 
+    decoder = FaceDecoder(40_000_000)
     image = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     points = TEMPLATE / 6.0 + np.array([60.0, 40.0])  # a 25-px face: its chip 150 / 6 px a side
     found = Detection(box=(62.0, 42.0, 82.0, 66.0), score=0.99, landmarks=tuple(map(tuple, points.tolist())))
     base = DecodedFace(FaceInput(image, None), "", None)
-    framed = frame_face(found.box)
-    by_landmarks = FaceDecoder(40_000_000)  # the service's default
-    decoded = by_landmarks._detected(base, image, "d", found)
+    decoded = decoder._detected(base, image, "d", found)
     assert decoded.face.box is None and np.array_equal(decoded.face.image, landmark_chip(image, found.landmarks))
+    framed = frame_face(found.box)
     assert decoded.face_px == round(framed[2] - framed[0], 1)  # its size: still the framed box's side
-    by_dlib = FaceDecoder(40_000_000, student_chip="dlib")._detected(base, image, "d", found)  # where dlib is
-    assert by_dlib.face_px == decoded.face_px
-    aligner = by_landmarks.aligner()
-    if aligner is not None:  # the teacher: dlib's own alignment of the face; the student too where asked
-        dlib_chip = aligner.align(image, found.box)
-        assert np.array_equal(decoded.teacher_face().image, dlib_chip)
-        assert np.array_equal(by_dlib.face.image, dlib_chip) and by_dlib.teacher_face() is by_dlib.face
+    aligner = decoder.aligner()
+    if aligner is not None:  # the teacher: dlib's own alignment of the face
+        assert np.array_equal(decoded.teacher_face().image, aligner.align(image, found.box))
     else:
         assert decoded.teacher_face() is decoded.face
-        assert np.array_equal(by_dlib.face.image, decoded.face.image)
-    broken = by_landmarks._detected(base, image, "d", replace(found, landmarks=((1.0, 1.0),) * 5))
+    broken = decoder._detected(base, image, "d", replace(found, landmarks=((1.0, 1.0),) * 5))
     assert broken.face.image is image and broken.face.box == framed and broken.face_px == decoded.face_px
 
 

@@ -142,6 +142,14 @@ def test_a_pack_carries_detected_views_and_a_run_from_it_needs_no_detector(
         assert back.detected_recipe == sent.detected_recipe != ""
     assert train_back.detected_recipe != val_back.detected_recipe  # validation's sides and quality are fixed
 
+    from lrface.preprocessing import normalise
+
+    views, found = train_back.detected  # type: ignore[misc]
+    every = DistillDataset(train_back, 16, AugmentConfig(detected_view_probability=1.0, flip=False))
+    assert found.any() and not found.all()
+    for row in range(len(found)):  # a found face's view is its input, bit for bit; the others are not
+        assert np.array_equal(every[row]["lr"].numpy(), normalise(views[row])) == bool(found[row])
+
     def no_detector(*_: object, **__: object) -> tuple[np.ndarray, np.ndarray]:
         raise AssertionError("the views were made again")
 
@@ -154,3 +162,7 @@ def test_a_pack_carries_detected_views_and_a_run_from_it_needs_no_detector(
     other = config.model_copy(update={"augment": elsewhere})
     with pytest.raises(ValueError, match="write the pack again"):
         with_detected_views(other, train_back, val_back)
+    with pytest.raises(ValueError, match="write the pack again"):  # validation's views are checked too
+        with_detected_views(config, train_back, replace(val_back, detected_recipe="another"))
+    with pytest.raises(ValueError, match="3 detected views for 12 faces"):
+        with_detected_views(config, replace(train_back, detected=(views[:3], found[:3])), val_back)

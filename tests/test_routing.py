@@ -5,18 +5,16 @@ teacher embeddings, smaller ones by the student. Real photos, a real server."""
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from lrface.alignment import aligner_available
 from lrface.model_card import Routing, load_card
 from lrface.teacher import DLIB_VERSION
-from tests.faces import lfw_faces
+from tests.faces import aligned_chip_png, lfw_faces
 from tests.model_fixtures import write_tiny_model
 from tests.server import running_server
 
@@ -33,10 +31,7 @@ def _routed_model(directory: Path, min_face_px: int = 40) -> Path:
 
 
 def _small_chip(photo: Path, side: int = 16) -> bytes:
-    face = Image.open(photo).convert("RGB").crop((75, 75, 175, 175)).resize((side, side), Image.Resampling.BOX)
-    buffer = io.BytesIO()
-    face.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return aligned_chip_png(photo, side)
 
 
 def test_large_faces_go_to_the_teacher_small_ones_to_the_student(tmp_path: Path) -> None:

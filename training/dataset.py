@@ -92,13 +92,14 @@ class DistillDataset(Dataset[dict[str, torch.Tensor]]):
         seed: int = 0,
         hr_size: int | None = None,
         detector_crops: float = 0.0,
-        detected: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.data, self.input_size, self.augment, self.seed, self.hr_size = data, input_size, augment, seed, hr_size
         if detector_crops > 0 and data.detector_chips is None:
             raise ValueError("detector_crops > 0 needs the faces' detector-box chips")
         self.detector_crops = detector_crops
-        self.detected = detected  # each face's detected view and whether it was found (training.detected_views)
+        # each face's detected view and whether it was found (training.detected_views), where the config uses them
+        uses = augment is not None and augment.detected_view_probability > 0
+        self.detected = data.detected if uses else None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -80,9 +80,14 @@ def with_detected_views(
 def _attached(
     faces: Faces, args: tuple[int, tuple[int, ...], tuple[int, int] | int, int], cache: Path, progress: bool
 ) -> Faces:
+    # The chips' side is not part of it: a pack's chips are canonical (64 px), as the loop's are but for
+    # a run with an HR assistant (larger chips), whose views a pack would not reproduce.
     wanted = recipe(*args)
     if faces.detected is not None:
-        if faces.detected_recipe != wanted or len(faces.detected[1]) != len(faces.chips):
+        if len(faces.detected[1]) != len(faces.chips):
+            count = len(faces.detected[1])
+            raise ValueError(f"{count} detected views for {len(faces.chips)} faces: write the pack again")
+        if faces.detected_recipe != wanted:
             raise ValueError(
                 f"the detected views given were made as {faces.detected_recipe or 'unknown'}, "
                 f"the config asks for {wanted}: write the pack again"

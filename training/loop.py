@@ -200,9 +200,7 @@ def train(
         from training.detected_views import with_detected_views
 
         train_data, val = with_detected_views(config, train_data, val, progress and rank == 0)
-    dataset = DistillDataset(
-        train_data, config.input_size, augment, config.seed, hr_size, config.detector_crops, train_data.detected
-    )
+    dataset = DistillDataset(train_data, config.input_size, augment, config.seed, hr_size, config.detector_crops)
     sampler: DistributedSampler[dict[str, torch.Tensor]] | None = (
         DistributedSampler(dataset, world, rank, shuffle=True, seed=config.seed) if world > 1 else None
     )

@@ -57,10 +57,10 @@ IncludeInput = Annotated[
     Field(description="Add to each face the model's input as the model saw it (`input_png`, a PNG data URL)."),
 ]
 InputKind = Annotated[
-    Literal["chip", "detected", "box"],
+    Literal["chip", "crop", "detected", "box"],
     Field(
-        description="How the face was taken: 'chip' (the whole image), 'detected' (found by the detector), 'box' "
-        "(the client's box)."
+        description="How the face was taken: 'chip' (the whole image), 'crop' (a small image cut tight around a "
+        "face, framed as its own box), 'detected' (found by the detector), 'box' (the client's box)."
     ),
 ]
 
@@ -204,7 +204,7 @@ class IdentifyResponse(BaseModel):
     face_px: float | None = Field(
         None, description="The largest face's side (a fused track: its smallest face's); None: an embedding."
     )
-    input: Literal["chip", "detected", "box", "embedding"] | None = Field(
+    input: Literal["chip", "crop", "detected", "box", "embedding"] | None = Field(
         None, description="How the largest face was taken; None when there is none."
     )
     fused: int | None = Field(None, description="Faces averaged into the searched embedding (fuse=true).")
@@ -232,7 +232,7 @@ class VerifyRequest(Strict):
     gallery: GalleryName = Field("default", description="The gallery of `subject_id`.")
 
 
-ProbeKind = Literal["chip", "detected", "box", "embedding"]
+ProbeKind = Literal["chip", "crop", "detected", "box", "embedding"]
 
 
 class VerifyResponse(BaseModel):
