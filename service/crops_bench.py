@@ -20,7 +20,6 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-from lrface.alignment import DlibAligner
 from lrface.data.lfw import identity_split
 from lrface.detection import MtcnnDetector
 from lrface.preprocessing import encode_image, frame_face, resize
@@ -57,19 +56,18 @@ def bench_crops(
     split = identity_split(lfw_root)
     names = sorted(split.test)[:people]
     detector = MtcnnDetector(min_face_px=20)  # the subject's box in each photo
-    aligner = DlibAligner()
     headers = {"X-API-Key": api_key} if api_key else {}
     results: dict[str, Any] = {"people_enrolled": len(names)}
     with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
         results["enrol_s"], results["enrolled_with_a_box"] = enrol_test_people(
             client, split.test, names, detector, progress
         )
-        sources, _ = source_faces(split.test, names, detector, seed)
+        # shuffled: the first ``probes`` whose cuts all lie inside the photo
+        sources, chips = source_faces(split.test, names, detector, seed, limit=3 * probes)
         cuts: list[tuple[int, dict[str, np.ndarray]]] = []
-        for source in sources:  # shuffled: the first ``probes`` whose cuts all lie inside the photo
+        for source, aligned in zip(sources, chips, strict=True):
             tight, framed = (_cut(source.image, _square(b)) for b in (source.box, frame_face(source.box)))
             if tight is not None and framed is not None:
-                aligned = aligner.align(source.image, source.box)
                 cuts.append((source.person, {"aligned": aligned, "tight": tight, "framed": framed}))
             if len(cuts) == probes:
                 break

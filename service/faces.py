@@ -10,8 +10,9 @@ pixel limits), then take the face as the client asked (``detect``):
   is found. A small image is searched enlarged, with margins (:meth:`FaceDecoder.search_small`): a crop
   around a face (a face of 12 px in a 20-px crop) yields its face as a frame's would, where it used to
   be taken whole and missed (crops 1.5 times MTCNN's box at 20 px, validation people: rank-1 4% whole);
-  a small image whose face fills it but sits lower than in an aligned chip (:data:`TIGHT_EYE_LINE`: a
-  detector's box cut out) is framed as its own box (``input: crop``), as a client's box covering it is.
+  a small, squarish image whose face fills it but sits lower than in an aligned chip
+  (:data:`TIGHT_EYE_LINE`: a detector's box cut out) is framed as its own box (``input: crop``), as a
+  client's box covering it is.
 
 A client ``box`` always names the face (no search) and goes to the models through
 :func:`lrface.preprocessing.frame_face`, which also measures every face's size. A face the detector
@@ -71,14 +72,18 @@ CHIP_FILL = 0.7
 # a crop 1.5 times that box: only the last falls under CHIP_FILL (a crop around a face, not a chip). The
 # search costs the service about 11% of its throughput on 24-px chips (`lrface bench load`; at 160 px, 30%).
 SMALL_SEARCH_SIDE = 72
-# A small image whose face fills it is a chip (taken whole) where the eyes sit where an aligned chip holds
-# them, and a face detector's tight crop (its box cut out) where they sit lower: at or below this share of
-# the image's height (the mean of the two eyes the search finds), the image is taken as its own face box
-# and framed by the framing rule, as a client's box is. On validation people's photos (240 a size, 12-64
-# px; 5th / 50th / 95th percentile): aligned chips 0.25-0.29 / 0.27-0.32 / 0.29-0.33 (0-3.7% at or below
-# it), the square of MTCNN's box 0.31-0.36 / 0.36-0.40 / 0.40-0.44 (94-98% from 16 px, 82% at 12 px),
-# crops by the framing rule 0.22-0.27 / 0.28-0.32 / 0.32-0.36 (1-25%, more the larger).
-TIGHT_EYE_LINE = 0.335
+# A small, squarish image whose face fills it is a chip (taken whole) where the eyes sit where an aligned
+# chip holds them, and a face detector's tight crop (its box cut out) where they sit lower: at or below
+# this share of the image's height (the mean of the two eyes the search finds, pixel centres at i + 0.5),
+# the image is taken as its own face box and framed by the framing rule, as a client's box covering it
+# is. Chosen on validation people's photos (240 a size, 12-64 px; 5th / 50th / 95th percentile): aligned
+# chips 0.29-0.31 / 0.32-0.33 / 0.33-0.34 (0-1.6% at or below it), the square of MTCNN's box 0.35-0.37 /
+# 0.40-0.41 / 0.44-0.45 (96-98%), squares cut by the framing rule 0.27-0.28 / 0.32-0.33 / 0.36-0.37 (9-17%).
+TIGHT_EYE_LINE = 0.35
+# Only an image at most this much longer than wide (or wider than tall) is taken for a tight crop: a face
+# box is about square (MTCNN's 1.0-1.1, others' up to 1.3); a longer image filled by its face across its
+# shorter side is a loose crop along the other, whose centre need not be the face's.
+TIGHT_ASPECT = 1.3
 # Enrolment refuses a photo whose second face is at least this share of the largest one's side: two
 # people at about the same distance from the camera, and no way to know which one is the subject. On
 # 300 random LFW photos 43 held two or more faces: the second's side was 0.21-1.08 of the largest's
@@ -302,10 +307,13 @@ class FaceDecoder:
                 budget.take_search(item.label)
             found = self.search(image)
         fills = bool(found) and _side(frame_face(found[0].box)) >= CHIP_FILL * min(image.shape[:2])
-        if detect == "auto" and small and fills and _eye_line(found[0]) >= TIGHT_EYE_LINE * image.shape[0]:
+        if detect == "auto" and small and fills and _tight(image, found[0]):
             whole = (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))  # a tight crop: its own face box
             framed = frame_face(whole)
-            return [replace(chip, face=FaceInput(image, framed), box=whole, face_px=_side(framed), input="crop")]
+            return [  # the hash of a client box covering it: the same face, the same embedding
+                replace(chip, face=FaceInput(image, framed), digest=content_hash(item.data, whole), box=whole,
+                        face_px=_side(framed), input="crop")
+            ]  # fmt: skip
         if detect == "auto" and (fills or (small and not found)):  # a chip, taken whole
             return [chip]
         # A small image keeps its plain hash: the same bytes enrolled before it was searched are the same face.
@@ -437,9 +445,13 @@ def largest_face(faces: Sequence[DecodedFace], label: str) -> DecodedFace:
     return faces[0]
 
 
-def _eye_line(found: Detection) -> float:
-    """The height of the eyes (the mean of the detector's first two landmarks), in the image's pixels."""
-    return (found.landmarks[0][1] + found.landmarks[1][1]) / 2
+def _tight(image: np.ndarray, found: Detection) -> bool:
+    """Whether ``image`` is a face detector's tight crop of ``found`` (:data:`TIGHT_EYE_LINE`,
+    :data:`TIGHT_ASPECT`): about square, the eyes (the detector's first two landmarks, pixel centres)
+    low in it."""
+    height, width = image.shape[:2]
+    eyes = (found.landmarks[0][1] + found.landmarks[1][1]) / 2 + 0.5  # pixel i spans [i, i + 1) from the top
+    return max(height, width) <= TIGHT_ASPECT * min(height, width) and eyes >= TIGHT_EYE_LINE * height
 
 
 def _side(box: Sequence[float]) -> float:

@@ -129,9 +129,10 @@ def enrol_test_people(
 
 
 def source_faces(
-    people: dict[str, list[Path]], names: list[str], detector: MtcnnDetector, seed: int
+    people: dict[str, list[Path]], names: list[str], detector: MtcnnDetector, seed: int, limit: int | None = None
 ) -> tuple[list[SourceFace], list[np.ndarray]]:
-    """Every test photo but each person's enrolled first one, shuffled; with its aligned chip."""
+    """Every test photo but each person's enrolled first one (the first ``limit`` of them), shuffled; with
+    its aligned chip."""
     aligner = DlibAligner()
     photos = [(i, f) for i, n in enumerate(names) for f in people[n][1:]]
     order = np.random.default_rng(seed).permutation(len(photos))
@@ -144,6 +145,8 @@ def source_faces(
             continue
         sources.append(SourceFace(image, box, person))
         aligned.append(aligner.align(image, box))
+        if len(sources) == limit:
+            break
     return sources, aligned
 
 

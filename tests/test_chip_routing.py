@@ -96,7 +96,7 @@ def test_the_chip_routing_fuses_where_both_models_beat_either_and_serves_the_res
     assert plain["fusion"] is None and "rank1_fused" not in plain["by_size"]["20"]  # no centred space: no fusion
 
 
-def test_chips_are_served_by_their_side_student_fused_teacher_and_boxes_likewise() -> None:
+def test_chips_are_served_by_their_side_student_fused_teacher_and_boxes_and_crops_likewise() -> None:
     face = FaceInput(np.zeros((8, 8, 3), np.uint8), None)
     routing = Routing(teacher_version="v", min_face_px=20, threshold=0.9, detected_min_face_px=28.0,
                       chip_min_face_px=26.0, chip_fusion=CHIPS)  # fmt: skip
@@ -106,7 +106,8 @@ def test_chips_are_served_by_their_side_student_fused_teacher_and_boxes_likewise
     embedders = Embedders(student=student, teacher=teacher, routing=routing)  # type: ignore[arg-type]
     chips = [DecodedFace(face, "", None, face_px=px, input="chip") for px in (17.9, 18.0, 25.9, 26.0)]
     boxes = [DecodedFace(face, "", (0, 0, 1, 1), face_px=px, input="box") for px in (17.9, 18.0, 25.9, 26.0)]
-    for faces in (chips, boxes):
+    crops = [DecodedFace(face, "", (0, 0, 1, 1), face_px=px, input="crop") for px in (17.9, 18.0, 25.9, 26.0)]
+    for faces in (chips, boxes, crops):  # a tight crop is served as the client's box covering it would be
         assert [embedders.space_for(f) for f in faces] == ["student", "student", "student", "teacher"]
         assert [embedders.fuses(f) for f in faces] == [False, True, True, False]
         assert embedders.threshold("student", faces=faces[1:3]) == CHIPS.threshold

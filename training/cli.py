@@ -119,8 +119,8 @@ def pack(
     train_data, val = _prepared(cfg)
     if cfg.augment_enabled and cfg.augment.detected_view_probability > 0:  # made here, where the detector is
         train_data, val_views = with_detected_views(cfg, canonical_chips(train_data), val)
-        assert val_views is not None  # None only for no validation faces
-        val = val_views
+        if val_views is not None:
+            val = val_views
     size = write_pack(out, train_data, val, quality)
     faces = f"{len(train_data.labels)} training faces, {len(val.chips)} validation faces"
     typer.echo(f"wrote {out}: {faces}, {size / 2**20:.1f} MiB")
