@@ -22,22 +22,16 @@ from tqdm import tqdm
 
 from lrface.data.lfw import identity_split
 from lrface.detection import MtcnnDetector
-from lrface.preprocessing import encode_image, frame_face, resize
+from lrface.preprocessing import encode_image, frame_face, resize, square_box
 from service.frames_bench import enrol_test_people, source_faces
 
 SIDES = (16, 20, 24, 32)
 CUTS = ("aligned", "tight", "framed")
 
 
-def _square(box: Sequence[float]) -> tuple[int, int, int, int]:
-    """The square of ``box``'s longer side around its centre, in whole pixels."""
-    cx, cy, half = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, max(box[2] - box[0], box[3] - box[1]) / 2
-    left, top, right, bottom = (int(round(v)) for v in (cx - half, cy - half, cx + half, cy + half))
-    return left, top, right, bottom
-
-
-def _cut(image: np.ndarray, square: tuple[int, int, int, int]) -> np.ndarray | None:
-    left, top, right, bottom = square
+def _cut(image: np.ndarray, box: Sequence[float]) -> np.ndarray | None:
+    """The square around ``box`` (:func:`lrface.preprocessing.square_box`), None where it leaves the image."""
+    left, top, right, bottom = square_box(box, image.shape[1], image.shape[0])
     inside = left >= 0 and top >= 0 and right <= image.shape[1] and bottom <= image.shape[0]
     return image[top:bottom, left:right] if inside else None
 
@@ -66,7 +60,7 @@ def bench_crops(
         sources, chips = source_faces(split.test, names, detector, seed, limit=3 * probes)
         cuts: list[tuple[int, dict[str, np.ndarray]]] = []
         for source, aligned in zip(sources, chips, strict=True):
-            tight, framed = (_cut(source.image, _square(b)) for b in (source.box, frame_face(source.box)))
+            tight, framed = (_cut(source.image, b) for b in (source.box, frame_face(source.box)))
             if tight is not None and framed is not None:
                 cuts.append((source.person, {"aligned": aligned, "tight": tight, "framed": framed}))
             if len(cuts) == probes:

@@ -125,7 +125,7 @@ def detected_views(
     ``qualities``: a range drawn from, or one quality. Seeded by ``seed`` and the row; kept in ``cache``
     (a folder) under a key of the chips and the settings."""
     key = hashlib.sha256(np.ascontiguousarray(chips).tobytes())
-    key.update(repr((VERSION, chips.shape, size, tuple(sides), qualities, seed, *_detector_settings())).encode())
+    key.update(f"{chips.shape}{recipe(size, tuple(sides), qualities, seed)}".encode())
     path = None if cache is None else cache / f"{key.hexdigest()[:24]}.npz"
     if path is not None and path.is_file():
         with np.load(path) as stored:
