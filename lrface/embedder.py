@@ -71,6 +71,12 @@ class FaceInput:
     image: np.ndarray  # decoded uint8 RGB
     box: tuple[float, float, float, float] | None = None
 
+    def mirrored(self) -> FaceInput:
+        """The same face seen in a mirror: the image flipped left to right, the box with it."""
+        width = self.image.shape[1]
+        box = None if self.box is None else (width - self.box[2], self.box[1], width - self.box[0], self.box[3])
+        return FaceInput(np.ascontiguousarray(self.image[:, ::-1]), box)
+
 
 class OnnxEmbedder:
     """Embeds faces with a released model; ``batch`` bounds the inputs run at once."""

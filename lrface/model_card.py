@@ -57,9 +57,19 @@ class Fusion(BaseModel):
         description="Same-person cosine of a fused probe against the student's gallery (validation people)."
     )
     validation: dict[str, Any] = Field(default_factory=dict, description="What the threshold was chosen on.")
+    student_on_both_chips: bool = Field(
+        False,
+        description="The student's half is the mean of its embeddings of its own input and of the teacher's (for a "
+        "detected face: the landmark chip and dlib's aligned chip; mean_of_views).",
+    )
+    teacher_mirrored: bool = Field(
+        False, description="The teacher's half is the mean of its embeddings of its input and of its mirror image."
+    )
 
     def vectors(self, student: np.ndarray, teacher: np.ndarray, space: GalleryFromTeacher) -> np.ndarray:
-        """The fused probes of these faces (:func:`fused_vectors` at :attr:`student_weight`)."""
+        """The fused probes of these faces (:func:`fused_vectors` at :attr:`student_weight`); ``student``
+        and ``teacher``: each model's embeddings of them, made as :attr:`student_on_both_chips` and
+        :attr:`teacher_mirrored` say (``service.embedders.Embedders.embed``)."""
         return fused_vectors(student, teacher, self.student_weight, space)
 
 
@@ -77,6 +87,12 @@ def fused_vectors(
     probes: ``student_weight`` of the student's and the rest of the teacher's centred one
     (:meth:`GalleryFromTeacher.vectors`), re-normalised (the one rule: service and calibration)."""
     return _unit(student_weight * np.asarray(student, np.float32) + (1.0 - student_weight) * space.vectors(teacher))
+
+
+def mean_of_views(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Unit embeddings ``(N, D)`` of the same faces seen two ways (two chips, or a chip and its mirror)
+    -> their mean, re-normalised (the one rule: service and calibration, :class:`Fusion`)."""
+    return _unit(np.asarray(first, np.float32) + np.asarray(second, np.float32))
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

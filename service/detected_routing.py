@@ -16,8 +16,9 @@ the fusion below it that maximise rank-1 over all the faces are the ones to use 
 cheaper threshold: :func:`choose_threshold`; a weight of 1 is the student alone), with the fusion's
 same-person threshold (:func:`_choose_fusion`), and, chosen with them, the weight of each enrolled
 face's distant views in the student's gallery (:func:`_choose_views`,
-:class:`lrface.model_card.DistantViews`). Beside them, for the record of
-why detected faces are seen so: the student on the framed box
+:class:`lrface.model_card.DistantViews`), and how a fused face is seen (:func:`_choose_probe_views`: the
+student on its landmark chip alone or with dlib's chip too, the teacher with its mirror image or not).
+Beside them, for the record of why detected faces are seen so: the student on the framed box
 (:func:`lrface.preprocessing.frame_face`) and on dlib's chip (the teacher's) instead of the landmark
 chip, and the teacher on the landmark chip of the same faces; and
 for the record of what compression costs the student, the same frames sent losslessly (PNG) and at a
@@ -51,6 +52,7 @@ from lrface.model_card import (
     DistantViews,
     GalleryFromTeacher,
     fused_vectors,
+    mean_of_views,
     with_distant_views,
 )
 from lrface.preprocessing import FRAME_SCALE, encode_image, frame_face, hr_to_lr, load_image, load_image_file
@@ -82,6 +84,9 @@ FRAME_SIDE = 160  # one face a frame: the search is quick and every face counts 
 # 963 test people). Among the 125 validation people alone the student's noisier embeddings rank the
 # right person first more often than among 963, and the switch came out 2 px too high.
 GALLERY_SIZE = 963
+# How a fused face is seen (Fusion.student_on_both_chips, Fusion.teacher_mirrored), the cheapest first: the
+# student's embedding of the teacher's chip costs a 16-px forward pass, the teacher's of the mirror a 150-px one.
+PROBE_VIEWS = ((False, False), (True, False), (False, True), (True, True))
 # The student on the same frames sent otherwise: column name, format, JPEG quality.
 OTHER_ENCODINGS = (("png", "PNG", 100), ("jpeg75", "JPEG", 75))
 
@@ -177,6 +182,8 @@ def calibrate_detected_routing(
     rows: list[tuple[float, ...]] = []
     student: list[np.ndarray] = []  # each face's student and teacher embeddings, for the fusion
     teacher: list[np.ndarray] = []
+    on_teacher_chip: list[np.ndarray] = []  # the student on the teacher's chip, the teacher on its mirror
+    mirrored: list[np.ndarray] = []
     # the student on the framed box and on OTHER_ENCODINGS (None: missed there), searched once the gallery is chosen
     others: list[list[np.ndarray | None]] = []
     for size in sizes:
@@ -198,8 +205,10 @@ def calibrate_detected_routing(
             for _, fmt, quality in OTHER_ENCODINGS:  # the student on the frame sent otherwise, searched again
                 again = pasted_face(encode_image(frame.pixels, fmt, quality), pasted)
                 seen.append(None if again is None else embedders.student.embed([again.face])[0])
-            seen.append(embedders.student.embed([face.teacher_face()])[0])  # the student on dlib's chip
+            on_teacher_chip.append(embedders.student.embed([face.teacher_face()])[0])  # the student on dlib's chip
+            seen.append(on_teacher_chip[-1])
             others.append(seen)
+            mirrored.append(embedders.teacher.embed([face.teacher_face().mirrored()])[0])
             # as the teacher sees the face in the service, and on the landmark chip
             on_chip = embedders.teacher.embed([face.face])[0]
             rows.append((size, face.face_px, truth, hit(teacher[-1], truth), hit(on_chip, truth)))
@@ -217,9 +226,9 @@ def calibrate_detected_routing(
         **open_set(hr_probes, matrices["teacher"], people, chip_probes[1], embedders.routing.threshold),
         "probes": "validation people's HR photos (dlib-aligned), searched by the teacher",
     }
-    fusion = _choose_views(
-        np.stack(student), np.stack(teacher), table[:, 1], truths, table[:, 3], matrices["student"],
-        np.stack(views) if views else None, people, space, seed, chip_probes,
+    fusion = _choose_probe_views(
+        (np.stack(student), np.stack(on_teacher_chip)), (np.stack(teacher), np.stack(mirrored)), table[:, 1], truths,
+        table[:, 3], matrices["student"], np.stack(views) if views else None, people, space, seed, chip_probes,
     )  # fmt: skip
     chosen_gallery = fusion.pop("gallery")
     chip_routing = _choose_chip_routing(
@@ -335,6 +344,43 @@ def _choose_chip_routing(
         "teacher_from_face_px": switch,
         "fusion": fusion,
     }
+
+
+def _choose_probe_views(
+    student: tuple[np.ndarray, np.ndarray], teacher: tuple[np.ndarray, np.ndarray], face_px: np.ndarray,
+    truths: np.ndarray, teacher_hits: np.ndarray, gallery: np.ndarray, views: np.ndarray | None, people: np.ndarray,
+    space: GalleryFromTeacher | None, seed: int, chips: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """:func:`_choose_views` for each way of seeing a fused face (:data:`PROBE_VIEWS`): the student on its
+    own input alone or with the teacher's chip too (``student``: its embeddings of each), the teacher on
+    its input alone or with its mirror too (``teacher``: likewise), joined by
+    :func:`lrface.model_card.mean_of_views`; the cheapest whose best rank-1 over all faces is within
+    :data:`PLATEAU` of the best one's, its choice written into the fusion
+    (:attr:`lrface.model_card.Fusion.student_on_both_chips`, :attr:`~lrface.model_card.Fusion.teacher_mirrored`).
+    A way that serves no face fused (the student alone best) is not one: the service's student alone
+    reads its own input only."""
+    tried: dict[tuple[bool, bool], dict[str, Any]] = {}
+    for both, mirror in PROBE_VIEWS:
+        if (both or mirror) and space is None:
+            continue
+        seen = mean_of_views(*student) if both else student[0]
+        taught = mean_of_views(*teacher) if mirror else teacher[0]
+        result = _choose_views(seen, taught, face_px, truths, teacher_hits, gallery, views, people, space, seed, chips)
+        if result["fusion"] is not None or not (both or mirror):
+            tried[(both, mirror)] = result
+    best = {way: max(result["rank1_by_threshold"].values()) for way, result in tried.items()}
+    chosen = next(way for way in PROBE_VIEWS if way in best and best[way] >= max(best.values()) - 100 * PLATEAU)
+    plain = tried[(False, False)]  # the student alone as the service serves it: on its own input
+    result = {
+        **tried[chosen],
+        "rank1_by_threshold_student_alone": plain["rank1_by_threshold_student_alone"],
+        "rank1_by_weight": {**tried[chosen]["rank1_by_weight"], "1": plain["rank1_by_weight"]["1"]},
+    }
+    if result["fusion"] is not None:
+        result["fusion"] = {**result["fusion"], "student_on_both_chips": chosen[0], "teacher_mirrored": chosen[1]}
+    names = {way: f"student on {'both chips' if way[0] else 'its chip'}, teacher {'and mirror' if way[1] else 'alone'}"
+             for way in PROBE_VIEWS}  # fmt: skip
+    return {**result, "rank1_by_probe_views": {names[way]: rank1 for way, rank1 in best.items()}}
 
 
 def _choose_views(

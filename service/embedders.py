@@ -22,7 +22,14 @@ import numpy as np
 from lrface.alignment import aligner_available
 from lrface.degradation import distant_view
 from lrface.embedder import FaceInput, OnnxEmbedder
-from lrface.model_card import Fusion, GalleryFromTeacher, Routing, open_set_threshold, with_distant_views
+from lrface.model_card import (
+    Fusion,
+    GalleryFromTeacher,
+    Routing,
+    mean_of_views,
+    open_set_threshold,
+    with_distant_views,
+)
 from lrface.preprocessing import hr_chip
 from lrface.settings import OperatingPoint, Settings, get_settings
 from lrface.teacher import DlibEmbedder, TeacherUnavailable
@@ -245,21 +252,28 @@ class Embedders:
     ) -> np.ndarray:
         """Unit embeddings of ``faces`` in ``space``: the student's input (the framed square, or a
         detected face's landmark chip; fused with the teacher's view where :meth:`fuses`, unless ``fuse``
-        is False), or the teacher's view (dlib's aligned chip for a detected face, see
-        :meth:`DecodedFace.teacher_face`). ``teacher``: the faces' teacher embeddings, where already made."""
+        is False; each model's half made as the fusion says: :class:`lrface.model_card.Fusion`), or the
+        teacher's view (dlib's aligned chip for a detected face, see :meth:`DecodedFace.teacher_face`).
+        ``teacher``: the faces' plain teacher embeddings, where already made."""
         if space == "teacher":
             assert self.teacher is not None
             return self.teacher.embed([f.teacher_face() for f in faces])
         vectors = self.student.embed([f.face for f in faces])
-        fusions = [self.fusion_for(face) if fuse else None for face in faces]
-        fused = [i for i, fusion in enumerate(fusions) if fusion is not None]
-        if fused:
-            assert self.from_teacher is not None
-            views = self.embed([faces[i] for i in fused], "teacher") if teacher is None else teacher[fused]
-            for row, i in enumerate(fused):
-                fusion = fusions[i]
-                assert fusion is not None
-                vectors[i] = fusion.vectors(vectors[i : i + 1], views[row : row + 1], self.from_teacher)[0]
+        fused = [(i, fusion) for i, face in enumerate(faces) if fuse and (fusion := self.fusion_for(face)) is not None]
+        if not fused:
+            return vectors
+        assert self.from_teacher is not None and self.teacher is not None
+        at = [i for i, _ in fused]
+        views = self.embed([faces[i] for i in at], "teacher") if teacher is None else teacher[at].copy()
+        both = [i for i, fusion in fused if fusion.student_on_both_chips]
+        if both:  # the student's embedding of the teacher's chip joins that of its own input
+            vectors[both] = mean_of_views(vectors[both], self.student.embed([faces[i].teacher_face() for i in both]))
+        mirrored = [row for row, (_, fusion) in enumerate(fused) if fusion.teacher_mirrored]
+        if mirrored:  # the teacher's embedding of the mirror image joins its own
+            mirrors = self.teacher.embed([faces[at[row]].teacher_face().mirrored() for row in mirrored])
+            views[mirrored] = mean_of_views(views[mirrored], mirrors)
+        for row, (i, fusion) in enumerate(fused):
+            vectors[i] = fusion.vectors(vectors[i : i + 1], views[row : row + 1], self.from_teacher)[0]
         return vectors
 
     @property
@@ -281,7 +295,7 @@ class Embedders:
                 else f" (both fused from {chip.from_face_px:g} px, student weight {chip.student_weight:g})"
             )
             + ("" if detected is None else f"; {detected:g} px for detected faces")
-            + ("" if fused is None else f" (both fused below that, student weight {fused.student_weight:g})")
+            + ("" if fused is None else f" (both fused below that, {_how_fused(fused)})")
             + f"; teacher {self.teacher.model_id} from there"
             + ("; the student's gallery from the teacher's centred HR embeddings" if self.from_teacher else "")
             + (
@@ -290,3 +304,11 @@ class Embedders:
                 else ""
             )
         )
+
+
+def _how_fused(fusion: Fusion) -> str:
+    """The fusion's weight and how it sees a face, for :meth:`Embedders.describe`."""
+    seen = [f"student weight {fusion.student_weight:g}"]
+    seen += ["the student on both chips"] * fusion.student_on_both_chips
+    seen += ["the teacher with the mirror image"] * fusion.teacher_mirrored
+    return "; ".join(seen)

@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 from lrface.alignment import aligner_available
-from lrface.embedder import OnnxEmbedder
-from lrface.model_card import Fusion, GalleryFromTeacher, load_card
+from lrface.embedder import FaceInput, OnnxEmbedder
+from lrface.model_card import Fusion, GalleryFromTeacher, load_card, mean_of_views
+from lrface.preprocessing import face_to_input
 from lrface.settings import BUNDLED_MODEL_DIR
 from service.embedders import Embedders
 from service.faces import DecodedFace, FaceDecoder, ImageItem
@@ -189,3 +190,86 @@ def test_open_set_figures_search_each_probe_as_an_unknown_and_find_the_fpir_thre
     )
     alone = open_set(probes, gallery, people, truths, threshold=float("inf"))
     assert alone["at_threshold"]["fpir"] == 0.0 and alone["at_threshold"]["dir"] == 0.0
+
+
+def test_a_mirrored_face_is_the_image_and_its_box_flipped_and_the_model_input_flips_with_it() -> None:
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, size=(150, 150, 3), dtype=np.uint8)
+    face = FaceInput(image, (10.0, 20.0, 90.0, 110.0))
+    mirror = face.mirrored()
+    assert np.array_equal(mirror.image, image[:, ::-1]) and mirror.box == (60.0, 20.0, 140.0, 110.0)
+    again = mirror.mirrored()
+    assert np.array_equal(again.image, image) and again.box == face.box
+    whole = FaceInput(image)
+    assert whole.mirrored().box is None
+    one = face_to_input(whole.image, 16)
+    flipped = face_to_input(whole.mirrored().image, 16)
+    # the model sees the mirror of its input (to within the box filter's phase at 150 -> 64 px: a few grey levels)
+    assert np.abs(flipped - one[:, :, ::-1]).mean() < 0.1 * np.abs(flipped - one).mean()
+
+
+@needs_teacher
+def test_a_fusion_may_see_the_face_twice_the_student_on_both_chips_and_the_teacher_with_its_mirror() -> None:
+    """The card's fusion says how each model's half is made (:class:`Fusion`); enrolment and probes agree."""
+    embedders = Embedders.for_model(OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu", 1))
+    assert embedders.routing is not None and embedders.from_teacher is not None and embedders.teacher is not None
+    assert not FUSION.student_on_both_chips and not FUSION.teacher_mirrored  # a card without them: as before
+    faces = FaceDecoder(40_000_000).decode(ImageItem(_frame_with_small_faces(), "frame.png"), "true")
+    large, small = faces
+    own, dlib_chip = small.face, small.teacher_face()
+    assert not np.array_equal(own.image, dlib_chip.image)  # two chips of the face: the landmarks' and dlib's
+    student = embedders.student.embed([own, dlib_chip])
+    teacher = embedders.teacher.embed([dlib_chip, dlib_chip.mirrored()])
+    space = embedders.from_teacher
+    for both, mirror in ((True, False), (False, True), (True, True)):
+        fusion = FUSION.model_copy(update={"student_on_both_chips": both, "teacher_mirrored": mirror})
+        embedders.routing = embedders.routing.model_copy(
+            update={"detected_fusion": fusion, "detected_min_face_px": 30.0, "chip_fusion": None}
+        )
+        seen = mean_of_views(student[:1], student[1:]) if both else student[:1]
+        taught = mean_of_views(teacher[:1], teacher[1:]) if mirror else teacher[:1]
+        got = embedders.embed([large, small], "student")
+        assert np.allclose(got[1], fusion.vectors(seen, taught, space)[0], atol=1e-5), (both, mirror)
+        assert np.allclose(got[0], embedders.student.embed([large.face])[0], atol=1e-6)  # not fused: as it was
+        enrolled = embedders.gallery_vectors([large, small])  # the teacher's plain embeddings given: the same rule
+        assert np.allclose(enrolled[1], got[1], atol=1e-5)
+    plain = FUSION.vectors(student[:1], teacher[:1], space)[0]
+    assert not np.allclose(got[1], plain, atol=1e-3)  # both ways change the probe
+    assert "student on both chips" in embedders.describe() and "mirror image" in embedders.describe()
+
+
+def test_the_calibration_sees_a_fused_face_twice_only_where_the_second_view_adds_to_the_first() -> None:
+    """Second views with their own noise around the person's vector halve it (chosen); second views of
+    pure noise add nothing (the plain fusion kept, the cheaper)."""
+    from service.detected_routing import _choose_probe_views
+
+    rng = np.random.default_rng(5)
+    people = np.r_[np.arange(60), -np.ones(40, int)]
+    gallery = _unit(rng.normal(size=(100, 32))).astype(np.float32)
+    truths = rng.integers(0, 60, size=600)
+    space = GalleryFromTeacher(centre=[0.0] * 32, threshold=0.3)
+
+    def noisy(scale: float) -> np.ndarray:
+        return _unit(gallery[truths] + rng.normal(scale=scale, size=(600, 32)))
+
+    face_px, teacher_hits = np.full(600, 10.0), np.zeros(600)
+    student, teacher = noisy(0.6), noisy(0.6)
+    useful = _choose_probe_views((student, noisy(0.6)), (teacher, noisy(0.6)), face_px, truths, teacher_hits,
+                                 gallery, None, people, space, seed=0)  # fmt: skip
+    assert useful["fusion"]["student_on_both_chips"] and useful["fusion"]["teacher_mirrored"], useful[
+        "rank1_by_probe_views"
+    ]
+    ranks = useful["rank1_by_probe_views"]
+    plain = _choose_probe_views((student, student), (teacher, teacher), face_px, truths, teacher_hits,
+                                gallery, None, people, space, seed=0)  # fmt: skip
+    # the student alone is recorded as served (on its own input), whatever the fusion sees
+    assert useful["rank1_by_threshold_student_alone"] == plain["rank1_by_threshold_student_alone"]
+    assert useful["rank1_by_weight"]["1"] == plain["rank1_by_weight"]["1"]
+    assert ranks["student on both chips, teacher and mirror"] > ranks["student on its chip, teacher alone"] + 3
+    noise = _unit(rng.normal(size=(600, 32)))
+    useless = _choose_probe_views((student, noise), (teacher, noise), face_px, truths, teacher_hits,
+                                  gallery, None, people, space, seed=0)  # fmt: skip
+    assert not useless["fusion"]["student_on_both_chips"] and not useless["fusion"]["teacher_mirrored"]
+    alone = _choose_probe_views((student, noise), (teacher, noise), face_px, truths, teacher_hits,
+                                gallery, None, people, None, seed=0)  # fmt: skip
+    assert alone["fusion"] is None and list(alone["rank1_by_probe_views"]) == ["student on its chip, teacher alone"]

@@ -102,7 +102,10 @@
       const fused = r.chip_fusion && card.gallery_from_teacher;
       const detected = r.detected_min_face_px
         ? " Faces the detector finds go to the teacher from " + r.detected_min_face_px + " px" +
-          (r.detected_fusion && card.gallery_from_teacher ? ", both models fused below that." : ", the student below.")
+          (r.detected_fusion && card.gallery_from_teacher
+            ? ", both models fused below that" + (r.detected_fusion.student_on_both_chips ? ", the student on both chips (landmarks' and dlib's)" : "") +
+              (r.detected_fusion.teacher_mirrored ? ", the teacher with the mirror image too" : "") + "."
+            : ", the student below.")
         : "";
       const bySize = (r.chip_validation || {}).by_size;
       routing.textContent = "Chips and boxes of " + chipSwitch + " px and more go to the teacher (" + r.teacher_version + ")" +
