@@ -57,20 +57,36 @@ class Fusion(BaseModel):
         description="Same-person cosine of a fused probe against the student's gallery (validation people)."
     )
     validation: dict[str, Any] = Field(default_factory=dict, description="What the threshold was chosen on.")
-    student_on_both_chips: bool = Field(
-        False,
-        description="The student's half is the mean of its embeddings of its own input and of the teacher's (for a "
-        "detected face: the landmark chip and dlib's aligned chip; mean_of_views).",
-    )
-    teacher_mirrored: bool = Field(
-        False, description="The teacher's half is the mean of its embeddings of its input and of its mirror image."
-    )
 
     def vectors(self, student: np.ndarray, teacher: np.ndarray, space: GalleryFromTeacher) -> np.ndarray:
-        """The fused probes of these faces (:func:`fused_vectors` at :attr:`student_weight`); ``student``
-        and ``teacher``: each model's embeddings of them, made as :attr:`student_on_both_chips` and
-        :attr:`teacher_mirrored` say (``service.embedders.Embedders.embed``)."""
+        """The fused probes of these faces (:func:`fused_vectors` at :attr:`student_weight`) from each
+        model's embedding of them (for :class:`DetectedFusion`, as its :meth:`~DetectedFusion.student_view`
+        and :meth:`~DetectedFusion.teacher_view` make it)."""
         return fused_vectors(student, teacher, self.student_weight, space)
+
+
+class DetectedFusion(Fusion):
+    """The fusion for a face the detector found, which each model may see twice: the student on its
+    landmark chip and on dlib's aligned chip (the teacher's input), the teacher on dlib's chip and on its
+    mirror image, each pair's embeddings joined by :func:`mean_of_views`. Chosen with the fusion's weight
+    on frames of validation people: the two chips give the student different errors, and so do the
+    teacher's two views."""
+
+    student_on_both_chips: bool = Field(
+        False, description="The student's half is the mean of its embeddings of the landmark chip and dlib's chip."
+    )
+    teacher_mirrored: bool = Field(
+        False, description="The teacher's half is the mean of its embeddings of dlib's chip and its mirror image."
+    )
+
+    def student_view(self, own: np.ndarray, on_teacher_chip: np.ndarray) -> np.ndarray:
+        """The student's half from its embeddings ``(N, D)`` of the faces' own inputs and of the teacher's
+        (the one rule: service and calibration)."""
+        return mean_of_views(own, on_teacher_chip) if self.student_on_both_chips else np.asarray(own, np.float32)
+
+    def teacher_view(self, own: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+        """The teacher's half from its embeddings ``(N, D)`` of the faces and of their mirror images."""
+        return mean_of_views(own, mirrored) if self.teacher_mirrored else np.asarray(own, np.float32)
 
 
 class ChipFusion(Fusion):
@@ -123,7 +139,7 @@ class Routing(BaseModel):
     detected_validation: dict[str, Any] = Field(
         default_factory=dict, description="The rank-1 by size and by threshold that choice was made on."
     )
-    detected_fusion: Fusion | None = Field(
+    detected_fusion: DetectedFusion | None = Field(
         None,
         description="Where present (with the card's gallery_from_teacher), a detected face below "
         "detected_min_face_px is embedded by both models, fused (chosen with that switch on frames of "

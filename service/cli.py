@@ -355,8 +355,8 @@ def bench_identify_command(
 
 def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Path | None) -> None:
     from lrface.embedder import OnnxEmbedder
-    from lrface.model_card import ChipFusion, DistantViews, Fusion, load_card
-    from service.detected_routing import calibrate_detected_routing
+    from lrface.model_card import load_card
+    from service.detected_routing import calibrate_detected_routing, write_routing
     from service.embedders import Embedders
 
     embedders = Embedders.for_model(OnnxEmbedder(settings.model, "cpu"), True)
@@ -366,22 +366,9 @@ def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Pa
         card = load_card(settings.model)
         if card.routing is None:
             raise typer.BadParameter(f"{settings.model}: its card routes no faces to the teacher")
-        card.routing.detected_min_face_px = result["teacher_from_face_px"]
-        fusion = result["fusion"]
-        card.routing.detected_fusion = None if fusion is None else Fusion(**fusion)
-        chips = result["chips"]
-        card.routing.chip_min_face_px = chips["teacher_from_face_px"]
-        card.routing.chip_fusion = None if chips["fusion"] is None else ChipFusion(**chips["fusion"])
-        card.routing.chip_validation = {k: v for k, v in chips.items() if k not in ("teacher_from_face_px", "fusion")}
-        card.routing.teacher_open_set = result["teacher_open_set"]
+        write_routing(card, result)
+        assert card.routing is not None
         views = result["distant_views"]
-        if card.gallery_from_teacher is not None:
-            card.gallery_from_teacher.distant_views = None if views is None else DistantViews(**views)
-        card.routing.detected_validation = {
-            k: v
-            for k, v in result.items()
-            if k not in ("teacher_from_face_px", "fusion", "distant_views", "chips", "teacher_open_set")
-        }
         saved = card.save(settings.model)
         typer.echo(
             f"wrote routing.detected_min_face_px = {result['teacher_from_face_px']}, routing.detected_fusion = "
@@ -422,7 +409,8 @@ def bench_frames_command(
     """Enrol every LFW test person through the HTTP API, then send synthetic frames with their other
     photos pasted at 12-64 px to /identify (detect=true), as JPEG and again as PNG: detection recall
     and rank-1 by face size (against the same faces sent as aligned chips), false detections per
-    frame, frames/s."""
+    frame, frames/s, and, in process, the detector's stages and the embedding of the faces found (as
+    the card serves them, and with each model seeing a fused face once)."""
     from service.frames_bench import bench_frames
     from service.process import fresh_server
 

@@ -49,10 +49,12 @@ from lrface.embedder import FaceInput
 from lrface.model_card import (
     DISTANT_VIEW_QUALITY,
     DISTANT_VIEW_SIDES,
+    ChipFusion,
+    DetectedFusion,
     DistantViews,
     GalleryFromTeacher,
+    ModelCard,
     fused_vectors,
-    mean_of_views,
     with_distant_views,
 )
 from lrface.preprocessing import FRAME_SCALE, encode_image, frame_face, hr_to_lr, load_image, load_image_file
@@ -84,7 +86,7 @@ FRAME_SIDE = 160  # one face a frame: the search is quick and every face counts 
 # 963 test people). Among the 125 validation people alone the student's noisier embeddings rank the
 # right person first more often than among 963, and the switch came out 2 px too high.
 GALLERY_SIZE = 963
-# How a fused face is seen (Fusion.student_on_both_chips, Fusion.teacher_mirrored), the cheapest first: the
+# How a fused face is seen (DetectedFusion.student_on_both_chips, .teacher_mirrored), the cheapest first: the
 # student's embedding of the teacher's chip costs a 16-px forward pass, the teacher's of the mirror a 150-px one.
 PROBE_VIEWS = ((False, False), (True, False), (False, True), (True, True))
 # The student on the same frames sent otherwise: column name, format, JPEG quality.
@@ -248,9 +250,13 @@ def calibrate_detected_routing(
         [table, student_hits(student), *(student_hits([o[i] for o in others]) for i in range(len(others[0])))]
     )
     fused_hits = fusion.pop("hits")
+    below = fused_hits if fused_hits is not None else table[:, 5]  # the fusion, or the student alone
+    served = np.where(table[:, 1] >= fusion["teacher_from_face_px"], table[:, 3], below)  # as the service serves
     if fused_hits is not None:
         columns.append("fused")
         table = np.column_stack([table, fused_hits])
+    columns.append("served")
+    table = np.column_stack([table, served])
     by_size = {}
     for size in sizes:
         of_size = table[table[:, 0] == size]
@@ -270,6 +276,28 @@ def calibrate_detected_routing(
         "chips": chip_routing,
         "teacher_open_set": teacher_open_set,
     }
+
+
+def write_routing(card: ModelCard, result: dict[str, Any]) -> None:
+    """Write a calibration's choice (:func:`calibrate_detected_routing`'s ``result``) into ``card``: the
+    routing's detected switch and fusion, chip switch and fusion, the teacher's open-set figures, what
+    they were chosen on, and the student gallery's distant views (``--update-card``)."""
+    routing = card.routing
+    if routing is None:
+        raise ValueError(f"{card.model_version}: its card routes no faces to the teacher")
+    routing.detected_min_face_px = result["teacher_from_face_px"]
+    fusion = result["fusion"]
+    routing.detected_fusion = None if fusion is None else DetectedFusion(**fusion)
+    chips = result["chips"]
+    routing.chip_min_face_px = chips["teacher_from_face_px"]
+    routing.chip_fusion = None if chips["fusion"] is None else ChipFusion(**chips["fusion"])
+    routing.chip_validation = {k: v for k, v in chips.items() if k not in ("teacher_from_face_px", "fusion")}
+    routing.teacher_open_set = result["teacher_open_set"]
+    views = result["distant_views"]
+    if card.gallery_from_teacher is not None:
+        card.gallery_from_teacher.distant_views = None if views is None else DistantViews(**views)
+    skipped = ("teacher_from_face_px", "fusion", "distant_views", "chips", "teacher_open_set")
+    routing.detected_validation = {k: v for k, v in result.items() if k not in skipped}
 
 
 def _chip_probes(
@@ -351,65 +379,57 @@ def _choose_probe_views(
     truths: np.ndarray, teacher_hits: np.ndarray, gallery: np.ndarray, views: np.ndarray | None, people: np.ndarray,
     space: GalleryFromTeacher | None, seed: int, chips: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """:func:`_choose_views` for each way of seeing a fused face (:data:`PROBE_VIEWS`): the student on its
-    own input alone or with the teacher's chip too (``student``: its embeddings of each), the teacher on
-    its input alone or with its mirror too (``teacher``: likewise), joined by
-    :func:`lrface.model_card.mean_of_views`; the cheapest whose best rank-1 over all faces is within
-    :data:`PLATEAU` of the best one's, its choice written into the fusion
-    (:attr:`lrface.model_card.Fusion.student_on_both_chips`, :attr:`~lrface.model_card.Fusion.teacher_mirrored`).
-    A way that serves no face fused (the student alone best) is not one: the service's student alone
-    reads its own input only."""
+    """:func:`_choose_views` for each way a fused face may be seen (:data:`PROBE_VIEWS`,
+    :class:`lrface.model_card.DetectedFusion`): ``student``, the student's embeddings of each face's own
+    input and of the teacher's; ``teacher``, the teacher's of its input and of its mirror image. The
+    student alone is always its own input's, as the service serves it alone. The cheapest way whose
+    rank-1 over all faces as served (at the switch chosen with it) is within :data:`PLATEAU` of the best
+    way's, its choice written into the fusion; where nothing is fused the ways are all one."""
     tried: dict[tuple[bool, bool], dict[str, Any]] = {}
-    for both, mirror in PROBE_VIEWS:
-        if (both or mirror) and space is None:
-            continue
-        seen = mean_of_views(*student) if both else student[0]
-        taught = mean_of_views(*teacher) if mirror else teacher[0]
-        result = _choose_views(seen, taught, face_px, truths, teacher_hits, gallery, views, people, space, seed, chips)
-        if result["fusion"] is not None or not (both or mirror):
-            tried[(both, mirror)] = result
-    best = {way: max(result["rank1_by_threshold"].values()) for way, result in tried.items()}
-    chosen = next(way for way in PROBE_VIEWS if way in best and best[way] >= max(best.values()) - 100 * PLATEAU)
-    plain = tried[(False, False)]  # the student alone as the service serves it: on its own input
-    result = {
-        **tried[chosen],
-        "rank1_by_threshold_student_alone": plain["rank1_by_threshold_student_alone"],
-        "rank1_by_weight": {**tried[chosen]["rank1_by_weight"], "1": plain["rank1_by_weight"]["1"]},
-    }
+    served: dict[tuple[bool, bool], float] = {}
+    for both, mirror in PROBE_VIEWS if space is not None else PROBE_VIEWS[:1]:
+        way = DetectedFusion(student_weight=1.0, threshold=0.0, student_on_both_chips=both, teacher_mirrored=mirror)
+        seen, taught = way.student_view(*student), way.teacher_view(*teacher)
+        result = _choose_views(seen, taught, face_px, truths, teacher_hits, gallery, views, people, space, seed, chips,
+                               alone=student[0])  # fmt: skip
+        tried[(both, mirror)] = result
+        served[(both, mirror)] = result["rank1_by_threshold"][f"{result['teacher_from_face_px']:g}"]
+    chosen = next(way for way in tried if served[way] >= max(served.values()) - 100 * PLATEAU)
+    result = tried[chosen]
     if result["fusion"] is not None:
         result["fusion"] = {**result["fusion"], "student_on_both_chips": chosen[0], "teacher_mirrored": chosen[1]}
     names = {way: f"student on {'both chips' if way[0] else 'its chip'}, teacher {'and mirror' if way[1] else 'alone'}"
              for way in PROBE_VIEWS}  # fmt: skip
-    return {**result, "rank1_by_probe_views": {names[way]: rank1 for way, rank1 in best.items()}}
+    return {**result, "rank1_as_served_by_probe_views": {names[way]: rank1 for way, rank1 in served.items()}}
 
 
 def _choose_views(
     student: np.ndarray, teacher: np.ndarray, face_px: np.ndarray, truths: np.ndarray, teacher_hits: np.ndarray,
     gallery: np.ndarray, views: np.ndarray | None, people: np.ndarray, space: GalleryFromTeacher | None, seed: int,
-    chips: tuple[np.ndarray, np.ndarray] | None = None,
+    chips: tuple[np.ndarray, np.ndarray] | None = None, alone: np.ndarray | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """:func:`_choose_fusion` with the student's gallery joined by the enrolled faces' distant ``views``
-    at each of :data:`VIEW_WEIGHTS` (:func:`lrface.model_card.with_distant_views`): the smallest weight
-    whose best rank-1 over all faces is within :data:`PLATEAU` of the best weight's (each view costs
-    enrolment a detector search), as ``distant_views`` (None: without them), with its own same-person
+    """:func:`_choose_fusion` (``alone``: see there) with the student's gallery joined by the enrolled
+    faces' distant ``views`` at each of :data:`VIEW_WEIGHTS` (:func:`lrface.model_card.with_distant_views`):
+    the smallest weight whose best rank-1 over all faces is within :data:`PLATEAU` of the best weight's
+    (each view costs enrolment a detector search), as ``distant_views`` (None: without them), with its own same-person
     threshold for unfused student probes on ``chips`` (student embeddings of aligned validation chips
     and their people), and the student's ``gallery`` so chosen."""
     if views is None or space is None:
-        return {**_choose_fusion(student, teacher, face_px, truths, teacher_hits, gallery, people, space, seed),
+        return {**_choose_fusion(student, teacher, face_px, truths, teacher_hits, gallery, people, space, seed, alone),
                 "rank1_by_view_weight": None, "distant_views": None, "gallery": gallery}  # fmt: skip
     tried = {}
     for weight in VIEW_WEIGHTS:
         joined = gallery if weight == 0.0 else with_distant_views(gallery, views, weight)
         tried[weight] = (
             joined,
-            _choose_fusion(student, teacher, face_px, truths, teacher_hits, joined, people, space, seed),
+            _choose_fusion(student, teacher, face_px, truths, teacher_hits, joined, people, space, seed, alone),
         )
     best = {w: max(result["rank1_by_threshold"].values()) for w, (_, result) in tried.items()}
     weight = min(w for w in VIEW_WEIGHTS if best[w] >= max(best.values()) - 100 * PLATEAU)
     joined, result = tried[weight]
     distant = None
     if weight > 0.0:
-        probes, of = chips if chips is not None else (student, truths)
+        probes, of = chips if chips is not None else (student if alone is None else alone, truths)
         threshold, validation = best_accuracy_threshold(probes, joined, people, of, seed)
         what = f"{CHIP_PX}-px aligned chips of validation people" if chips is not None else "the detected faces"
         distant = DistantViews(
@@ -451,19 +471,24 @@ def best_accuracy_threshold(
 def _choose_fusion(
     student: np.ndarray, teacher: np.ndarray, face_px: np.ndarray, truths: np.ndarray, teacher_hits: np.ndarray,
     gallery: np.ndarray, people: np.ndarray, space: GalleryFromTeacher | None, seed: int,
+    alone: np.ndarray | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The switch to the teacher and, where the student's space is the teacher's centred one, the
     student's weight in the fusion of both below it (:class:`lrface.model_card.Fusion`): the pair
-    maximising rank-1 over all faces (a weight of 1 is the student alone, no fusion), the switch on the
-    plateau of the chosen weight's curve (:func:`choose_threshold`: its cheaper side, the largest for the
-    student alone, the smallest for the fusion, which runs both models); and the fusion's same-person
-    threshold (:func:`best_accuracy_threshold` on the fused faces below the switch)."""
+    maximising rank-1 over all faces (a weight of 1 is the student alone, no fusion: ``alone``, its
+    embeddings as it serves alone, where they are not ``student``, the student's half of the fusion), the
+    switch on the plateau of the chosen weight's curve (:func:`choose_threshold`: its cheaper side, the
+    largest for the student alone, the smallest for the fusion, which runs both models); and the fusion's
+    same-person threshold (:func:`best_accuracy_threshold` on the fused faces below the switch)."""
     candidates = [float(t) for t in np.round(np.arange(12.0, 34.01, 0.5), 1)]
     weights = FUSION_WEIGHTS if space is not None else (1.0,)
     curves: dict[float, list[float]] = {}
     hits: dict[float, np.ndarray] = {}
     for weight in weights:
-        probes = student if space is None or weight == 1.0 else fused_vectors(student, teacher, weight, space)
+        if space is None or weight == 1.0:
+            probes = student if alone is None else alone
+        else:
+            probes = fused_vectors(student, teacher, weight, space)
         hits[weight] = rank1_hits(probes, gallery, people, truths)
         curves[weight] = [float(np.where(face_px >= t, teacher_hits, hits[weight]).mean()) for t in candidates]
     weight = max(weights, key=lambda w: (max(curves[w]), w))  # a tie: the student's larger share

@@ -23,10 +23,10 @@ from lrface.alignment import aligner_available
 from lrface.degradation import distant_view
 from lrface.embedder import FaceInput, OnnxEmbedder
 from lrface.model_card import (
+    DetectedFusion,
     Fusion,
     GalleryFromTeacher,
     Routing,
-    mean_of_views,
     open_set_threshold,
     with_distant_views,
 )
@@ -264,14 +264,18 @@ class Embedders:
             return vectors
         assert self.from_teacher is not None and self.teacher is not None
         at = [i for i, _ in fused]
-        views = self.embed([faces[i] for i in at], "teacher") if teacher is None else teacher[at].copy()
-        both = [i for i, fusion in fused if fusion.student_on_both_chips]
+        views = self.embed([faces[i] for i in at], "teacher") if teacher is None else teacher[at]
+        twice = [(row, i, f) for row, (i, f) in enumerate(fused) if isinstance(f, DetectedFusion)]
+        both = [(row, i, f) for row, i, f in twice if f.student_on_both_chips]
         if both:  # the student's embedding of the teacher's chip joins that of its own input
-            vectors[both] = mean_of_views(vectors[both], self.student.embed([faces[i].teacher_face() for i in both]))
-        mirrored = [row for row, (_, fusion) in enumerate(fused) if fusion.teacher_mirrored]
+            second = self.student.embed([faces[i].teacher_face() for _, i, _ in both])
+            for k, (_, i, f) in enumerate(both):
+                vectors[i] = f.student_view(vectors[i : i + 1], second[k : k + 1])[0]
+        mirrored = [(row, i, f) for row, i, f in twice if f.teacher_mirrored]
         if mirrored:  # the teacher's embedding of the mirror image joins its own
-            mirrors = self.teacher.embed([faces[at[row]].teacher_face().mirrored() for row in mirrored])
-            views[mirrored] = mean_of_views(views[mirrored], mirrors)
+            mirrors = self.teacher.embed([faces[i].teacher_face().mirrored() for _, i, _ in mirrored])
+            for k, (row, _, f) in enumerate(mirrored):
+                views[row] = f.teacher_view(views[row : row + 1], mirrors[k : k + 1])[0]
         for row, (i, fusion) in enumerate(fused):
             vectors[i] = fusion.vectors(vectors[i : i + 1], views[row : row + 1], self.from_teacher)[0]
         return vectors
@@ -306,9 +310,11 @@ class Embedders:
         )
 
 
-def _how_fused(fusion: Fusion) -> str:
+def _how_fused(fusion: DetectedFusion) -> str:
     """The fusion's weight and how it sees a face, for :meth:`Embedders.describe`."""
     seen = [f"student weight {fusion.student_weight:g}"]
-    seen += ["the student on both chips"] * fusion.student_on_both_chips
-    seen += ["the teacher with the mirror image"] * fusion.teacher_mirrored
+    if fusion.student_on_both_chips:
+        seen.append("the student on both chips")
+    if fusion.teacher_mirrored:
+        seen.append("the teacher with the mirror image")
     return "; ".join(seen)

@@ -104,6 +104,7 @@ def bench_frames(
     config = DetectionConfig.from_settings(Settings())  # the service's, unless LRFACE_DETECT_* is set
     results["detector"] = {"min_face_px": config.min_face_px, "thresholds": list(config.thresholds)}
     results["detector_stages_ms"] = _stages([f.pixels for f in scenes[:20]])
+    results["embedding_ms"] = _embedding_cost([f.pixels for f in scenes[:60]])
     return results
 
 
@@ -247,6 +248,47 @@ def _stages(frames: list[np.ndarray]) -> dict[str, float]:
     out = {name: round(1000 * float(np.median([getattr(t, name) for t in times])), 1) for name in fields}
     out["total"] = round(sum(out.values()), 1)
     return out
+
+
+def _embedding_cost(frames: list[np.ndarray], rounds: int = 4) -> dict[str, Any]:
+    """Median milliseconds per frame of embedding the faces found in ``frames`` (sent as JPEG), in this
+    process, as the card serves them and with each model seeing a fused face once (the card's detected
+    fusion without its second views, :class:`lrface.model_card.DetectedFusion`), the two alternately
+    ``rounds`` times; dlib's chips are made beforehand (a request's first model call makes them)."""
+    from lrface.embedder import OnnxEmbedder
+    from service.embedders import Embedders
+    from service.faces import FaceDecoder, ImageItem
+
+    settings = Settings()
+    embedders = Embedders.for_model(OnnxEmbedder(settings.model, "cpu"), settings.use_teacher)
+    decoder = FaceDecoder.from_settings(settings)
+    found = [decoder.decode(ImageItem(encode_image(f, "JPEG"), "frame"), "true") for f in frames]
+
+    def embed_all() -> float:
+        start = time.perf_counter()
+        for faces in found:
+            for space in ("student", "teacher"):
+                embedders.embed([f for f in faces if embedders.space_for(f) == space], space)
+        return 1000 * (time.perf_counter() - start) / len(found)
+
+    embed_all()  # dlib's chips, once
+    served = embedders.routing.detected_fusion if embedders.routing is not None else None
+    ways = {"as_served": served}
+    if served is not None:
+        ways["each_model_once"] = served.model_copy(update={"student_on_both_chips": False, "teacher_mirrored": False})
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for turn in range(rounds):
+        for name in list(ways)[:: 1 if turn % 2 == 0 else -1]:
+            if embedders.routing is not None:
+                embedders.routing = embedders.routing.model_copy(update={"detected_fusion": ways[name]})
+            times[name].append(embed_all())
+    faces = [f for faces in found for f in faces]
+    return {
+        "frames": len(found),
+        "faces": len(faces),
+        "fused": sum(embedders.fuses(f) for f in faces),
+        **{f"{name}_per_frame": round(float(np.median(t)), 1) for name, t in times.items()},
+    }
 
 
 SCORE_STEPS = (0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)

@@ -189,7 +189,7 @@ def test_the_degradation_without_blur_noise_or_jpeg_is_the_one_hr_to_lr_rule(sid
 
 
 def test_one_embedding_call_fuses_chips_and_detected_faces_each_by_its_own_fusion() -> None:
-    from lrface.model_card import Fusion
+    from lrface.model_card import DetectedFusion
 
     rng = np.random.default_rng(2)
     rows = _unit(rng.normal(size=(4, 8))).astype(np.float32)
@@ -198,7 +198,7 @@ def test_one_embedding_call_fuses_chips_and_detected_faces_each_by_its_own_fusio
     student = SimpleNamespace(card=SimpleNamespace(gallery_from_teacher=space, threshold=0.4), model_version="s:1",
                               embed=lambda inputs: rows[: len(inputs)].copy())  # fmt: skip
     teacher = SimpleNamespace(model_id="t", embed=lambda inputs: teacher_rows[: len(inputs)].copy())
-    detected_fusion = Fusion(student_weight=0.8, threshold=0.111)
+    detected_fusion = DetectedFusion(student_weight=0.8, threshold=0.111)
     routing = Routing(teacher_version="v", min_face_px=20, threshold=0.9, detected_min_face_px=28.0,
                       detected_fusion=detected_fusion, chip_min_face_px=26.0, chip_fusion=CHIPS)  # fmt: skip
     embedders = Embedders(student=student, teacher=teacher, routing=routing)  # type: ignore[arg-type]

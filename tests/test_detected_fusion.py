@@ -7,6 +7,7 @@ released model and real LFW photos pasted small into a frame."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from PIL import Image
 
 from lrface.alignment import aligner_available
 from lrface.embedder import FaceInput, OnnxEmbedder
-from lrface.model_card import Fusion, GalleryFromTeacher, load_card, mean_of_views
-from lrface.preprocessing import face_to_input
+from lrface.model_card import ChipFusion, DetectedFusion, Fusion, GalleryFromTeacher, load_card, mean_of_views
+from lrface.preprocessing import face_to_input, hr_chip
 from lrface.settings import BUNDLED_MODEL_DIR
 from service.embedders import Embedders
 from service.faces import DecodedFace, FaceDecoder, ImageItem
@@ -29,7 +30,7 @@ needs_teacher = pytest.mark.skipif(
     not aligner_available() or load_card(BUNDLED_MODEL_DIR).gallery_from_teacher is None,
     reason="needs dlib and a released student in the teacher's space",
 )
-FUSION = Fusion(student_weight=0.4, threshold=0.123)
+FUSION = DetectedFusion(student_weight=0.4, threshold=0.123)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -192,61 +193,88 @@ def test_open_set_figures_search_each_probe_as_an_unknown_and_find_the_fpir_thre
     assert alone["at_threshold"]["fpir"] == 0.0 and alone["at_threshold"]["dir"] == 0.0
 
 
-def test_a_mirrored_face_is_the_image_and_its_box_flipped_and_the_model_input_flips_with_it() -> None:
+def test_a_mirrored_face_is_the_image_and_its_box_flipped_and_the_models_see_its_mirror() -> None:
     rng = np.random.default_rng(4)
-    image = rng.integers(0, 256, size=(150, 150, 3), dtype=np.uint8)
-    face = FaceInput(image, (10.0, 20.0, 90.0, 110.0))
+    image = rng.integers(0, 256, size=(150, 170, 3), dtype=np.uint8)
+    face = FaceInput(image, (10.5, 20.0, 90.25, 110.0))
     mirror = face.mirrored()
-    assert np.array_equal(mirror.image, image[:, ::-1]) and mirror.box == (60.0, 20.0, 140.0, 110.0)
+    assert np.array_equal(mirror.image, image[:, ::-1]) and mirror.box == (79.75, 20.0, 159.5, 110.0)
     again = mirror.mirrored()
     assert np.array_equal(again.image, image) and again.box == face.box
-    whole = FaceInput(image)
-    assert whole.mirrored().box is None
-    one = face_to_input(whole.image, 16)
-    flipped = face_to_input(whole.mirrored().image, 16)
-    # the model sees the mirror of its input (to within the box filter's phase at 150 -> 64 px: a few grey levels)
-    assert np.abs(flipped - one[:, :, ::-1]).mean() < 0.1 * np.abs(flipped - one).mean()
+    assert FaceInput(image).mirrored().box is None
+    # the teacher's chip of the mirror is the mirror of its chip (a box with fractional edges: to a grey level)
+    chip, flipped = hr_chip(image, face.box), hr_chip(mirror.image, mirror.box)
+    assert np.abs(flipped.astype(int) - chip[:, ::-1]).max() <= 1
+    assert np.abs(flipped.astype(int) - chip).mean() > 20  # not the same chip unflipped
+    # the student's input of a mirrored image: the mirror of its input (to within the box filter's phase)
+    one, other = face_to_input(image, 16), face_to_input(np.ascontiguousarray(image[:, ::-1]), 16)
+    assert np.abs(other - one[:, :, ::-1]).mean() < 0.1 * np.abs(other - one).mean()
+
+
+def _twice(both: bool, mirror: bool) -> DetectedFusion:
+    return FUSION.model_copy(update={"student_on_both_chips": both, "teacher_mirrored": mirror})
 
 
 @needs_teacher
-def test_a_fusion_may_see_the_face_twice_the_student_on_both_chips_and_the_teacher_with_its_mirror() -> None:
-    """The card's fusion says how each model's half is made (:class:`Fusion`); enrolment and probes agree."""
+def test_a_detected_fusion_may_see_the_face_twice_the_student_on_both_chips_and_the_teacher_with_its_mirror() -> None:
+    """The card's detected fusion says how each model's half is made; enrolment and probes agree; a
+    chip's fusion in the same request is made as it always was."""
     embedders = Embedders.for_model(OnnxEmbedder(BUNDLED_MODEL_DIR, "cpu", 1))
     assert embedders.routing is not None and embedders.from_teacher is not None and embedders.teacher is not None
-    assert not FUSION.student_on_both_chips and not FUSION.teacher_mirrored  # a card without them: as before
     faces = FaceDecoder(40_000_000).decode(ImageItem(_frame_with_small_faces(), "frame.png"), "true")
     large, small = faces
     own, dlib_chip = small.face, small.teacher_face()
     assert not np.array_equal(own.image, dlib_chip.image)  # two chips of the face: the landmarks' and dlib's
-    student = embedders.student.embed([own, dlib_chip])
-    teacher = embedders.teacher.embed([dlib_chip, dlib_chip.mirrored()])
+    chip = DecodedFace(FaceInput(lfw_chip()), "", None, face_px=20.0, input="chip")  # fused as a chip (18-30 px)
+    student = embedders.student.embed([own, dlib_chip, chip.face])
+    teacher = embedders.teacher.embed([dlib_chip, dlib_chip.mirrored(), chip.teacher_face()])
     space = embedders.from_teacher
-    for both, mirror in ((True, False), (False, True), (True, True)):
-        fusion = FUSION.model_copy(update={"student_on_both_chips": both, "teacher_mirrored": mirror})
+    chips = ChipFusion(from_face_px=18.0, student_weight=0.7, threshold=0.2)
+    for both, mirror in ((False, False), (True, False), (False, True), (True, True)):
+        fusion = _twice(both, mirror)
         embedders.routing = embedders.routing.model_copy(
-            update={"detected_fusion": fusion, "detected_min_face_px": 30.0, "chip_fusion": None}
+            update={
+                "detected_fusion": fusion,
+                "detected_min_face_px": 30.0,
+                "chip_fusion": chips,
+                "chip_min_face_px": 30.0,
+            }  # fmt: skip
         )
-        seen = mean_of_views(student[:1], student[1:]) if both else student[:1]
-        taught = mean_of_views(teacher[:1], teacher[1:]) if mirror else teacher[:1]
-        got = embedders.embed([large, small], "student")
+        assert [embedders.fuses(f) for f in (large, small, chip)] == [False, True, True]
+        seen = mean_of_views(student[:1], student[1:2]) if both else student[:1]
+        taught = mean_of_views(teacher[:1], teacher[1:2]) if mirror else teacher[:1]
+        got = embedders.embed([large, small, chip], "student")
         assert np.allclose(got[1], fusion.vectors(seen, taught, space)[0], atol=1e-5), (both, mirror)
+        assert np.allclose(got[2], chips.vectors(student[2:], teacher[2:], space)[0], atol=1e-5)  # as it was
         assert np.allclose(got[0], embedders.student.embed([large.face])[0], atol=1e-6)  # not fused: as it was
-        enrolled = embedders.gallery_vectors([large, small])  # the teacher's plain embeddings given: the same rule
+        given = embedders.embed([large, small], "teacher")
+        enrolled = embedders.gallery_vectors([large, small], given)  # the teacher's plain embeddings given
         assert np.allclose(enrolled[1], got[1], atol=1e-5)
+        assert np.array_equal(given, embedders.embed([large, small], "teacher"))  # the caller's array untouched
     plain = FUSION.vectors(student[:1], teacher[:1], space)[0]
     assert not np.allclose(got[1], plain, atol=1e-3)  # both ways change the probe
     assert "student on both chips" in embedders.describe() and "mirror image" in embedders.describe()
 
 
-def test_the_calibration_sees_a_fused_face_twice_only_where_the_second_view_adds_to_the_first() -> None:
-    """Second views with their own noise around the person's vector halve it (chosen); second views of
-    pure noise add nothing (the plain fusion kept, the cheaper)."""
-    from service.detected_routing import _choose_probe_views
+def lfw_chip() -> np.ndarray:
+    """A 20-px chip of an LFW photo's centre (a chip the card fuses: 18-30 px)."""
+    photo = Image.open(lfw_faces("George_W_Bush", 1)[0]).convert("RGB").crop((70, 70, 180, 180))
+    return np.asarray(photo.resize((20, 20), Image.Resampling.BOX))
 
-    rng = np.random.default_rng(5)
+
+def _noisy_people(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.random.Generator]:
+    rng = np.random.default_rng(seed)
     people = np.r_[np.arange(60), -np.ones(40, int)]
     gallery = _unit(rng.normal(size=(100, 32))).astype(np.float32)
-    truths = rng.integers(0, 60, size=600)
+    return people, gallery, rng.integers(0, 60, size=600), rng
+
+
+def test_the_calibration_sees_a_fused_face_twice_only_where_the_second_view_adds_to_the_first() -> None:
+    """Second views with their own noise around the person's vector halve it (chosen); second views that
+    add nothing (the first again, or pure noise) leave the cheaper way."""
+    from service.detected_routing import _choose_probe_views
+
+    people, gallery, truths, rng = _noisy_people(5)
     space = GalleryFromTeacher(centre=[0.0] * 32, threshold=0.3)
 
     def noisy(scale: float) -> np.ndarray:
@@ -254,22 +282,77 @@ def test_the_calibration_sees_a_fused_face_twice_only_where_the_second_view_adds
 
     face_px, teacher_hits = np.full(600, 10.0), np.zeros(600)
     student, teacher = noisy(0.6), noisy(0.6)
-    useful = _choose_probe_views((student, noisy(0.6)), (teacher, noisy(0.6)), face_px, truths, teacher_hits,
-                                 gallery, None, people, space, seed=0)  # fmt: skip
-    assert useful["fusion"]["student_on_both_chips"] and useful["fusion"]["teacher_mirrored"], useful[
-        "rank1_by_probe_views"
-    ]
-    ranks = useful["rank1_by_probe_views"]
-    plain = _choose_probe_views((student, student), (teacher, teacher), face_px, truths, teacher_hits,
-                                gallery, None, people, space, seed=0)  # fmt: skip
+
+    def choose(second: np.ndarray, mirror: np.ndarray, where: GalleryFromTeacher | None = space) -> dict:
+        return _choose_probe_views((student, second), (teacher, mirror), face_px, truths, teacher_hits,
+                                   gallery, None, people, where, seed=0)  # fmt: skip
+
+    useful = choose(noisy(0.6), noisy(0.6))
+    ranks = useful["rank1_as_served_by_probe_views"]
+    assert useful["fusion"]["student_on_both_chips"] and useful["fusion"]["teacher_mirrored"], ranks
+    assert ranks["student on both chips, teacher and mirror"] > ranks["student on its chip, teacher alone"] + 3
     # the student alone is recorded as served (on its own input), whatever the fusion sees
+    plain = choose(student, teacher)
+    assert not plain["fusion"]["student_on_both_chips"] and not plain["fusion"]["teacher_mirrored"]
     assert useful["rank1_by_threshold_student_alone"] == plain["rank1_by_threshold_student_alone"]
     assert useful["rank1_by_weight"]["1"] == plain["rank1_by_weight"]["1"]
-    assert ranks["student on both chips, teacher and mirror"] > ranks["student on its chip, teacher alone"] + 3
+    # a mirror that adds nothing (the same view again) ties with no mirror: the cheaper way, without it
+    student_only = choose(noisy(0.6), teacher)
+    assert student_only["fusion"]["student_on_both_chips"] and not student_only["fusion"]["teacher_mirrored"]
     noise = _unit(rng.normal(size=(600, 32)))
-    useless = _choose_probe_views((student, noise), (teacher, noise), face_px, truths, teacher_hits,
-                                  gallery, None, people, space, seed=0)  # fmt: skip
+    useless = choose(noise, noise)
     assert not useless["fusion"]["student_on_both_chips"] and not useless["fusion"]["teacher_mirrored"]
-    alone = _choose_probe_views((student, noise), (teacher, noise), face_px, truths, teacher_hits,
-                                gallery, None, people, None, seed=0)  # fmt: skip
-    assert alone["fusion"] is None and list(alone["rank1_by_probe_views"]) == ["student on its chip, teacher alone"]
+    alone = choose(noise, noise, None)
+    assert alone["fusion"] is None and list(alone["rank1_as_served_by_probe_views"]) == [
+        "student on its chip, teacher alone"
+    ]
+
+
+def test_the_student_on_both_chips_is_chosen_fused_even_where_both_chips_alone_would_beat_it() -> None:
+    """The student alone is served on its own chip: a way whose two chips alone would be best (which the
+    service cannot serve) is judged by its fusion, and chosen where that beats the plain way."""
+    from service.detected_routing import _choose_probe_views
+
+    people, gallery, truths, rng = _noisy_people(6)
+    space = GalleryFromTeacher(centre=[0.0] * 32, threshold=0.3)
+    own = _unit(gallery[truths] + rng.normal(scale=1.2, size=(600, 32)))  # a poor landmark chip
+    better = _unit(gallery[truths] + rng.normal(scale=0.35, size=(600, 32)))  # a good second chip
+    teacher = _unit(gallery[truths] + rng.normal(scale=1.5, size=(600, 32)))  # a weak teacher
+    chosen = _choose_probe_views((own, better), (teacher, teacher), np.full(600, 10.0), truths, np.zeros(600),
+                                 gallery, None, people, space, seed=0)  # fmt: skip
+    fusion = chosen["fusion"]
+    assert fusion is not None and fusion["student_on_both_chips"] and fusion["student_weight"] < 1.0, chosen
+    ranks = chosen["rank1_as_served_by_probe_views"]
+    assert ranks["student on both chips, teacher alone"] > ranks["student on its chip, teacher alone"] + 10
+
+
+@needs_teacher
+def test_the_frame_benchmark_times_embedding_as_served_and_with_each_model_once() -> None:
+    """`lrface bench frames` reports what seeing fused faces twice costs (times are reported, not judged)."""
+    from service.frames_bench import _embedding_cost
+
+    frame = np.asarray(Image.open(io.BytesIO(_frame_with_small_faces())).convert("RGB"))
+    cost = _embedding_cost([frame], rounds=2)
+    assert (cost["frames"], cost["faces"], cost["fused"]) == (1, 2, 1), cost  # the small face fused, the large not
+    assert cost["as_served_per_frame"] > 0 and cost["each_model_once_per_frame"] > 0
+
+
+def test_the_calibrations_choice_is_written_into_the_card_as_the_service_reads_it(tmp_path: Path) -> None:
+    """`--update-card` (:func:`service.detected_routing.write_routing`): the detected fusion keeps how it
+    sees a face through the card's file; the chip fusion has no such fields."""
+    from service.detected_routing import write_routing
+
+    model = tmp_path / "model"
+    shutil.copytree(BUNDLED_MODEL_DIR, model, ignore=shutil.ignore_patterns("student.pt"))
+    result = json.loads((Path(__file__).parents[1] / "reports/bench/detected-routing.json").read_text())
+    for both, mirror in ((True, False), (False, True)):
+        result["fusion"] = {**result["fusion"], "student_on_both_chips": both, "teacher_mirrored": mirror}
+        card = load_card(model)
+        write_routing(card, result)
+        card.save(model)
+        routing = load_card(model).routing
+        assert routing is not None and isinstance(routing.detected_fusion, DetectedFusion)
+        fusion = routing.detected_fusion
+        assert (fusion.student_on_both_chips, fusion.teacher_mirrored) == (both, mirror)
+        assert routing.detected_min_face_px == result["teacher_from_face_px"]
+        assert routing.chip_fusion is not None and "teacher_mirrored" not in routing.chip_fusion.model_dump()

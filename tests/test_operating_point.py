@@ -20,8 +20,8 @@ from lrface.alignment import aligner_available
 from lrface.embedder import FaceInput
 from lrface.model_card import (
     ChipFusion,
+    DetectedFusion,
     DistantViews,
-    Fusion,
     GalleryFromTeacher,
     Routing,
     load_card,
@@ -42,7 +42,7 @@ def test_each_kind_of_face_has_its_threshold_at_each_operating_point() -> None:
     views = DistantViews(weight=0.5, threshold=0.41, validation=_open_set(0.78, 0.84))
     space = GalleryFromTeacher(centre=[0.0] * 4, threshold=0.37, distant_views=views)
     chips = ChipFusion(from_face_px=18.0, student_weight=0.4, threshold=0.40, validation=_open_set(0.75, 0.82))
-    detected = Fusion(student_weight=0.4, threshold=0.38, validation={})  # no open-set figure
+    detected = DetectedFusion(student_weight=0.4, threshold=0.38, validation={})  # no open-set figure
     routing = Routing(teacher_version="v", min_face_px=20, threshold=0.9, detected_min_face_px=28.0,
                       detected_fusion=detected, chip_min_face_px=30.0, chip_fusion=chips,
                       teacher_open_set={"fpir_10": {"threshold": 0.93}, "fpir_1": {"threshold": 0.95}})  # fmt: skip
