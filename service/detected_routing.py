@@ -10,7 +10,7 @@ frames of *validation* people (never test people), through the service's own ste
 with detection, ``Embedders``): each validation person's first photo enrolled in both spaces (with
 training people's photos as distractors, :data:`GALLERY_SIZE`), their other photos pasted alone into
 small frames at each size (sent as JPEG, quality 92, as cameras send frames), each face found
-identified by both models and by the two fused (:class:`lrface.model_card.Fusion`, where the
+identified by both models and by the two fused (:class:`lrface.model_card.DetectedFusion`, where the
 student's space is the teacher's centred one); the threshold on ``face_px`` and the student's weight in
 the fusion below it that maximise rank-1 over all the faces are the ones to use (on a plateau, the
 cheaper threshold: :func:`choose_threshold`; a weight of 1 is the student alone), with the fusion's
@@ -474,7 +474,7 @@ def _choose_fusion(
     alone: np.ndarray | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The switch to the teacher and, where the student's space is the teacher's centred one, the
-    student's weight in the fusion of both below it (:class:`lrface.model_card.Fusion`): the pair
+    student's weight in the fusion of both below it (:class:`lrface.model_card.DetectedFusion`): the pair
     maximising rank-1 over all faces (a weight of 1 is the student alone, no fusion: ``alone``, its
     embeddings as it serves alone, where they are not ``student``, the student's half of the fusion), the
     switch on the plateau of the chosen weight's curve (:func:`choose_threshold`: its cheaper side, the

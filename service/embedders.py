@@ -252,7 +252,7 @@ class Embedders:
     ) -> np.ndarray:
         """Unit embeddings of ``faces`` in ``space``: the student's input (the framed square, or a
         detected face's landmark chip; fused with the teacher's view where :meth:`fuses`, unless ``fuse``
-        is False; each model's half made as the fusion says: :class:`lrface.model_card.Fusion`), or the
+        is False; a detected face's halves made as :class:`lrface.model_card.DetectedFusion` says), or the
         teacher's view (dlib's aligned chip for a detected face, see :meth:`DecodedFace.teacher_face`).
         ``teacher``: the faces' plain teacher embeddings, where already made."""
         if space == "teacher":

@@ -260,7 +260,8 @@ def _embedding_cost(frames: list[np.ndarray], rounds: int = 4) -> dict[str, Any]
     from service.faces import FaceDecoder, ImageItem
 
     settings = Settings()
-    embedders = Embedders.for_model(OnnxEmbedder(settings.model, "cpu"), settings.use_teacher)
+    student = OnnxEmbedder(settings.model, settings.providers, settings.threads)  # as the service opens it
+    embedders = Embedders.for_model(student, settings.use_teacher)
     decoder = FaceDecoder.from_settings(settings)
     found = [decoder.decode(ImageItem(encode_image(f, "JPEG"), "frame"), "true") for f in frames]
 
