@@ -98,6 +98,12 @@ def rank1_hits(probes: np.ndarray, gallery: np.ndarray, people: np.ndarray, trut
     return (people[np.argmax(probes @ gallery.T, axis=1)] == truths).astype(np.float64)
 
 
+def served_hits(face_px: np.ndarray, switch: float, teacher_hits: np.ndarray, below: np.ndarray) -> np.ndarray:
+    """Each face's hit as the service serves it: the teacher's from ``switch`` (``face_px`` at least it),
+    ``below`` (the fusion's, or the student's alone) under it."""
+    return np.where(face_px >= switch, teacher_hits, below)
+
+
 def choose_threshold(
     candidates: Sequence[float], rank1: Sequence[float], plateau: float = PLATEAU, largest: bool = True
 ) -> float:
@@ -251,7 +257,7 @@ def calibrate_detected_routing(
     )
     fused_hits = fusion.pop("hits")
     below = fused_hits if fused_hits is not None else table[:, 5]  # the fusion, or the student alone
-    served = np.where(table[:, 1] >= fusion["teacher_from_face_px"], table[:, 3], below)  # as the service serves
+    served = served_hits(table[:, 1], fusion["teacher_from_face_px"], table[:, 3], below)
     if fused_hits is not None:
         columns.append("fused")
         table = np.column_stack([table, fused_hits])
@@ -490,7 +496,7 @@ def _choose_fusion(
         else:
             probes = fused_vectors(student, teacher, weight, space)
         hits[weight] = rank1_hits(probes, gallery, people, truths)
-        curves[weight] = [float(np.where(face_px >= t, teacher_hits, hits[weight]).mean()) for t in candidates]
+        curves[weight] = [float(served_hits(face_px, t, teacher_hits, hits[weight]).mean()) for t in candidates]
     weight = max(weights, key=lambda w: (max(curves[w]), w))  # a tie: the student's larger share
     switch = choose_threshold(candidates, curves[weight], largest=weight == 1.0)
     chosen: dict[str, Any] = {
@@ -498,7 +504,7 @@ def _choose_fusion(
         "teacher_from_face_px": switch,
         "rank1_by_weight": {f"{w:g}": round(100 * max(curves[w]), 2) for w in weights},
         "rank1_by_threshold_student_alone": {
-            f"{t:g}": round(100 * float(np.where(face_px >= t, teacher_hits, hits[1.0]).mean()), 2) for t in candidates
+            f"{t:g}": round(100 * float(served_hits(face_px, t, teacher_hits, hits[1.0]).mean()), 2) for t in candidates
         },
     }
     below = face_px < switch

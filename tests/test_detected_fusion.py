@@ -355,3 +355,24 @@ def test_the_calibrations_choice_is_written_into_the_card_as_the_service_reads_i
         assert (fusion.student_on_both_chips, fusion.teacher_mirrored) == (both, mirror)
         assert routing.detected_min_face_px == result["teacher_from_face_px"]
         assert routing.chip_fusion is not None and "teacher_mirrored" not in routing.chip_fusion.model_dump()
+
+
+def test_each_face_is_scored_as_served_and_the_curve_at_the_switch_is_their_mean() -> None:
+    """`rank1_served` (per size) and `rank1_by_threshold` (the curve the switch is chosen on) are one rule
+    (:func:`service.detected_routing.served_hits`): the teacher's hit from the switch, the fusion's below."""
+    from service.detected_routing import _choose_fusion, served_hits
+
+    people, gallery, truths, rng = _noisy_people(7)
+    space = GalleryFromTeacher(centre=[0.0] * 32, threshold=0.3)
+    face_px = rng.uniform(12.0, 34.0, size=600)
+    quality = np.clip((face_px - 10.0) / 24.0, 0.05, 1.0)[:, None]  # larger faces: a better teacher
+    student = _unit(gallery[truths] + rng.normal(scale=0.7, size=(600, 32)))
+    teacher = _unit(gallery[truths] + rng.normal(scale=0.3, size=(600, 32)) / quality)
+    teacher_hits = (people[np.argmax(teacher @ gallery.T, axis=1)] == truths).astype(float)
+    chosen = _choose_fusion(student, teacher, face_px, truths, teacher_hits, gallery, people, space, seed=0)
+    switch, fused = chosen["teacher_from_face_px"], chosen["hits"]
+    assert fused is not None and 12.0 < switch < 34.0, chosen["rank1_by_threshold"]  # both kinds of face served
+    served = served_hits(face_px, switch, teacher_hits, fused)
+    assert round(100 * served.mean(), 2) == chosen["rank1_by_threshold"][f"{switch:g}"]
+    assert np.array_equal(served[face_px >= switch], teacher_hits[face_px >= switch])
+    assert np.array_equal(served[face_px < switch], fused[face_px < switch])
