@@ -364,16 +364,16 @@ def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Pa
     print_json(result, out)
     if update_card:
         card = load_card(settings.model)
-        if card.routing is None:
-            raise typer.BadParameter(f"{settings.model}: its card routes no faces to the teacher")
-        write_routing(card, result)
-        assert card.routing is not None
+        try:
+            routing = write_routing(card, result)
+        except ValueError as exc:  # a card that routes no faces to the teacher
+            raise typer.BadParameter(f"{settings.model}: {exc}") from None
         views = result["distant_views"]
         saved = card.save(settings.model)
         typer.echo(
             f"wrote routing.detected_min_face_px = {result['teacher_from_face_px']}, routing.detected_fusion = "
-            f"{card.routing.detected_fusion}, routing.chip_min_face_px = {card.routing.chip_min_face_px}, "
-            f"routing.chip_fusion = {card.routing.chip_fusion} and gallery_from_teacher.distant_views = {views} "
+            f"{routing.detected_fusion}, routing.chip_min_face_px = {routing.chip_min_face_px}, "
+            f"routing.chip_fusion = {routing.chip_fusion} and gallery_from_teacher.distant_views = {views} "
             f"into {saved}"
         )
         if views is not None:

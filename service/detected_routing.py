@@ -54,6 +54,7 @@ from lrface.model_card import (
     DistantViews,
     GalleryFromTeacher,
     ModelCard,
+    Routing,
     fused_vectors,
     with_distant_views,
 )
@@ -284,13 +285,14 @@ def calibrate_detected_routing(
     }
 
 
-def write_routing(card: ModelCard, result: dict[str, Any]) -> None:
+def write_routing(card: ModelCard, result: dict[str, Any]) -> Routing:
     """Write a calibration's choice (:func:`calibrate_detected_routing`'s ``result``) into ``card``: the
     routing's detected switch and fusion, chip switch and fusion, the teacher's open-set figures, what
-    they were chosen on, and the student gallery's distant views (``--update-card``)."""
+    they were chosen on, and the student gallery's distant views (``--update-card``); the routing so
+    written. A card without routing (no teacher to route to) is refused (ValueError)."""
     routing = card.routing
     if routing is None:
-        raise ValueError(f"{card.model_version}: its card routes no faces to the teacher")
+        raise ValueError("its card routes no faces to the teacher")
     routing.detected_min_face_px = result["teacher_from_face_px"]
     fusion = result["fusion"]
     routing.detected_fusion = None if fusion is None else DetectedFusion(**fusion)
@@ -304,6 +306,7 @@ def write_routing(card: ModelCard, result: dict[str, Any]) -> None:
         card.gallery_from_teacher.distant_views = None if views is None else DistantViews(**views)
     skipped = ("teacher_from_face_px", "fusion", "distant_views", "chips", "teacher_open_set")
     routing.detected_validation = {k: v for k, v in result.items() if k not in skipped}
+    return routing
 
 
 def _chip_probes(

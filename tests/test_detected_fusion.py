@@ -355,6 +355,10 @@ def test_the_calibrations_choice_is_written_into_the_card_as_the_service_reads_i
         assert (fusion.student_on_both_chips, fusion.teacher_mirrored) == (both, mirror)
         assert routing.detected_min_face_px == result["teacher_from_face_px"]
         assert routing.chip_fusion is not None and "teacher_mirrored" not in routing.chip_fusion.model_dump()
+    card = load_card(model)
+    card.routing = None  # a student without a teacher to route to: nothing to write
+    with pytest.raises(ValueError, match="routes no faces to the teacher"):
+        write_routing(card, result)
 
 
 def test_each_face_is_scored_as_served_and_the_curve_at_the_switch_is_their_mean() -> None:
