@@ -172,31 +172,83 @@ class Routing(BaseModel):
         """The smallest chip (or box) side the teacher serves."""
         return float(self.min_face_px) if self.chip_min_face_px is None else self.chip_min_face_px
 
+    @property
+    def detected_switch(self) -> float:
+        """The smallest detected face the teacher serves: the card's own switch for them, else the chips'."""
+        return self.chip_switch if self.detected_min_face_px is None else self.detected_min_face_px
 
-# How distant views are made by default (the card records what its views were made with).
+
+def fused_view_key(routing: Routing | None) -> dict[str, Any] | None:
+    """What makes a fused distant view (:attr:`DistantViews.fused`) as it is: the detected switch and the
+    detected fusion's weight and second views (None: no detected fusion, a view is the student's alone).
+    The gallery records it (``Embedders.gallery_model_id``) and the calibration reports what its views
+    were made with (``fused_views_made_with``): one rule for both."""
+    fusion = routing.detected_fusion if routing is not None else None
+    if routing is None or fusion is None:
+        return None
+    return {
+        "detected_min_face_px": routing.detected_switch,
+        **fusion.model_dump(include={"student_weight", "student_on_both_chips", "teacher_mirrored"}),
+    }
+
+
+def views_tag(views: DistantViews | None, routing: Routing | None) -> str:
+    """What a student gallery filled with these distant views records after the models' ids (''
+    without views): their sides, quality and weight, and for fused views what made them
+    (:func:`fused_view_key`), so a gallery filled otherwise is refused until re-embedded."""
+    if views is None:
+        return ""
+    tag = f"+views:{'/'.join(f'{s:g}' for s in views.sides)}:q{views.quality}:w{views.weight:g}"
+    if views.fused:
+        key = fused_view_key(routing)
+        tag += ":fused" + ("" if key is None else "<" + ",".join(f"{k}={v}" for k, v in key.items()) + ">")
+    return tag
+
+
+# How distant views are made by default (the card records what its views were made with): the student's
+# at three sides; fused ones (DistantViews.fused) at six, which did better than three fused (one-off on
+# validation people's 12-24 px detected faces, session 15: 45.1% with the student's three, 46.2% with the
+# same three fused, 47.4% with these six fused).
 DISTANT_VIEW_SIDES = (16.0, 20.0, 24.0)
+FUSED_VIEW_SIDES = (12.0, 14.0, 16.0, 18.0, 20.0, 24.0)
+VIEW_SIDES = {False: DISTANT_VIEW_SIDES, True: FUSED_VIEW_SIDES}  # by DistantViews.fused
 DISTANT_VIEW_QUALITY = 92
 
 
 class DistantViews(BaseModel):
-    """The student's gallery vector of an enrolled HR face also holds what the student makes of that
+    """The student's gallery vector of an enrolled HR face also holds what the service makes of that
     face seen small: the HR chip as a distant camera sends it at each of :attr:`sides` px
     (:func:`lrface.degradation.distant_view`), found again by the service's detector, embedded by the
-    student alone, averaged; that mean, weighted by :attr:`weight`, is added to the centred teacher
-    vector and the sum re-normalised (:func:`with_distant_views`). A small probe is then matched
-    against the enrolled photo and against its small, compressed self. Chosen with the detected routing
-    on JPEG frames of validation people (``lrface bench frames --calibrate-routing``)."""
+    student alone or, where :attr:`fused`, as a detected probe of that size is (both models fused as
+    the card's ``routing.detected_fusion`` says), averaged; that mean, weighted by :attr:`weight`, is
+    added to the centred teacher vector and the sum re-normalised (:func:`with_distant_views`). A small
+    probe is then matched against the enrolled photo and against its small, compressed self. Chosen
+    with the detected routing on JPEG frames of validation people (``lrface bench frames
+    --calibrate-routing``)."""
 
     sides: list[float] = Field(
-        default_factory=lambda: list(DISTANT_VIEW_SIDES), description="The chip's side in each view."
+        default_factory=list,
+        description="The chip's side in each view (absent: VIEW_SIDES of the kind, the student's or fused).",
     )
     quality: int = Field(DISTANT_VIEW_QUALITY, ge=1, le=100, description="JPEG quality of each view.")
+    fused: bool = Field(
+        False,
+        description="Each view embedded as a detected probe of its size is (the card's detected fusion of "
+        "both models below the teacher's switch), not by the student alone: each costs enrolment the "
+        "teacher's passes too.",
+    )
     weight: float = Field(gt=0.0, le=4.0, description="The views' mean's share, the centred teacher vector's being 1.")
     threshold: float = Field(
         description="Same-person cosine of a student probe (not fused: a chip, a box) against a gallery vector "
         "with views: validation people's 16-px aligned chips (replaces gallery_from_teacher.threshold)."
     )
     validation: dict[str, Any] = Field(default_factory=dict, description="What the threshold was chosen on.")
+
+    @model_validator(mode="after")
+    def _sides_of_the_kind(self) -> DistantViews:
+        if not self.sides:
+            self.sides = list(VIEW_SIDES[self.fused])
+        return self
 
 
 # The FPIR each open-set operating point stands for (lrface.settings.OperatingPoint).
@@ -278,7 +330,9 @@ class GalleryFromTeacher(BaseModel):
     )
     validation: dict[str, Any] = Field(default_factory=dict, description="The measurements the choice was made on.")
     distant_views: DistantViews | None = Field(
-        None, description="Where present, each HR face's vector also holds the student's views of it seen small."
+        None,
+        description="Where present, each HR face's vector also holds its views seen small (the student's, or fused "
+        "as detected probes are).",
     )
 
     def vectors(self, teacher: np.ndarray) -> np.ndarray:

@@ -355,7 +355,7 @@ def bench_identify_command(
 
 def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Path | None) -> None:
     from lrface.embedder import OnnxEmbedder
-    from lrface.model_card import load_card
+    from lrface.model_card import fused_view_key, load_card, views_tag
     from service.detected_routing import calibrate_detected_routing, write_routing
     from service.embedders import Embedders
 
@@ -364,11 +364,14 @@ def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Pa
     print_json(result, out)
     if update_card:
         card = load_card(settings.model)
+        rule = card.gallery_from_teacher
+        before = views_tag(rule.distant_views if rule is not None else None, card.routing)
         try:
             routing = write_routing(card, result)
         except ValueError as exc:  # a card that routes no faces to the teacher
             raise typer.BadParameter(f"{settings.model}: {exc}") from None
         views = result["distant_views"]
+        after = views_tag(rule.distant_views if rule is not None else None, routing)
         saved = card.save(settings.model)
         typer.echo(
             f"wrote routing.detected_min_face_px = {result['teacher_from_face_px']}, routing.detected_fusion = "
@@ -376,8 +379,13 @@ def _calibrate_routing(settings: Settings, seed: int, update_card: bool, out: Pa
             f"routing.chip_fusion = {routing.chip_fusion} and gallery_from_teacher.distant_views = {views} "
             f"into {saved}"
         )
-        if views is not None:
-            typer.echo("galleries enrolled before hold no distant views: `lrface gallery reembed` adds them", err=True)
+        if before != after:
+            typer.echo(f"galleries enrolled with this card before ({before or 'no distant views'}) are refused "
+                       f"until `lrface gallery reembed` ({after or 'no distant views'})", err=True)  # fmt: skip
+        made_with, now = result.get("fused_views_made_with"), fused_view_key(routing)
+        if views is not None and views.get("fused") and made_with != now:
+            typer.echo(f"the fused views were compared as the card's fusion made them ({made_with}); it is now "
+                       f"{now}: rerun the calibration to measure them as served", err=True)  # fmt: skip
 
 
 def bench_frames_command(
@@ -392,7 +400,8 @@ def bench_frames_command(
     calibrate_routing: bool = typer.Option(
         False,
         help="Instead: choose from which face_px a detected face goes to the teacher and the student's weight "
-        "in both models' fusion below it, with the weight of enrolled faces' distant views in the student's gallery, "
+        "in both models' fusion below it, with the weight of enrolled faces' distant views in the student's gallery "
+        "(the student's, or fused as detected probes are), "
         "on frames of validation people, and how chips and client boxes are served by their side (student, both "
         "fused, teacher) on the same people's aligned chips, with each kind of face's open-set thresholds (no server; "
         "service.detected_routing); also the student's rank-1 on the same frames as PNG and JPEG 75.",

@@ -15,7 +15,8 @@ student's space is the teacher's centred one); the threshold on ``face_px`` and 
 the fusion below it that maximise rank-1 over all the faces are the ones to use (on a plateau, the
 cheaper threshold: :func:`choose_threshold`; a weight of 1 is the student alone), with the fusion's
 same-person threshold (:func:`_choose_fusion`), and, chosen with them, the weight of each enrolled
-face's distant views in the student's gallery (:func:`_choose_views`,
+face's distant views in the student's gallery and whether they are the student's or fused as detected
+probes are (at more sides; made with the card's fusion as loaded: :func:`_choose_views`,
 :class:`lrface.model_card.DistantViews`), and how a fused face is seen (:func:`_choose_probe_views`: the
 student on its landmark chip alone or with dlib's chip too, the teacher with its mirror image or not).
 Beside them, for the record of why detected faces are seen so: the student on the framed box
@@ -48,7 +49,7 @@ from lrface.detection import MtcnnDetector
 from lrface.embedder import FaceInput
 from lrface.model_card import (
     DISTANT_VIEW_QUALITY,
-    DISTANT_VIEW_SIDES,
+    VIEW_SIDES,
     ChipFusion,
     DetectedFusion,
     DistantViews,
@@ -56,6 +57,7 @@ from lrface.model_card import (
     ModelCard,
     Routing,
     fused_vectors,
+    fused_view_key,
     with_distant_views,
 )
 from lrface.preprocessing import FRAME_SCALE, encode_image, frame_face, hr_to_lr, load_image, load_image_file
@@ -71,7 +73,7 @@ CHIP_SIZES = (12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 40)
 # The student's share in the fusion of both models below the switch (1: the student alone).
 FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
 # The weight of each enrolled face's distant views in the student's gallery vector (0: none), chosen with
-# the fusion (:class:`lrface.model_card.DistantViews`, made at the card's default sides and quality).
+# the fusion (:class:`lrface.model_card.DistantViews`, made at their kind's sides, VIEW_SIDES, and quality 92).
 VIEW_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # The size of the aligned validation chips a student probe's threshold against a gallery with distant
 # views is chosen on (as the card's gallery_from_teacher.threshold was: 16-px probes).
@@ -139,7 +141,8 @@ def calibrate_detected_routing(
     reference = MtcnnDetector(min_face_px=20)  # the subject's box in each HR photo, for pasting
     space = embedders.from_teacher
     gallery: dict[Space, list[np.ndarray]] = {"student": [], "teacher": []}
-    views: list[np.ndarray] = []  # each enrolled face's distant views, where the space is the teacher's
+    # each enrolled face's distant views, where the space is the teacher's: the student's (False) and fused (True)
+    views: dict[bool, list[np.ndarray]] = {False: [], True: []}
     labels: list[int] = []
     sources: list[SourceFace] = []
 
@@ -153,8 +156,9 @@ def calibrate_detected_routing(
         gallery["teacher"].append(teacher[0])
         gallery["student"].append(embedders.gallery_vectors(faces[:1], teacher, views=False)[0])
         if space is not None:
-            seen = embedders.distant_views([faces[0].teacher_face()], DISTANT_VIEW_SIDES, DISTANT_VIEW_QUALITY)
-            views.append(seen[0])
+            for fused, sides in VIEW_SIDES.items():
+                seen = embedders.distant_views([faces[0].teacher_face()], sides, DISTANT_VIEW_QUALITY, fused=fused)
+                views[fused].append(seen[0])
         labels.append(person)
         return True
 
@@ -237,7 +241,8 @@ def calibrate_detected_routing(
     }
     fusion = _choose_probe_views(
         (np.stack(student), np.stack(on_teacher_chip)), (np.stack(teacher), np.stack(mirrored)), table[:, 1], truths,
-        table[:, 3], matrices["student"], np.stack(views) if views else None, people, space, seed, chip_probes,
+        table[:, 3], matrices["student"], {k: np.stack(v) for k, v in views.items()} if views[False] else None,
+        people, space, seed, chip_probes,
     )  # fmt: skip
     chosen_gallery = fusion.pop("gallery")
     chip_routing = _choose_chip_routing(
@@ -280,6 +285,7 @@ def calibrate_detected_routing(
         "by_pasted_size": by_size,
         **fusion,
         "card_min_face_px": embedders.routing.min_face_px if embedders.routing is not None else None,
+        "fused_views_made_with": fused_view_key(embedders.routing),  # the card's as loaded made the fused views
         "chips": chip_routing,
         "teacher_open_set": teacher_open_set,
     }
@@ -385,8 +391,8 @@ def _choose_chip_routing(
 
 def _choose_probe_views(
     student: tuple[np.ndarray, np.ndarray], teacher: tuple[np.ndarray, np.ndarray], face_px: np.ndarray,
-    truths: np.ndarray, teacher_hits: np.ndarray, gallery: np.ndarray, views: np.ndarray | None, people: np.ndarray,
-    space: GalleryFromTeacher | None, seed: int, chips: tuple[np.ndarray, np.ndarray] | None = None,
+    truths: np.ndarray, teacher_hits: np.ndarray, gallery: np.ndarray, views: dict[bool, np.ndarray] | None,
+    people: np.ndarray, space: GalleryFromTeacher | None, seed: int, chips: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """:func:`_choose_views` for each way a fused face may be seen (:data:`PROBE_VIEWS`,
     :class:`lrface.model_card.DetectedFusion`): ``student``, the student's embeddings of each face's own
@@ -414,39 +420,47 @@ def _choose_probe_views(
 
 def _choose_views(
     student: np.ndarray, teacher: np.ndarray, face_px: np.ndarray, truths: np.ndarray, teacher_hits: np.ndarray,
-    gallery: np.ndarray, views: np.ndarray | None, people: np.ndarray, space: GalleryFromTeacher | None, seed: int,
-    chips: tuple[np.ndarray, np.ndarray] | None = None, alone: np.ndarray | None = None,
+    gallery: np.ndarray, views: dict[bool, np.ndarray] | None, people: np.ndarray, space: GalleryFromTeacher | None,
+    seed: int, chips: tuple[np.ndarray, np.ndarray] | None = None, alone: np.ndarray | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """:func:`_choose_fusion` (``alone``: see there) with the student's gallery joined by the enrolled
     faces' distant ``views`` at each of :data:`VIEW_WEIGHTS` (:func:`lrface.model_card.with_distant_views`):
-    the smallest weight whose best rank-1 over all faces is within :data:`PLATEAU` of the best weight's
-    (each view costs enrolment a detector search), as ``distant_views`` (None: without them), with its own same-person
+    ``views[False]``, the student's, and, where given, ``views[True]``, fused as detected probes are
+    (:attr:`DistantViews.fused`), each at its kind's sides (:data:`lrface.model_card.VIEW_SIDES`). The cheapest
+    whose best rank-1 over all faces is within :data:`PLATEAU` of the best's (no views; then the
+    student's, the smaller weight first; then fused views, which cost enrolment the teacher's passes and
+    more detector searches), as ``distant_views`` (None: without them), with its own same-person
     threshold for unfused student probes on ``chips`` (student embeddings of aligned validation chips
     and their people), and the student's ``gallery`` so chosen."""
     if views is None or space is None:
         return {**_choose_fusion(student, teacher, face_px, truths, teacher_hits, gallery, people, space, seed, alone),
-                "rank1_by_view_weight": None, "distant_views": None, "gallery": gallery}  # fmt: skip
-    tried = {}
-    for weight in VIEW_WEIGHTS:
-        joined = gallery if weight == 0.0 else with_distant_views(gallery, views, weight)
-        tried[weight] = (
+                "rank1_by_view_weight": None, "rank1_by_fused_view_weight": None, "distant_views": None,
+                "gallery": gallery}  # fmt: skip
+    # cheapest first: no views (filed with the student's), the student's, fused ones
+    ways = [(False, 0.0)] + [(fused, w) for fused in sorted(views) for w in VIEW_WEIGHTS if w > 0.0]
+    tried: dict[tuple[bool, float], tuple[np.ndarray, dict[str, Any]]] = {}
+    for fused, weight in ways:
+        joined = gallery if weight == 0.0 else with_distant_views(gallery, views[fused], weight)
+        tried[(fused, weight)] = (
             joined,
             _choose_fusion(student, teacher, face_px, truths, teacher_hits, joined, people, space, seed, alone),
         )
-    best = {w: max(result["rank1_by_threshold"].values()) for w, (_, result) in tried.items()}
-    weight = min(w for w in VIEW_WEIGHTS if best[w] >= max(best.values()) - 100 * PLATEAU)
-    joined, result = tried[weight]
+    best = {way: max(result["rank1_by_threshold"].values()) for way, (_, result) in tried.items()}
+    fused, weight = next(way for way in tried if best[way] >= max(best.values()) - 100 * PLATEAU)
+    joined, result = tried[(fused, weight)]
     distant = None
     if weight > 0.0:
         probes, of = chips if chips is not None else (student if alone is None else alone, truths)
         threshold, validation = best_accuracy_threshold(probes, joined, people, of, seed)
         what = f"{CHIP_PX}-px aligned chips of validation people" if chips is not None else "the detected faces"
         distant = DistantViews(
-            weight=weight, threshold=threshold, validation={**validation, "probes": what}
-        ).model_dump()
+            fused=fused, weight=weight, threshold=threshold, validation={**validation, "probes": what}
+        ).model_dump()  # sides: the kind's (VIEW_SIDES)
+    by_weight = {kind: {f"{w:g}": r for (f, w), r in best.items() if f == kind} for kind in (False, True)}
     return {
         **result,
-        "rank1_by_view_weight": {f"{w:g}": r for w, r in best.items()},
+        "rank1_by_view_weight": by_weight[False],
+        "rank1_by_fused_view_weight": by_weight[True] or None,
         "distant_views": distant,
         "gallery": joined,
     }

@@ -28,6 +28,7 @@ from lrface.model_card import (
     GalleryFromTeacher,
     Routing,
     open_set_threshold,
+    views_tag,
     with_distant_views,
 )
 from lrface.preprocessing import hr_chip
@@ -98,8 +99,7 @@ class Embedders:
             return math.inf
         if not fuse:
             return float(self.routing.min_face_px)
-        detected = self.routing.detected_min_face_px
-        return detected if face.input == "detected" and detected is not None else self.routing.chip_switch
+        return self.routing.detected_switch if face.input == "detected" else self.routing.chip_switch
 
     def threshold(self, space: Space, against_gallery: bool = True, faces: Sequence[DecodedFace] = ()) -> float:
         """The calibrated same-person threshold for a probe in ``space`` (:meth:`threshold_at` at
@@ -167,17 +167,13 @@ class Embedders:
     def gallery_model_id(self) -> str:
         """What the student's gallery index records with each vector: the student's model id, joined by
         the teacher's where its vectors are centred teacher embeddings, and by the card's distant views
-        where they join them (a gallery filled one way is refused by a service that would fill it
-        another: ``lrface gallery reembed``)."""
+        where they join them (fused views also by what made them, :func:`lrface.model_card.fused_view_key`;
+        a gallery filled one way is refused by a service that would fill it another: ``lrface gallery
+        reembed``)."""
         rule = self.from_teacher
         if rule is None or self.teacher is None:
             return self.student.model_id
-        views = rule.distant_views
-        tag = (
-            ""
-            if views is None
-            else f"+views:{'/'.join(f'{s:g}' for s in views.sides)}:q{views.quality}:w{views.weight:g}"
-        )
+        tag = views_tag(rule.distant_views, self.routing)
         return f"{self.student.model_id}+{self.teacher.model_id}{tag}"
 
     def open_gallery(self, settings: Settings, load: bool = True) -> Gallery:
@@ -194,7 +190,7 @@ class Embedders:
     ) -> np.ndarray:
         """The student-index vectors of faces being enrolled: the student's embeddings, or, where the
         card says so (:attr:`from_teacher`), the teacher's (``teacher``, when already computed) centred
-        for every face the teacher would serve, joined by the student's views of it seen small where the
+        for every face the teacher would serve, joined by its distant views (the student's, or fused) where the
         card says so (:meth:`with_distant_views`; ``views`` False: without them); a face smaller
         than that (a small chip, a distant face in a frame) keeps the student's own embedding (fused with
         the teacher's where :meth:`fuses`, as the same face is as a probe), in the same centred space,
@@ -220,13 +216,17 @@ class Embedders:
         if rule is None or rule.distant_views is None:
             return vectors
         views = rule.distant_views
-        return with_distant_views(vectors, self.distant_views(faces, views.sides, views.quality), views.weight)
+        seen = self.distant_views(faces, views.sides, views.quality, fused=views.fused)
+        return with_distant_views(vectors, seen, views.weight)
 
-    def distant_views(self, faces: Sequence[FaceInput], sides: Sequence[float], quality: int) -> np.ndarray:
-        """Each HR face's unit mean student embedding of its distant views
+    def distant_views(
+        self, faces: Sequence[FaceInput], sides: Sequence[float], quality: int, *, fused: bool
+    ) -> np.ndarray:
+        """Each HR face's unit mean student-space embedding of its distant views
         (:func:`lrface.degradation.distant_view` of its HR chip at each of ``sides`` px, JPEG ``quality``, the face
-        found there as in any frame, by the bundled detector at its default settings, the largest); a
-        zero row where none was found."""
+        found there as in any frame, by the bundled detector at its default settings, the largest),
+        embedded by the student alone or, ``fused``, as a detected probe of its size is (:meth:`embed`:
+        both models where the card fuses such a face); a zero row where none was found."""
         decoder = self.views_decoder
         out = np.zeros((len(faces), self.student.card.embedding_size), np.float32)
         for i, face in enumerate(faces):
@@ -236,7 +236,7 @@ class Embedders:
                 view = ImageItem(distant_view(chip, side, quality), f"distant view {side:g} px")
                 found += decoder.decode(view, "true")[:1]
             if found:
-                mean = self.embed(found, "student", fuse=False).mean(axis=0)
+                mean = self.embed(found, "student", fuse=fused).mean(axis=0)
                 out[i] = mean / max(float(np.linalg.norm(mean)), 1e-12)
         return out
 
@@ -302,12 +302,16 @@ class Embedders:
             + ("" if fused is None else f" (both fused below that, {_how_fused(fused)})")
             + f"; teacher {self.teacher.model_id} from there"
             + ("; the student's gallery from the teacher's centred HR embeddings" if self.from_teacher else "")
-            + (
-                f" with the student's distant views of them ({self.from_teacher.distant_views.weight:g})"
-                if self.from_teacher is not None and self.from_teacher.distant_views is not None
-                else ""
-            )
+            + self._describe_views()
         )
+
+    def _describe_views(self) -> str:
+        views = self.from_teacher.distant_views if self.from_teacher is not None else None
+        if views is None:
+            return ""
+        whose = "fused distant views (as detected probes)" if views.fused else "the student's distant views"
+        sides = "/".join(f"{side:g}" for side in views.sides)
+        return f" with {whose} of them at {sides} px ({views.weight:g})"
 
 
 def _how_fused(fusion: DetectedFusion) -> str:

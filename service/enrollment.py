@@ -78,7 +78,7 @@ def enroll_images(
 def reembed_store(store: GalleryStore, embedders: Embedders) -> tuple[int, int, int]:
     """Re-embed every stored face the way :func:`enroll_images` embeds it now: the student index from
     the canonical chip (or, where the card says so, the teacher's centred embedding of the HR chip,
-    with the student's views of it seen small: :meth:`Embedders.gallery_vectors`),
+    with its distant views, the student's or fused: :meth:`Embedders.gallery_vectors`),
     the teacher's from the HR chip. A face enrolled before HR chips
     were kept gets no teacher embedding (its 64-px chip, up-sampled, would serve large probes worse than
     the student does): while any face lacks one, the student serves every face against the gallery, and

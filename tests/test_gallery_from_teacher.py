@@ -54,7 +54,7 @@ def test_the_gallery_side_is_the_centred_teacher_and_the_thresholds_follow() -> 
     student.card.gallery_from_teacher = rule.model_copy(update={"distant_views": views})
     assert embedders.gallery_model_id == f"{student.model_id}+{embedders.teacher.model_id}+views:16/20/24:q92:w0.5"
     joined = embedders.gallery_vectors(faces)
-    seen = embedders.distant_views([f.teacher_face() for f in faces], views.sides, views.quality)
+    seen = embedders.distant_views([f.teacher_face() for f in faces], views.sides, views.quality, fused=False)
     assert np.allclose(np.linalg.norm(seen, axis=1), 1.0, atol=1e-5)  # the face was found in some view
     assert np.allclose(joined, with_distant_views(vectors, seen, 0.5), atol=1e-6)
     assert not np.allclose(joined, vectors, atol=0.02)

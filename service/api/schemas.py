@@ -350,7 +350,8 @@ class Ready(BaseModel):
         "student",
         description="What the student's index holds for each enrolled face: 'student' (its own embedding) or "
         "'teacher' (the teacher's centred embedding of the HR chip: the card's gallery_from_teacher, joined by "
-        "the student's distant views of the chip where the card's gallery_from_teacher.distant_views says so).",
+        "the chip's distant views (the student's, or fused as detected probes are) where the card's "
+        "gallery_from_teacher.distant_views says so).",
     )
 
 

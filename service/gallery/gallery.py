@@ -226,11 +226,15 @@ class Gallery:
         foreign = versions - {self.model_version}
         if foreign:
             same_student = {v.split("+", 1)[0] for v in foreign} == {self.model_version.split("+", 1)[0]}
+            same_models = {v.split("+views:", 1)[0] for v in foreign} == {self.model_version.split("+views:", 1)[0]}
             hint = (
-                " (the same student: the gallery was filled with the teacher's centred embeddings and this service "
-                "runs without the teacher, or the other way round; a '+teacher' suffix says the teacher filled it. "
-                "Serve with the teacher as the gallery was filled — LRFACE_USE_TEACHER, dlib, LRFACE_TEACHER_MODEL — "
-                "or re-embed with the settings you will serve with)"
+                " (the same models: the card's distant views, or the detected fusion that makes fused views, "
+                "changed since the gallery was filled; the '+views:' suffix says how each was made)"
+                if same_models
+                else " (the same student: the gallery was filled with the teacher's centred embeddings and this "
+                "service runs without the teacher, or the other way round; a '+teacher' suffix says the teacher "
+                "filled it. Serve with the teacher as the gallery was filled — LRFACE_USE_TEACHER, dlib, "
+                "LRFACE_TEACHER_MODEL — or re-embed with the settings you will serve with)"
                 if same_student
                 else ""
             )
