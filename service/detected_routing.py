@@ -156,9 +156,10 @@ def calibrate_detected_routing(
         gallery["teacher"].append(teacher[0])
         gallery["student"].append(embedders.gallery_vectors(faces[:1], teacher, views=False)[0])
         if space is not None:
+            every_side = sorted({side for sides in VIEW_SIDES.values() for side in sides})  # each searched once
+            found = embedders.distant_view_faces(faces[0].teacher_face(), every_side, DISTANT_VIEW_QUALITY)
             for fused, sides in VIEW_SIDES.items():
-                seen = embedders.distant_views([faces[0].teacher_face()], sides, DISTANT_VIEW_QUALITY, fused=fused)
-                views[fused].append(seen[0])
+                views[fused].append(embedders.views_mean([found[s] for s in sides if s in found], fused=fused))
         labels.append(person)
         return True
 

@@ -223,21 +223,34 @@ class Embedders:
         self, faces: Sequence[FaceInput], sides: Sequence[float], quality: int, *, fused: bool
     ) -> np.ndarray:
         """Each HR face's unit mean student-space embedding of its distant views
-        (:func:`lrface.degradation.distant_view` of its HR chip at each of ``sides`` px, JPEG ``quality``, the face
-        found there as in any frame, by the bundled detector at its default settings, the largest),
-        embedded by the student alone or, ``fused``, as a detected probe of its size is (:meth:`embed`:
-        both models where the card fuses such a face); a zero row where none was found."""
-        decoder = self.views_decoder
+        (:meth:`distant_view_faces` at each of ``sides`` px, JPEG ``quality``), embedded by the student
+        alone or, ``fused``, as a detected probe of its size is (:meth:`views_mean`); a zero row where no
+        face was found."""
         out = np.zeros((len(faces), self.student.card.embedding_size), np.float32)
         for i, face in enumerate(faces):
-            chip = hr_chip(face.image, face.box)
-            found = []
-            for side in sides:
-                view = ImageItem(distant_view(chip, side, quality), f"distant view {side:g} px")
-                found += decoder.decode(view, "true")[:1]
-            if found:
-                mean = self.embed(found, "student", fuse=fused).mean(axis=0)
-                out[i] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+            out[i] = self.views_mean(list(self.distant_view_faces(face, sides, quality).values()), fused=fused)
+        return out
+
+    def distant_view_faces(self, face: FaceInput, sides: Sequence[float], quality: int) -> dict[float, DecodedFace]:
+        """The face found in each of an HR face's distant views, by side (:func:`lrface.degradation.distant_view`
+        of its HR chip, JPEG ``quality``, searched as any frame is, by the bundled detector at its default
+        settings, the largest face; a side where none was found is left out)."""
+        chip = hr_chip(face.image, face.box)
+        found: dict[float, DecodedFace] = {}
+        for side in sides:
+            view = ImageItem(distant_view(chip, side, quality), f"distant view {side:g} px")
+            faces = self.views_decoder.decode(view, "true")
+            if faces:
+                found[side] = faces[0]
+        return found
+
+    def views_mean(self, found: Sequence[DecodedFace], *, fused: bool) -> np.ndarray:
+        """The unit mean student-space embedding of faces found in distant views (:meth:`embed`: fused
+        where the card fuses such a face and ``fused``, else the student's alone); zeros for none."""
+        out = np.zeros(self.student.card.embedding_size, np.float32)
+        if found:
+            mean = self.embed(list(found), "student", fuse=fused).mean(axis=0)
+            out[:] = mean / max(float(np.linalg.norm(mean)), 1e-12)
         return out
 
     @property
