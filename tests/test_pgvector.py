@@ -161,6 +161,39 @@ def test_enrolments_are_counted_without_a_recount_and_counts_stay_exact(
     store.close()
 
 
+
+def test_a_recount_and_its_change_log_position_come_from_one_snapshot(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An enrolment by another replica committed while a gallery recounts its faces is counted once:
+    the recount and the change-log position it is followed from are read together (read apart, the
+    enrolment was in the recount and counted again by the next sync)."""
+    store, other_store = GalleryStore(postgres_url), GalleryStore(postgres_url)
+    gallery, other = _pair(store), _pair(other_store)
+    other.load()
+    v, t = synthetic_embeddings(3, 16, seed=5), synthetic_embeddings(3, 8, seed=5)
+    other.enroll("a", [NewFace("a1", v[0], teacher_embedding=t[0])])
+    counts_by_gallery = vectors.counts_by_gallery
+    late: list[int] = []
+
+    def enrolment_during_the_recount(conn: sa.Connection, space: str) -> dict[str, int]:
+        if not late:  # the first recount only, between its change-log read and its count
+            late.append(1)
+            other.enroll("b", [NewFace("b1", v[1], teacher_embedding=t[1]), NewFace("b2", v[2])])
+        return counts_by_gallery(conn, space)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(vectors, "counts_by_gallery", enrolment_during_the_recount)
+        gallery.load()
+    assert late
+    gallery.sync()
+    assert (len(gallery), gallery.count()) == (3, 3)
+    teacher = gallery.in_space("teacher")
+    assert len(teacher) == sum(store.vector_counts_by_gallery("teacher").values()) == 2
+    assert gallery.seq == store.last_seq()
+    store.close()
+    other_store.close()
+
 def test_open_gallery_picks_pgvector_and_reembedding_to_another_size_keeps_working(
     postgres_url: str, tmp_path: Path
 ) -> None:

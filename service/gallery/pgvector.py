@@ -78,10 +78,10 @@ class PgvectorGallery(Gallery):
             self.teacher.load()
 
     def _refresh(self) -> None:
-        seq = self.store.last_seq()
-        self._counts = self.store.vector_counts_by_gallery(self.space)  # read after seq: at least as new as it
+        # One snapshot: counts read after the seq in another transaction could already hold a change
+        # committed between the two, which the next sync would then count a second time.
+        self.seq, self._counts = self.store.vector_counts_as_of(self.space)
         self._count = sum(self._counts.values())
-        self.seq = seq
 
     def sync(self) -> int:
         """Bring the face counts up to the change log. Enrolments are counted from their own rows (a

@@ -75,6 +75,9 @@ class UnknownGallery(LookupError):
         self.name = name
 
 
+# The change log's position: the last seq written (0 before any change).
+_LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))
+
 @dataclass(frozen=True)
 class Change:
     seq: int
@@ -412,13 +415,13 @@ class GalleryStore:
         """``(change-log position, faces with an embedding in space)``, read together."""
         vector = SPACES[space][0]
         with self._read(consistent=True) as conn:
-            seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one()
+            seq = conn.execute(_LAST_SEQ).scalar_one()
             count = conn.execute(sa.select(sa.func.count()).where(vector.is_not(None))).scalar_one()
         return int(seq), int(count)
 
     def last_seq(self) -> int:
         with self._read() as conn:
-            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one())
+            return int(conn.execute(_LAST_SEQ).scalar_one())
 
     def count_changes_since(self, seq: int) -> int:
         with self._read() as conn:
@@ -457,6 +460,13 @@ class GalleryStore:
         """``{gallery: faces with a vector in space}`` (galleries without any are absent)."""
         with self._read() as conn:
             return vectors.counts_by_gallery(conn, space)
+
+    def vector_counts_as_of(self, space: str = "student") -> tuple[int, dict[str, int]]:
+        """``(last seq, vector_counts_by_gallery(space))`` from one snapshot: the counts hold exactly the
+        changes up to that seq, so a follower that applies the changes after it counts each once."""
+        with self._read(consistent=True) as conn:
+            seq = int(conn.execute(_LAST_SEQ).scalar_one())
+            return seq, vectors.counts_by_gallery(conn, space)
 
     def get_subject(self, subject_id: str, gallery: str = DEFAULT_GALLERY) -> SubjectRecord | None:
         with self._read() as conn:
@@ -538,7 +548,7 @@ class GalleryStore:
 
     def snapshot(self, space: str = "student") -> Snapshot:
         with self._read(consistent=True) as conn:
-            seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one()
+            seq = conn.execute(_LAST_SEQ).scalar_one()
             ids, gallery_names, subject_ids, vectors = self._rows(conn, sa.true(), space)
         return Snapshot(ids, subject_ids, vectors, int(seq), gallery_names)
 
