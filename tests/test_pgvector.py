@@ -138,11 +138,11 @@ def test_enrolments_are_counted_without_a_recount_and_counts_stay_exact(
     store.create_gallery("lobby")
     v, t = synthetic_embeddings(12, 16, seed=3), synthetic_embeddings(12, 8, seed=3)
 
-    def recount(space: str = "student") -> dict[str, int]:
+    def recount(space: str = "student") -> tuple[int, dict[str, int]]:
         raise AssertionError("an enrolment recounted the table")
 
     with monkeypatch.context() as patch:
-        patch.setattr(store, "vector_counts_by_gallery", recount)
+        patch.setattr(store, "vector_counts_as_of", recount)
         gallery.enroll("a", [NewFace("a1", v[0], teacher_embedding=t[0]), NewFace("a2", v[1])])
         gallery.enroll("b", [NewFace("b1", v[2], teacher_embedding=t[2])], gallery="lobby")
         gallery.enroll("c", [NewFace(f"c{i}", v[i], teacher_embedding=t[i]) for i in range(3, 8)], gallery="lobby")
@@ -152,7 +152,7 @@ def test_enrolments_are_counted_without_a_recount_and_counts_stay_exact(
     assert gallery.delete_subject("c", "lobby") is not None  # a delete: recounted
     gallery.enroll("d", [NewFace("d1", v[8])], gallery="lobby")
     for space, part in (("student", gallery), ("teacher", teacher)):
-        counted = store.vector_counts_by_gallery(space)
+        counted = store.vector_counts_as_of(space)[1]
         assert {name: part.count(name) for name in ("default", "lobby")} == {
             name: counted.get(name, 0) for name in ("default", "lobby")
         }
@@ -189,7 +189,7 @@ def test_a_recount_and_its_change_log_position_come_from_one_snapshot(
     gallery.sync()
     assert (len(gallery), gallery.count()) == (3, 3)
     teacher = gallery.in_space("teacher")
-    assert len(teacher) == sum(store.vector_counts_by_gallery("teacher").values()) == 2
+    assert len(teacher) == sum(store.vector_counts_as_of("teacher")[1].values()) == 2
     assert gallery.seq == store.last_seq()
     store.close()
     other_store.close()

@@ -78,6 +78,7 @@ class UnknownGallery(LookupError):
 # The change log's position: the last seq written (0 before any change).
 _LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))
 
+
 @dataclass(frozen=True)
 class Change:
     seq: int
@@ -456,14 +457,10 @@ class GalleryStore:
         with self._read() as conn:
             return vectors.counts_of_faces(conn, space, face_ids)
 
-    def vector_counts_by_gallery(self, space: str = "student") -> dict[str, int]:
-        """``{gallery: faces with a vector in space}`` (galleries without any are absent)."""
-        with self._read() as conn:
-            return vectors.counts_by_gallery(conn, space)
-
     def vector_counts_as_of(self, space: str = "student") -> tuple[int, dict[str, int]]:
-        """``(last seq, vector_counts_by_gallery(space))`` from one snapshot: the counts hold exactly the
-        changes up to that seq, so a follower that applies the changes after it counts each once."""
+        """``(last seq, {gallery: faces with a vector in space})`` from one snapshot (galleries without any
+        are absent): the counts hold exactly the changes up to that seq, so a follower that applies the
+        changes after it counts each once."""
         with self._read(consistent=True) as conn:
             seq = int(conn.execute(_LAST_SEQ).scalar_one())
             return seq, vectors.counts_by_gallery(conn, space)
