@@ -131,12 +131,13 @@ class Settings(BaseSettings):
     faiss_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where FAISS searches.")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: all cores).")
     operating_point: OperatingPoint = Field(
-        "best_accuracy",
+        "fpir_10",
         description="Which threshold /identify (a 1:N search; /verify stays 1:1) decides at, per kind of face: "
         "'best_accuracy' (each model's same-person threshold on validation pairs), or 'fpir_10' / 'fpir_1': the one "
         "an unknown face reaches 10% / 1% of the time when the gallery searched is, scaled to that gallery's size "
         "from the card's per-comparison impostor scores (`open_set.per_comparison`; without them, as measured among "
-        "the calibration's 963 people). A kind of face the card has no figure for keeps its best-accuracy "
+        "the calibration's 963 people). The default is 'fpir_10': at 'best_accuracy' an unknown face is matched to "
+        "someone of a large gallery almost always. A kind of face the card has no figure for keeps its best-accuracy "
         "threshold, and the answer says so. A request's `operating_point` overrides it, its `threshold` both.",
     )
     use_teacher: bool = Field(

@@ -107,7 +107,8 @@ def test_a_16px_probe_is_identified_against_the_enrolled_hr_photos(tmp_path: Pat
     assert rule is not None  # a chip against the gallery: the views' threshold where the card has them
     chip_threshold = rule.threshold if rule.distant_views is None else rule.distant_views.threshold
     people = ("Colin_Powell", "George_W_Bush", "Tony_Blair", "Donald_Rumsfeld")
-    env = {"LRFACE_GALLERY_DIR": str(tmp_path / "g")}
+    # decided at the rule's own threshold (the default, fpir_10, scales it to the gallery: test_operating_point.py)
+    env = {"LRFACE_GALLERY_DIR": str(tmp_path / "g"), "LRFACE_OPERATING_POINT": "best_accuracy"}
     with running_server(env) as url, httpx.Client(base_url=url, timeout=60) as client:
         ready = client.get("/readyz").json()
         assert ready["student_gallery"] == "teacher" and "centred HR embeddings" in ready["embedders"]

@@ -96,7 +96,7 @@ def test_identify_decides_at_the_requested_or_configured_operating_point(tmp_pat
     assert views is not None
     powell, another = lfw_faces("Colin_Powell", 2)
     small = np.asarray(Image.open(another).convert("RGB").crop((70, 70, 180, 180)).resize((16, 16), Image.BOX))
-    env = {"LRFACE_GALLERY_DIR": str(tmp_path / "g"), "LRFACE_OPERATING_POINT": "fpir_10"}
+    env = {"LRFACE_GALLERY_DIR": str(tmp_path / "g")}  # LRFACE_OPERATING_POINT left at its default
     with running_server(env) as url, httpx.Client(base_url=url, timeout=120) as client:
         assert client.get("/readyz").json()["operating_point"] == "fpir_10"
         enrolled = client.post("/gallery/subjects/powell/faces", files={"images": (powell.name, powell.read_bytes())})

@@ -344,7 +344,7 @@ class Ready(BaseModel):
     )
     teacher_faces: int | None = Field(None, description="Faces in the teacher's index (None: no teacher).")
     operating_point: OperatingPoint = Field(
-        "best_accuracy", description="Where /identify decides unless a request says otherwise (LRFACE_OPERATING_POINT)."
+        "fpir_10", description="Where /identify decides unless a request says otherwise (LRFACE_OPERATING_POINT)."
     )
     student_gallery: str = Field(
         "student",
