@@ -206,7 +206,7 @@ def _revision_0004_with_data(url: str) -> None:
 def test_migration_0005_moves_a_0004_gallery_into_default(store_url: str) -> None:
     _revision_0004_with_data(store_url)
     store = GalleryStore(store_url)
-    assert store.revision == schema.head_revision() == "0005"
+    assert store.revision == schema.head_revision() == "0006"
     assert [(g.name, g.subject_count, g.face_count) for g in store.list_galleries()] == [("default", 2, 3)]
     assert [f.face_id for f in store.get_subject("ann").faces] == [1, 2]  # type: ignore[union-attr]
     assert store.changes_since(0)[-1].op == "reload"

@@ -185,7 +185,7 @@ def test_schema_is_migrated_and_legacy_galleries_are_adopted(tmp_path: Path) -> 
         conn.execute("INSERT INTO subjects VALUES ('old', 1.0)")
         conn.execute("INSERT INTO faces VALUES (7, 'old', 'h', 'm:1', ?, NULL, 1.0)", (_unit(9).tobytes(),))
     store = GalleryStore.sqlite(tmp_path)
-    assert store.revision == head_revision() == "0005"
+    assert store.revision == head_revision() == "0006"
     gallery = Gallery(store, 8, "m:1", FaceIndex(8, "flat"))
     gallery.load()
     assert gallery.search(_unit(9), 1)[0].face_id == 7 and gallery.seq == store.last_seq() == 2  # 0002, 0005: reload

@@ -51,7 +51,7 @@ def test_migration_installs_pgvector_and_fills_existing_faces(postgres_url: str)
         )
     engine.dispose()
     store = GalleryStore(postgres_url)
-    assert store.revision == "0005" and store.pgvector
+    assert store.revision == "0006" and store.pgvector
     with store.engine.connect() as conn:
         row = conn.exec_driver_sql("SELECT embedding_vec::text, vector_dims(teacher_vec) FROM faces").one()
         assert conn.exec_driver_sql("SELECT extname FROM pg_extension WHERE extname = 'vector'").scalar() == "vector"
@@ -130,8 +130,8 @@ def test_enrolments_are_counted_without_a_recount_and_counts_stay_exact(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An enrolment's sync counts the new rows by key (a recount of the whole table cost 0.4 s at 1M
-    faces); a delete recounts. Through enrolments and deletes in two galleries, with and without teacher
-    embeddings, the counts equal a recount."""
+    faces), and so does a delete (tests/test_pgvector_counts.py). Through enrolments and deletes in two
+    galleries, with and without teacher embeddings, the counts equal a recount."""
     store = GalleryStore(postgres_url)
     gallery = _pair(store)
     gallery.load()
@@ -139,18 +139,18 @@ def test_enrolments_are_counted_without_a_recount_and_counts_stay_exact(
     v, t = synthetic_embeddings(12, 16, seed=3), synthetic_embeddings(12, 8, seed=3)
 
     def recount(space: str = "student") -> tuple[int, dict[str, int]]:
-        raise AssertionError("an enrolment recounted the table")
+        raise AssertionError("a sync recounted the table")
 
     with monkeypatch.context() as patch:
         patch.setattr(store, "vector_counts_as_of", recount)
         gallery.enroll("a", [NewFace("a1", v[0], teacher_embedding=t[0]), NewFace("a2", v[1])])
         gallery.enroll("b", [NewFace("b1", v[2], teacher_embedding=t[2])], gallery="lobby")
         gallery.enroll("c", [NewFace(f"c{i}", v[i], teacher_embedding=t[i]) for i in range(3, 8)], gallery="lobby")
-    assert (gallery.count(), gallery.count("lobby"), len(gallery)) == (2, 6, 8)
-    teacher = gallery.in_space("teacher")
-    assert (teacher.count(), teacher.count("lobby"), len(teacher)) == (1, 6, 7)
-    assert gallery.delete_subject("c", "lobby") is not None  # a delete: recounted
-    gallery.enroll("d", [NewFace("d1", v[8])], gallery="lobby")
+        assert (gallery.count(), gallery.count("lobby"), len(gallery)) == (2, 6, 8)
+        teacher = gallery.in_space("teacher")
+        assert (teacher.count(), teacher.count("lobby"), len(teacher)) == (1, 6, 7)
+        assert gallery.delete_subject("c", "lobby") is not None  # counted by key too
+        gallery.enroll("d", [NewFace("d1", v[8])], gallery="lobby")
     for space, part in (("student", gallery), ("teacher", teacher)):
         counted = store.vector_counts_as_of(space)[1]
         assert {name: part.count(name) for name in ("default", "lobby")} == {
@@ -159,7 +159,6 @@ def test_enrolments_are_counted_without_a_recount_and_counts_stay_exact(
         assert len(part) == sum(counted.values())
     assert gallery.seq == store.last_seq()
     store.close()
-
 
 
 def test_a_recount_and_its_change_log_position_come_from_one_snapshot(
@@ -193,6 +192,7 @@ def test_a_recount_and_its_change_log_position_come_from_one_snapshot(
     assert gallery.seq == store.last_seq()
     store.close()
     other_store.close()
+
 
 def test_open_gallery_picks_pgvector_and_reembedding_to_another_size_keeps_working(
     postgres_url: str, tmp_path: Path

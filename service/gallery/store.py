@@ -86,6 +86,14 @@ class Change:
     face_id: int | None
     subject_id: str | None
     gallery: str | None = None  # None on entries older than revision 0005 (and on 'reload'): the default
+    # On 'remove' entries since revision 0006: whether the face had an embedding in each space (as searched:
+    # its pgvector column on a pgvector store). None: unknown (older entries, or PostgreSQL without pgvector).
+    had_student: bool | None = None
+    had_teacher: bool | None = None
+
+    def had(self, space: str) -> bool | None:
+        """Whether the removed face had an embedding in ``space`` (None: unknown)."""
+        return self.had_teacher if space == "teacher" else self.had_student
 
 
 @dataclass
@@ -179,6 +187,41 @@ class GalleryStore:
         if rows:
             conn.execute(changes.insert(), rows)
 
+    def _delete_faces(self, conn: sa.Connection, where: sa.ColumnElement[bool], gallery: str, now: float) -> list[int]:
+        """Delete the faces of ``gallery`` that ``where`` selects and log each removal, in the caller's
+        transaction, with whether the face had an embedding in each space, so a follower keeping counts
+        subtracts it without recounting the table. Returns their ids, in order. Read, then deleted: the
+        transaction holds the write lock, so no other writer comes between (and SQLite 3.40's ``DELETE ...
+        RETURNING`` gave ``teacher_embedding IS NOT NULL`` as true for a NULL)."""
+        if self.pgvector:  # what PgvectorGallery counts
+            had: list[sa.ColumnElement[Any]] = [faces.c.embedding_vec.is_not(None), faces.c.teacher_vec.is_not(None)]
+        elif self.dialect == "sqlite":  # what the FAISS index holds
+            had = [faces.c.embedding.is_not(None), faces.c.teacher_embedding.is_not(None)]
+        else:  # PostgreSQL without pgvector: a face may lack the vectors a later pgvector replica counts
+            had = []
+        selected = (faces.c.gallery == gallery) & where
+        rows = conn.execute(
+            sa.select(faces.c.face_id, faces.c.subject_id, *had).where(selected).order_by(faces.c.face_id)
+        ).all()
+        if rows:
+            conn.execute(faces.delete().where(selected))
+            conn.execute(
+                changes.insert(),
+                [
+                    {
+                        "op": "remove",
+                        "face_id": int(r[0]),
+                        "subject_id": r[1],
+                        "created_at": now,
+                        "gallery": gallery,
+                        "had_student": bool(r[2]) if had else None,
+                        "had_teacher": bool(r[3]) if had else None,
+                    }
+                    for r in rows
+                ],
+            )
+        return [int(r[0]) for r in rows]
+
     @staticmethod
     def _check_gallery(conn: sa.Connection, gallery: str) -> None:
         if conn.execute(sa.select(galleries.c.name).where(galleries.c.name == gallery)).first() is None:
@@ -204,11 +247,9 @@ class GalleryStore:
         with self._write() as conn:
             if conn.execute(sa.select(galleries.c.name).where(galleries.c.name == name)).first() is None:
                 return None
-            ids = [int(i) for i in conn.execute(sa.select(faces.c.face_id).where(faces.c.gallery == name)).scalars()]
-            conn.execute(faces.delete().where(faces.c.gallery == name))
+            ids = self._delete_faces(conn, sa.true(), name, now)
             gone = conn.execute(subjects.delete().where(subjects.c.gallery == name)).rowcount
             conn.execute(galleries.delete().where(galleries.c.name == name))
-            self._log(conn, "remove", [(i, None) for i in ids], now, name)
         return int(gone), ids
 
     def gallery_exists(self, name: str) -> bool:
@@ -332,28 +373,20 @@ class GalleryStore:
     def delete_subject(self, subject_id: str, gallery: str = DEFAULT_GALLERY) -> list[int] | None:
         """Delete a subject of ``gallery`` and its faces; returns their face ids, or None when unknown."""
         now = time.time()
-        of_subject = (faces.c.gallery == gallery) & (faces.c.subject_id == subject_id)
         with self._write() as conn:
             subject = sa.select(subjects.c.subject_id).where(
                 subjects.c.gallery == gallery, subjects.c.subject_id == subject_id
             )
             if conn.execute(subject).first() is None:
                 return None
-            ids = list(conn.execute(sa.select(faces.c.face_id).where(of_subject)).scalars())
-            conn.execute(faces.delete().where(of_subject))
+            ids = self._delete_faces(conn, faces.c.subject_id == subject_id, gallery, now)
             conn.execute(subjects.delete().where(subjects.c.gallery == gallery, subjects.c.subject_id == subject_id))
-            self._log(conn, "remove", [(i, subject_id) for i in ids], now, gallery)
-        return [int(i) for i in ids]
+        return ids
 
     def delete_face(self, subject_id: str, face_id: int, gallery: str = DEFAULT_GALLERY) -> bool:
         with self._write() as conn:
-            removed = conn.execute(
-                faces.delete().where(
-                    faces.c.gallery == gallery, faces.c.subject_id == subject_id, faces.c.face_id == face_id
-                )
-            ).rowcount
-            self._log(conn, "remove", [(face_id, subject_id)] if removed else [], time.time(), gallery)
-        return bool(removed)
+            where = (faces.c.subject_id == subject_id) & (faces.c.face_id == face_id)
+            return bool(self._delete_faces(conn, where, gallery, time.time()))
 
     def replace_embeddings(
         self, updates: list[tuple[int, np.ndarray]], model_version: str, space: str = "student"
@@ -452,11 +485,6 @@ class GalleryStore:
         with self._read() as conn:
             return vectors.counts(conn)
 
-    def vector_counts_of_faces(self, space: str, face_ids: Sequence[int]) -> dict[str, int]:
-        """``{gallery: how many of face_ids have a vector in space}`` (faces still present)."""
-        with self._read() as conn:
-            return vectors.counts_of_faces(conn, space, face_ids)
-
     def vector_counts_as_of(self, space: str = "student") -> tuple[int, dict[str, int]]:
         """``(last seq, {gallery: faces with a vector in space})`` from one snapshot (galleries without any
         are absent): the counts hold exactly the changes up to that seq, so a follower that applies the
@@ -551,13 +579,46 @@ class GalleryStore:
 
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
         with self._read() as conn:
-            rows = conn.execute(
-                sa.select(changes.c.seq, changes.c.op, changes.c.face_id, changes.c.subject_id, changes.c.gallery)
-                .where(changes.c.seq > seq)
-                .order_by(changes.c.seq)
-                .limit(limit)
-            ).all()
-        return [Change(int(r[0]), r[1], None if r[2] is None else int(r[2]), r[3], r[4]) for r in rows]
+            return self._changes(conn, seq, limit)
+
+    @staticmethod
+    def _changes(conn: sa.Connection, seq: int, limit: int) -> list[Change]:
+        rows = conn.execute(
+            sa.select(
+                changes.c.seq,
+                changes.c.op,
+                changes.c.face_id,
+                changes.c.subject_id,
+                changes.c.gallery,
+                changes.c.had_student,
+                changes.c.had_teacher,
+            )
+            .where(changes.c.seq > seq)
+            .order_by(changes.c.seq)
+            .limit(limit)
+        ).all()
+        return [
+            Change(
+                int(r[0]),
+                r[1],
+                None if r[2] is None else int(r[2]),
+                r[3],
+                r[4],
+                None if r[5] is None else bool(r[5]),
+                None if r[6] is None else bool(r[6]),
+            )
+            for r in rows
+        ]
+
+    def changes_and_added_vectors(self, space: str, seq: int, limit: int) -> tuple[list[Change], dict[str, int]]:
+        """The change-log entries after ``seq`` (at most ``limit``) and ``{gallery: how many of the faces
+        their 'add' entries name have a vector in space}``, from one snapshot: a face enrolled there is
+        absent only if its 'remove' is in the snapshot too, so among the entries unless ``limit`` cut them
+        short (then recount), and a follower that skips such a 'remove' counts each face once."""
+        with self._read(consistent=True) as conn:
+            pending = self._changes(conn, seq, limit)
+            added = [c.face_id for c in pending if c.op == "add" and c.face_id is not None]
+            return pending, vectors.counts_of_faces(conn, space, added)
 
     def chips(self) -> list[tuple[int, bytes | None, bytes | None]]:
         """``(face_id, canonical chip PNG, HR chip PNG)`` of every face (None where not kept)."""

@@ -84,6 +84,9 @@ SPACES = {
 
 # The change log replicas follow: one row per added or removed face, or one 'reload' row after a bulk
 # rewrite. ``seq`` grows in commit order (writers serialise), so "everything after seq N" is exact.
+# A 'remove' row also says whether the face had an embedding in each space (revision 0006), so a
+# follower keeping counts subtracts it without recounting; NULL: unknown (older rows, 'add', 'reload',
+# and deletes written by a PostgreSQL store without pgvector).
 changes = sa.Table(
     "changes",
     metadata,
@@ -93,4 +96,6 @@ changes = sa.Table(
     sa.Column("subject_id", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("gallery", sa.Text, nullable=True),  # revision 0005; NULL on older entries: the default gallery
+    sa.Column("had_student", sa.Boolean, nullable=True),  # revision 0006, on 'remove' entries
+    sa.Column("had_teacher", sa.Boolean, nullable=True),
 )
