@@ -382,7 +382,9 @@ def enrol_in_process(
 ) -> dict[str, Any]:
     """One photo per call through :func:`service.enrollment.enroll_images` (what the route and the CLI
     run), into ``gallery``: faces/s and how the time splits into embedding (decode, detection, student
-    and teacher embedding, chips) and storing (transaction, change log, index)."""
+    and teacher embedding, chips) and storing (transaction, change log, index); then each subject enrolled
+    here deleted again, one call each, timed (``delete_subject``: the delete, its change-log entries and the
+    sync that counts them), which leaves the gallery as it was before the warm-up face."""
     from lrface.embedder import OnnxEmbedder
     from lrface.settings import Settings
     from service.embedders import Embedders
@@ -402,10 +404,15 @@ def enrol_in_process(
         per_face.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
     runtime = None if embedders.teacher is None else "onnxruntime" if hasattr(embedders.teacher, "session") else "dlib"
+    deletes = []  # then each subject deleted again, one call each (the delete, the change log, the sync)
+    for subject in dict.fromkeys(subject for subject, _ in _requests(files, prefix, 1)):
+        t0 = time.perf_counter()
+        gallery.delete_subject(subject)
+        deletes.append(time.perf_counter() - t0)
     return {"faces": len(files), "faces_per_s": len(files) / total, "teacher_runtime": runtime,
             "embed_ms_per_face": (total - timed.store_s) / len(files) * 1e3,
             "store_ms_per_face": timed.store_s / len(files) * 1e3, "store_share": timed.store_s / total,
-            "per_face": _latency(per_face)}  # fmt: skip
+            "per_face": _latency(per_face), "delete_subject": _latency(deletes)}  # fmt: skip
 
 
 def http_enrol(url: str, files: list[tuple[str, Path]], prefix: str, per_request: int, clients: int) -> dict[str, Any]:

@@ -82,8 +82,8 @@ def test_enrolment_requests_group_up_to_n_photos_of_one_person() -> None:
 
 
 def test_enrolment_in_process_splits_embedding_from_storing(tmp_path: Path) -> None:
-    """Real photos through the service's enrolment function: every face is stored and searchable, and
-    the time splits into embedding and storing."""
+    """Real photos through the service's enrolment function: every face is stored, and the time splits
+    into embedding and storing; each subject is then deleted again, timed."""
     photos = [("Colin_Powell", p) for p in lfw_faces("Colin_Powell", 2)]
     card_dim = 128
     settings = Settings(gallery_dir=tmp_path, index="flat", gallery_engine="faiss")
@@ -95,7 +95,8 @@ def test_enrolment_in_process_splits_embedding_from_storing(tmp_path: Path) -> N
     result = enrol_in_process(gallery, BUNDLED_MODEL_DIR, photos)
     assert result["faces"] == 2 and result["faces_per_s"] > 0
     assert result["embed_ms_per_face"] > 0 and result["store_ms_per_face"] > 0 and 0 < result["store_share"] < 1
-    assert gallery.get_subject("inproc-Colin_Powell") is not None and len(gallery) == 3  # + the warm-up face
+    assert gallery.get_subject("inproc-Colin_Powell") is None and len(gallery) == 1  # deleted again; the warm-up face
+    assert result["delete_subject"]["p50_ms"] > 0
     gallery.close()
 
 
