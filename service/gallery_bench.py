@@ -397,15 +397,15 @@ def enrol_in_process(
     timed = _TimedGallery(gallery)
     enroll_images(cast(Any, timed), embedders, decoder, f"{prefix}-warm-up", [ImageItem(files[0][1].read_bytes(), "w")])
     timed.store_s = 0.0
-    start, per_face = time.perf_counter(), []
-    for subject, paths in _requests(files, prefix, 1):
+    start, per_face, requests = time.perf_counter(), [], _requests(files, prefix, 1)
+    for subject, paths in requests:
         t0 = time.perf_counter()
         enroll_images(cast(Any, timed), embedders, decoder, subject, [ImageItem(paths[0].read_bytes(), paths[0].name)])
         per_face.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
     runtime = None if embedders.teacher is None else "onnxruntime" if hasattr(embedders.teacher, "session") else "dlib"
     deletes = []  # then each subject deleted again, one call each (the delete, the change log, the sync)
-    for subject in dict.fromkeys(subject for subject, _ in _requests(files, prefix, 1)):
+    for subject in dict.fromkeys(subject for subject, _ in requests):
         t0 = time.perf_counter()
         gallery.delete_subject(subject)
         deletes.append(time.perf_counter() - t0)

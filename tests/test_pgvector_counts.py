@@ -136,7 +136,7 @@ def test_a_delete_committed_while_enrolments_are_counted_is_counted_once(
     deleted: list[int] = []
 
     def delete_during_the_count(conn: sa.Connection, space: str, face_ids: list[int]) -> dict[str, int]:
-        if not deleted and conn.engine is b.store.engine:  # B's first count, after its change-log read
+        if not deleted and conn.engine is b.store.engine:  # B's first count (its teacher space syncs first)
             deleted.append(1)
             assert a.delete_subject("late") is not None
         return counts_of_faces(conn, space, face_ids)

@@ -182,8 +182,13 @@ class GalleryStore:
         entries: Iterable[tuple[int | None, str | None]],
         now: float,
         gallery: str | None = None,
+        had: Sequence[tuple[bool | None, bool | None]] = (),
     ) -> None:
+        """One change-log row an entry ``(face_id, subject_id)``; ``had``, for 'remove' entries, says
+        per entry whether the face had an embedding in the student's and the teacher's space."""
         rows = [{"op": op, "face_id": f, "subject_id": s, "created_at": now, "gallery": gallery} for f, s in entries]
+        for row, (student, teacher) in zip(rows, had, strict=False):
+            row["had_student"], row["had_teacher"] = student, teacher
         if rows:
             conn.execute(changes.insert(), rows)
 
@@ -205,21 +210,8 @@ class GalleryStore:
         ).all()
         if rows:
             conn.execute(faces.delete().where(selected))
-            conn.execute(
-                changes.insert(),
-                [
-                    {
-                        "op": "remove",
-                        "face_id": int(r[0]),
-                        "subject_id": r[1],
-                        "created_at": now,
-                        "gallery": gallery,
-                        "had_student": bool(r[2]) if had else None,
-                        "had_teacher": bool(r[3]) if had else None,
-                    }
-                    for r in rows
-                ],
-            )
+        flags = [(bool(r[2]), bool(r[3])) if had else (None, None) for r in rows]
+        self._log(conn, "remove", [(int(r[0]), r[1]) for r in rows], now, gallery, flags)
         return [int(r[0]) for r in rows]
 
     @staticmethod
